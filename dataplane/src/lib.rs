@@ -1,0 +1,13 @@
+//! The data plane: everything a worker core touches. `dpdk` is the only
+//! module with `unsafe`.
+
+pub mod counters;
+pub mod dpdk;
+pub mod forward;
+pub mod runtime;
+pub mod worker;
+
+pub use counters::{CoreCounters, CoreSnapshot};
+pub use forward::ForwardMode;
+pub use runtime::{DataplaneSpec, PortSpec, Running, ShutdownReport, StartError};
+pub use worker::IdlePolicy;

@@ -1,0 +1,358 @@
+//! Bringing the data plane up and down: EAL, mempools per NUMA socket,
+//! ports, the (port, rx queue) -> worker plan, worker launch, and a
+//! shutdown that proves every mbuf came home.
+//!
+//! Teardown order matters and is fixed here: stop flag -> wait for every
+//! worker -> stop and close ports (drivers return their rx rings' mbufs) ->
+//! count the pools -> free pools -> `rte_eal_cleanup`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use hdrhistogram::Histogram;
+
+use crate::counters::{CoreCounters, CoreSnapshot};
+use crate::dpdk::{
+    DpdkError, Eal, LinkState, Mempool, Port, PortConfig, PortStats, BURST_SIZE, SOCKET_ID_ANY,
+};
+use crate::forward::ForwardMode;
+use crate::worker::{IdlePolicy, Stream, Worker, WorkerReport};
+
+/// One port as the runtime needs it.
+#[derive(Clone, Debug)]
+pub struct PortSpec {
+    /// DPDK's name for the probed device (`net_tap0`, `0000:01:00.0`).
+    pub dpdk_name: String,
+    pub rx_queues: u16,
+    pub mtu: Option<u16>,
+    /// Index of the port that gets what this port receives.
+    pub peer: usize,
+}
+
+/// The whole data plane to bring up.
+#[derive(Clone, Debug)]
+pub struct DataplaneSpec {
+    /// Complete EAL arguments (lcores, memory, devices, logging).
+    pub eal_args: Vec<String>,
+    /// Worker lcores; they must be exactly EAL's worker lcores.
+    pub workers: Vec<u32>,
+    pub ports: Vec<PortSpec>,
+    pub mode: ForwardMode,
+    /// Mbufs per pool; `None` sizes the pool from queues and cores.
+    pub mbufs: Option<u32>,
+    pub mbuf_cache: u32,
+    pub rx_desc: u16,
+    pub tx_desc: u16,
+    pub idle: IdlePolicy,
+    /// Record per-burst latency on one burst in this many (power of two).
+    pub latency_every: Option<u32>,
+}
+
+/// Why the data plane could not start. `port` indexes `DataplaneSpec::ports`
+/// so the caller can name the config field.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Eal(DpdkError),
+    #[error("EAL gave worker lcores {got:?} but {want:?} were configured")]
+    Lcores { want: Vec<u32>, got: Vec<u32> },
+    #[error("{source}")]
+    Port { port: usize, source: DpdkError },
+    #[error(transparent)]
+    Mempool(DpdkError),
+    #[error(transparent)]
+    Launch(#[from] crate::dpdk::LaunchError),
+}
+
+/// A running data plane.
+pub struct Running {
+    ports: Vec<Port>,
+    pools: BTreeMap<i32, Arc<Mempool>>,
+    workers: Vec<(u32, Arc<CoreCounters>)>,
+    stop: Arc<AtomicBool>,
+    reports: mpsc::Receiver<WorkerReport>,
+    eal: Eal,
+}
+
+/// What shutdown found.
+#[derive(Debug)]
+pub struct ShutdownReport {
+    pub mbufs_total: u64,
+    /// Mbufs not back in their pool after every port closed (0 = no leak).
+    pub mbufs_missing: u64,
+    pub cores: Vec<(u32, CoreSnapshot)>,
+    /// Per-burst latency of all workers merged, in TSC ticks.
+    pub latency: Option<Histogram<u64>>,
+}
+
+fn default_pool_size(spec: &DataplaneSpec, ports_on_socket: &[usize], cache: u32) -> u32 {
+    let nw = spec.workers.len() as u32;
+    let mut n: u32 = 0;
+    for &i in ports_on_socket {
+        let p = &spec.ports[i];
+        n += u32::from(p.rx_queues) * u32::from(spec.rx_desc);
+        n += nw * u32::from(spec.tx_desc);
+    }
+    n += (nw + 1) * (cache + BURST_SIZE as u32) + 2048;
+    // A power of two minus one is the optimum for the ring under the pool.
+    (n + 1).next_power_of_two().max(8192) - 1
+}
+
+/// Round-robin of every (port, rx queue) over the workers.
+pub fn plan_queues(ports: &[PortSpec], workers: usize) -> Vec<Vec<(usize, u16)>> {
+    let mut plan = vec![Vec::new(); workers];
+    let mut k = 0;
+    for (pi, p) in ports.iter().enumerate() {
+        for q in 0..p.rx_queues {
+            plan[k % workers].push((pi, q));
+            k += 1;
+        }
+    }
+    plan
+}
+
+impl Running {
+    /// Brings everything up and launches the workers.
+    pub fn start(spec: &DataplaneSpec) -> Result<Running, StartError> {
+        let eal = Eal::init(&spec.eal_args).map_err(|e| match &e {
+            // Blame the port whose device EAL choked on, if the log names it.
+            DpdkError::EalInit { log, .. } => {
+                match spec.ports.iter().position(|p| {
+                    log.contains(&format!("\"{}\"", p.dpdk_name))
+                        || log.contains(&format!("'{}'", p.dpdk_name))
+                }) {
+                    Some(port) => StartError::Port { port, source: e },
+                    None => StartError::Eal(e),
+                }
+            }
+            _ => StartError::Eal(e),
+        })?;
+        let got = eal.worker_lcores();
+        if got != spec.workers {
+            return Err(StartError::Lcores {
+                want: spec.workers.clone(),
+                got,
+            });
+        }
+        let mut ports = Vec::with_capacity(spec.ports.len());
+        for (i, p) in spec.ports.iter().enumerate() {
+            ports.push(
+                Port::open(&eal, &p.dpdk_name)
+                    .map_err(|e| StartError::Port { port: i, source: e })?,
+            );
+        }
+
+        // One pool per NUMA socket that has ports; virtual devices report
+        // SOCKET_ID_ANY and share socket 0's pool.
+        let mut by_socket: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+        for (i, p) in ports.iter().enumerate() {
+            let s = p.socket_id();
+            by_socket
+                .entry(if s == SOCKET_ID_ANY { 0 } else { s })
+                .or_default()
+                .push(i);
+        }
+        let mut pools = BTreeMap::new();
+        for (socket, idx) in &by_socket {
+            let size = spec
+                .mbufs
+                .unwrap_or_else(|| default_pool_size(spec, idx, spec.mbuf_cache));
+            let pool = Mempool::create(
+                &format!("hdvrf_mbuf_s{socket}"),
+                size,
+                spec.mbuf_cache,
+                dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16,
+                *socket,
+            )
+            .map_err(StartError::Mempool)?;
+            pools.insert(*socket, Arc::new(pool));
+        }
+
+        let nw = spec.workers.len() as u16;
+        for (i, port) in ports.iter_mut().enumerate() {
+            let s = port.socket_id();
+            let pool = pools[&(if s == SOCKET_ID_ANY { 0 } else { s })].clone();
+            let cfg = PortConfig {
+                rx_queues: spec.ports[i].rx_queues,
+                tx_queues: nw,
+                rx_desc: spec.rx_desc,
+                tx_desc: spec.tx_desc,
+                mtu: spec.ports[i].mtu,
+                promiscuous: true,
+            };
+            port.configure(&cfg, pool)
+                .and_then(|_| port.start())
+                .map_err(|e| StartError::Port { port: i, source: e })?;
+        }
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx_reports, reports) = mpsc::channel();
+        let plan = plan_queues(&spec.ports, spec.workers.len());
+        let mut workers = Vec::new();
+        for (w, lcore) in spec.workers.iter().enumerate() {
+            let mut streams = Vec::new();
+            for &(pi, q) in &plan[w] {
+                let rx = ports[pi]
+                    .take_rx_queue(q)
+                    .expect("each (port, queue) is planned once");
+                streams.push(Stream {
+                    rx,
+                    out: spec.ports[pi].peer,
+                });
+            }
+            let tx = ports
+                .iter_mut()
+                .map(|p| {
+                    p.take_tx_queue(w as u16)
+                        .expect("one tx queue per worker per port")
+                })
+                .collect();
+            let counters = Arc::new(CoreCounters::default());
+            let latency = spec.latency_every.map(|every| {
+                let h = Histogram::new_with_bounds(1, 1 << 40, 3).expect("valid bounds");
+                (h, every.next_power_of_two())
+            });
+            let worker = Worker {
+                lcore: *lcore,
+                streams,
+                tx,
+                mode: spec.mode,
+                idle: spec.idle,
+                counters: counters.clone(),
+                stop: stop.clone(),
+                latency,
+            };
+            let tx_reports = tx_reports.clone();
+            eal.launch(*lcore, move || {
+                let report = worker.run();
+                let _ = tx_reports.send(report);
+                0
+            })?;
+            workers.push((*lcore, counters));
+        }
+        Ok(Running {
+            ports,
+            pools,
+            workers,
+            stop,
+            reports,
+            eal,
+        })
+    }
+
+    pub fn cores(&self) -> Vec<(u32, CoreSnapshot)> {
+        self.workers
+            .iter()
+            .map(|(l, c)| (*l, c.snapshot()))
+            .collect()
+    }
+
+    pub fn port_stats(&self) -> Vec<(String, PortStats, LinkState)> {
+        self.ports
+            .iter()
+            .map(|p| (p.name().to_owned(), p.stats(), p.link()))
+            .collect()
+    }
+
+    pub fn port_macs(&self) -> Vec<(String, [u8; 6])> {
+        self.ports
+            .iter()
+            .map(|p| (p.name().to_owned(), p.mac()))
+            .collect()
+    }
+
+    /// Mbufs currently handed out from all pools.
+    pub fn mbufs_in_use(&self) -> u64 {
+        self.pools.values().map(|p| u64::from(p.in_use())).sum()
+    }
+
+    /// Stops workers, closes ports, checks the pools, cleans up EAL.
+    pub fn shutdown(self) -> ShutdownReport {
+        let Running {
+            ports,
+            pools,
+            workers,
+            stop,
+            reports,
+            eal,
+        } = self;
+        stop.store(true, Ordering::Relaxed);
+        for (lcore, _) in &workers {
+            eal.wait(*lcore);
+        }
+        let mut cores = Vec::new();
+        let mut latency: Option<Histogram<u64>> = None;
+        while let Ok(r) = reports.try_recv() {
+            cores.push((r.lcore, r.counters));
+            if let Some(h) = r.latency {
+                match latency.as_mut() {
+                    Some(acc) => {
+                        let _ = acc.add(&h);
+                    }
+                    None => latency = Some(h),
+                }
+            }
+        }
+        cores.sort_by_key(|(l, _)| *l);
+        for p in ports {
+            p.close();
+        }
+        let mbufs_total = pools.values().map(|p| u64::from(p.size())).sum();
+        let mbufs_missing = pools.values().map(|p| u64::from(p.in_use())).sum();
+        drop(pools);
+        eal.cleanup();
+        ShutdownReport {
+            mbufs_total,
+            mbufs_missing,
+            cores,
+            latency,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(rxq: u16) -> PortSpec {
+        PortSpec {
+            dpdk_name: "x".into(),
+            rx_queues: rxq,
+            mtu: None,
+            peer: 0,
+        }
+    }
+
+    #[test]
+    fn plan_spreads_every_queue_once() {
+        let ports = vec![port(2), port(1), port(3)];
+        let plan = plan_queues(&ports, 2);
+        let mut all: Vec<_> = plan.iter().flatten().copied().collect();
+        all.sort();
+        assert_eq!(all, vec![(0, 0), (0, 1), (1, 0), (2, 0), (2, 1), (2, 2)]);
+        assert_eq!(plan[0].len(), 3);
+        assert_eq!(plan[1].len(), 3);
+    }
+
+    #[test]
+    fn pool_size_is_power_of_two_minus_one_and_covers_rings() {
+        let spec = DataplaneSpec {
+            eal_args: vec![],
+            workers: vec![1, 2],
+            ports: vec![port(4), port(4)],
+            mode: ForwardMode::Io,
+            mbufs: None,
+            mbuf_cache: 256,
+            rx_desc: 1024,
+            tx_desc: 1024,
+            idle: IdlePolicy { max_sleep_us: 0 },
+            latency_every: None,
+        };
+        let n = default_pool_size(&spec, &[0, 1], 256);
+        assert_eq!((n + 1).count_ones(), 1);
+        assert!(n >= 2 * 4 * 1024 + 2 * 2 * 1024);
+    }
+}

@@ -1,0 +1,132 @@
+//! The per-core poll loop (l3fwd / testpmd style): for each owned
+//! (port, rx queue), receive a burst, run the forwarding node over it, send
+//! it on this core's tx queue of the destination port. No allocation, no
+//! locks, no syscalls while there is traffic; when idle, the loop backs off
+//! with short sleeps growing to a cap (as VPP's adaptive polling) so that
+//! several instances can share a small machine.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::counters::{CoreCounters, CoreSnapshot};
+use crate::dpdk::{tsc, Burst, RxQueue, TxQueue};
+use crate::forward::{macswap, ForwardMode};
+
+/// One rx queue a worker polls and the port (index into `Worker::tx`)
+/// that gets what arrives on it.
+pub struct Stream {
+    pub rx: RxQueue,
+    pub out: usize,
+}
+
+/// Idle back-off: after `EMPTY_POLLS_BEFORE_SLEEP` empty loops the worker
+/// sleeps 1 us, doubling up to `max_sleep_us`. 0 disables sleeping
+/// (benchmarks, dedicated cores).
+#[derive(Clone, Copy, Debug)]
+pub struct IdlePolicy {
+    pub max_sleep_us: u32,
+}
+
+const EMPTY_POLLS_BEFORE_SLEEP: u32 = 256;
+
+/// Everything one worker lcore owns.
+pub struct Worker {
+    pub lcore: u32,
+    pub streams: Vec<Stream>,
+    /// This worker's own tx queue on every port, by port index.
+    pub tx: Vec<TxQueue>,
+    pub mode: ForwardMode,
+    pub idle: IdlePolicy,
+    pub counters: Arc<CoreCounters>,
+    pub stop: Arc<AtomicBool>,
+    /// Per-burst latency (TSC ticks from rx return to tx return), recorded
+    /// on one burst in `latency_every` (a power of two); `None` = off.
+    pub latency: Option<(Histogram<u64>, u32)>,
+}
+
+/// What a worker hands back when it stops.
+pub struct WorkerReport {
+    pub lcore: u32,
+    pub counters: CoreSnapshot,
+    pub latency: Option<Histogram<u64>>,
+}
+
+impl Worker {
+    /// Polls until `stop` is set. Runs on the worker's lcore.
+    pub fn run(mut self) -> WorkerReport {
+        let mut burst = Burst::new();
+        let mut c = CoreSnapshot::default();
+        let mut empty_run: u32 = 0;
+        let mut sleep_us: u32 = 1;
+        let mut sample_tick: u32 = 0;
+        let mut latency = self.latency.take();
+        let mask = latency
+            .as_ref()
+            .map(|(_, every)| every.saturating_sub(1))
+            .unwrap_or(0);
+
+        while !self.stop.load(Ordering::Relaxed) {
+            let mut got = 0usize;
+            for s in &self.streams {
+                let n = s.rx.rx(&mut burst);
+                if n == 0 {
+                    continue;
+                }
+                got += n;
+                let t0 = match latency {
+                    Some(_) => {
+                        sample_tick = sample_tick.wrapping_add(1);
+                        if sample_tick & mask == 0 {
+                            tsc()
+                        } else {
+                            0
+                        }
+                    }
+                    None => 0,
+                };
+                c.rx_packets += n as u64;
+                c.bursts += 1;
+                if self.mode == ForwardMode::MacSwap {
+                    c.runt_drops += macswap(&mut burst);
+                }
+                let (sent, dropped) = match self.tx.get(s.out) {
+                    Some(tx) => tx.tx_or_drop(&mut burst),
+                    None => (0, {
+                        let n = burst.len();
+                        burst.clear();
+                        n
+                    }),
+                };
+                c.tx_packets += sent as u64;
+                c.tx_full_drops += dropped as u64;
+                if t0 != 0 {
+                    if let Some((h, _)) = latency.as_mut() {
+                        h.saturating_record(tsc().wrapping_sub(t0));
+                    }
+                }
+            }
+            if got == 0 {
+                c.empty_polls += 1;
+                empty_run += 1;
+                if self.idle.max_sleep_us > 0 && empty_run >= EMPTY_POLLS_BEFORE_SLEEP {
+                    self.counters.publish(&c);
+                    std::thread::sleep(Duration::from_micros(u64::from(sleep_us)));
+                    sleep_us = (sleep_us * 2).min(self.idle.max_sleep_us);
+                }
+            } else {
+                empty_run = 0;
+                sleep_us = 1;
+                self.counters.publish(&c);
+            }
+        }
+        self.counters.publish(&c);
+        WorkerReport {
+            lcore: self.lcore,
+            counters: c,
+            latency: latency.map(|(h, _)| h),
+        }
+    }
+}

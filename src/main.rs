@@ -1,0 +1,66 @@
+//! `hdvrf`: the command line. `run` brings the data plane up from a
+//! configuration file, `check` validates one, `bench` measures forwarding
+//! testpmd-style.
+
+mod bench;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+fn long_version() -> &'static str {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (git ",
+        env!("HDVRF_GIT_DESCRIBE"),
+        ", built against DPDK ",
+        env!("HDVRF_DPDK_BUILD_VERSION"),
+        ")"
+    )
+}
+
+#[derive(Parser)]
+#[command(name = "hdvrf", version = long_version(), about = "DPDK provider-edge router for MPLS VPNs with half-duplex VRFs")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Bring up ports and workers from a configuration file and forward
+    /// until SIGINT or SIGTERM.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Stop by itself after this many seconds (tests, demos).
+        #[arg(long)]
+        duration: Option<f64>,
+    },
+    /// Validate a configuration file; print every error with its place.
+    Check { config: PathBuf },
+    /// testpmd-style throughput: a pcap replayed forever through the
+    /// forwarding mode to net_null.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Run { config, duration } => run::run(&config, duration),
+        Cmd::Check { config } => run::check(&config),
+        Cmd::Bench(args) => bench::bench(&args),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            // One line per error, no backtrace: operators read this.
+            for line in format!("{e:#}").lines() {
+                eprintln!("hdvrf: error: {line}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! `hdvrf run` and `hdvrf check`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use control::config::{self, LoadError, Loaded};
+use control::eal_args::{self, Hugepages};
+use dataplane::{CoreSnapshot, DataplaneSpec, IdlePolicy, PortSpec, Running, StartError};
+
+pub fn check(path: &Path) -> Result<ExitCode> {
+    let loaded = load(path)?;
+    eal_args::build(&loaded, Hugepages::probe())?;
+    println!(
+        "{}: ok ({} ports, {} workers)",
+        path.display(),
+        loaded.config.ports.len(),
+        loaded.config.dataplane.workers.get_ref().len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn load(path: &Path) -> Result<Loaded> {
+    config::load(path).map_err(|e| match e {
+        LoadError::Invalid(list) => anyhow!(
+            "{}",
+            list.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+        other => anyhow!(other),
+    })
+}
+
+/// The data plane's spec for a validated configuration.
+pub fn spec_for(loaded: &Loaded, eal_args: Vec<String>) -> DataplaneSpec {
+    let dp = &loaded.config.dataplane;
+    DataplaneSpec {
+        eal_args,
+        workers: dp.workers.get_ref().clone(),
+        ports: loaded
+            .config
+            .ports
+            .iter()
+            .zip(&loaded.devices)
+            .zip(&loaded.peers)
+            .map(|((p, d), peer)| PortSpec {
+                dpdk_name: d.dpdk_name.clone(),
+                rx_queues: *p.rx_queues.get_ref(),
+                mtu: p.mtu.as_ref().map(|m| *m.get_ref()),
+                peer: *peer,
+            })
+            .collect(),
+        mode: dp.forward_mode.get_ref().parse().expect("validated"),
+        mbufs: (dp.mbufs > 0).then_some(dp.mbufs),
+        mbuf_cache: dp.mbuf_cache,
+        rx_desc: dp.rx_desc,
+        tx_desc: dp.tx_desc,
+        idle: IdlePolicy {
+            max_sleep_us: dp.idle_sleep_max_us,
+        },
+        latency_every: None,
+    }
+}
+
+/// Starts the data plane, turning start errors into messages that name the
+/// configuration field they come from.
+pub fn start(loaded: &Loaded, spec: &DataplaneSpec) -> Result<Running> {
+    Running::start(spec).map_err(|e| match e {
+        StartError::Port { port, source } => {
+            let p = &loaded.config.ports[port];
+            anyhow!(
+                "{}",
+                loaded.error_at(
+                    p.device.span(),
+                    &format!("port[{port}].device"),
+                    format!("{:?}: {source}", p.device.get_ref())
+                )
+            )
+        }
+        StartError::Lcores { .. } => anyhow!(
+            "{}",
+            loaded.error_at(
+                loaded.config.dataplane.workers.span(),
+                "dataplane.workers",
+                e.to_string()
+            )
+        ),
+        other => anyhow!(other),
+    })
+}
+
+/// Installs SIGINT/SIGTERM handlers that set the returned flag.
+pub fn term_flag() -> Result<Arc<AtomicBool>> {
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, term.clone()).context("installing signal handler")?;
+    }
+    Ok(term)
+}
+
+fn mpps(pkts: u64, dt: Duration) -> f64 {
+    pkts as f64 / dt.as_secs_f64() / 1e6
+}
+
+pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
+    let loaded = load(path)?;
+    let huge = Hugepages::probe();
+    let args = eal_args::build(&loaded, huge)?;
+    let spec = spec_for(&loaded, args);
+    let term = term_flag()?;
+    let running = start(&loaded, &spec)?;
+    let memory = if spec.eal_args.iter().any(|a| a == "--no-huge") {
+        "no hugepages"
+    } else {
+        "hugepages"
+    };
+    println!(
+        "hdvrf: forwarding ({} mode, {} ports, workers on lcores {:?}, {})",
+        spec.mode,
+        spec.ports.len(),
+        spec.workers,
+        memory
+    );
+    for ((name, mac), p) in running.port_macs().iter().zip(&loaded.config.ports) {
+        println!(
+            "hdvrf: port {} = {} mac {}",
+            p.name.get_ref(),
+            name,
+            mac.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        );
+    }
+    let interval = Duration::from_millis(loaded.config.dataplane.stats_interval_ms);
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let mut prev: Vec<(u32, CoreSnapshot)> = running.cores();
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        if term.load(Ordering::Relaxed) {
+            break;
+        }
+        if duration.is_some_and(|d| started.elapsed().as_secs_f64() >= d) {
+            break;
+        }
+        if !interval.is_zero() && last.elapsed() >= interval {
+            let now = running.cores();
+            let dt = last.elapsed();
+            last = Instant::now();
+            print_stats(&prev, &now, dt);
+            prev = now;
+        }
+    }
+    let t0 = Instant::now();
+    let report = running.shutdown();
+    let took = t0.elapsed();
+    let total: CoreSnapshot = sum(&report.cores);
+    println!(
+        "hdvrf: stopped in {} ms: rx {} tx {} drops {} (tx full {}, runt {})",
+        took.as_millis(),
+        total.rx_packets,
+        total.tx_packets,
+        total.drops(),
+        total.tx_full_drops,
+        total.runt_drops
+    );
+    if report.mbufs_missing != 0 {
+        eprintln!(
+            "hdvrf: error: mbufs: {} of {} not back in the pool after shutdown",
+            report.mbufs_missing, report.mbufs_total
+        );
+        return Ok(ExitCode::from(3));
+    }
+    println!(
+        "hdvrf: mbufs: {}/{} back in the pool",
+        report.mbufs_total, report.mbufs_total
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sum(cores: &[(u32, CoreSnapshot)]) -> CoreSnapshot {
+    let mut t = CoreSnapshot::default();
+    for (_, c) in cores {
+        t.rx_packets += c.rx_packets;
+        t.tx_packets += c.tx_packets;
+        t.tx_full_drops += c.tx_full_drops;
+        t.runt_drops += c.runt_drops;
+        t.bursts += c.bursts;
+        t.empty_polls += c.empty_polls;
+    }
+    t
+}
+
+fn print_stats(prev: &[(u32, CoreSnapshot)], now: &[(u32, CoreSnapshot)], dt: Duration) {
+    let mut line = String::from("stats:");
+    for ((l, a), (_, b)) in prev.iter().zip(now) {
+        line.push_str(&format!(
+            " core {l}: rx {:.3} Mpps tx {:.3} Mpps drop {} |",
+            mpps(b.rx_packets - a.rx_packets, dt),
+            mpps(b.tx_packets - a.tx_packets, dt),
+            b.drops() - a.drops()
+        ));
+    }
+    let t = sum(now);
+    line.push_str(&format!(
+        " total rx {} tx {} drop {}",
+        t.rx_packets,
+        t.tx_packets,
+        t.drops()
+    ));
+    println!("{line}");
+}
