@@ -287,7 +287,13 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, LoadError> {
                 line,
                 column,
                 field,
-                message: inner.message().trim().to_owned(),
+                message: inner
+                    .message()
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("; "),
             }]));
         }
     };
