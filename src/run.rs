@@ -157,8 +157,21 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
             prev = now;
         }
     }
+    let ports = running.port_stats();
     let t0 = Instant::now();
     let report = running.shutdown();
+    for ((name, st, link), p) in ports.iter().zip(&loaded.config.ports) {
+        println!(
+            "hdvrf: port {} ({name}, link {link:?}): rx {} tx {} missed {} rx-errors {} tx-errors {} no-mbuf {}",
+            p.name.get_ref(),
+            st.ipackets,
+            st.opackets,
+            st.imissed,
+            st.ierrors,
+            st.oerrors,
+            st.rx_nombuf
+        );
+    }
     let took = t0.elapsed();
     let total: CoreSnapshot = sum(&report.cores);
     println!(

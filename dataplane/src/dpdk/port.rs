@@ -46,6 +46,8 @@ pub struct PortStats {
     pub ierrors: u64,
     pub oerrors: u64,
     pub rx_nombuf: u64,
+    /// Packets per rx queue (the first 16 queues, as ethdev counts them).
+    pub q_ipackets: [u64; 16],
 }
 
 /// An ethdev port, stopped and closed on drop. Queue handles are handed out
@@ -332,6 +334,7 @@ impl Port {
             ierrors: s.ierrors,
             oerrors: s.oerrors,
             rx_nombuf: s.rx_nombuf,
+            q_ipackets: s.q_ipackets,
         }
     }
 
