@@ -14,6 +14,8 @@ use control::config;
 use control::eal_args::{self, Hugepages};
 use dataplane::dpdk::tsc_hz;
 
+use crate::run::say;
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Packets to replay (pcap file).
@@ -106,9 +108,10 @@ device = "net_null0,no-rx=1"
     } else {
         "hugepages"
     };
-    println!(
+    say!(
         "bench: mode={} pcap={} lcores={main},{worker} memory={memory}",
-        spec.mode, pcap_s
+        spec.mode,
+        pcap_s
     );
 
     let tx_of = |r: &dataplane::Running| crate::run::sum(&r.cores()).tx_packets;
@@ -133,7 +136,7 @@ device = "net_null0,no-rx=1"
         prev = now;
         t_prev = t_now;
         let tag = if s <= a.warmup { " (warm-up)" } else { "" };
-        println!("bench: {s:>3}s {rate:8.3} Mpps{tag}");
+        say!("bench: {s:>3}s {rate:8.3} Mpps{tag}");
         if s > a.warmup {
             samples.push(rate);
         }
@@ -153,13 +156,13 @@ device = "net_null0,no-rx=1"
     let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
     let max = samples.iter().copied().fold(0.0, f64::max);
     let med = median(&mut samples);
-    println!(
+    say!(
         "bench: mode={} Mpps min={min:.3} median={med:.3} max={max:.3}",
         spec.mode
     );
     if let Some(h) = report.latency {
         let ns = |q: f64| h.value_at_quantile(q) as f64 * 1e9 / hz;
-        println!(
+        say!(
             "bench: burst latency ns p50={:.0} p90={:.0} p99={:.0} p99.9={:.0} max={:.0} (bursts sampled {})",
             ns(0.5),
             ns(0.9),
@@ -169,6 +172,6 @@ device = "net_null0,no-rx=1"
             h.len()
         );
     }
-    println!("mpps_median={med:.3}");
+    say!("mpps_median={med:.3}");
     Ok(ExitCode::SUCCESS)
 }

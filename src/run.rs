@@ -14,7 +14,7 @@ use dataplane::{CoreSnapshot, DataplaneSpec, IdlePolicy, PortSpec, Running, Star
 pub fn check(path: &Path) -> Result<ExitCode> {
     let loaded = load(path)?;
     eal_args::build(&loaded, Hugepages::probe())?;
-    println!(
+    say!(
         "{}: ok ({} ports, {} workers)",
         path.display(),
         loaded.config.ports.len(),
@@ -103,9 +103,27 @@ pub fn term_flag() -> Result<Arc<AtomicBool>> {
     Ok(term)
 }
 
-fn mpps(pkts: u64, dt: Duration) -> f64 {
-    pkts as f64 / dt.as_secs_f64() / 1e6
+/// A packet rate for people: Mpps, kpps or pps.
+pub fn fmt_rate(pkts: u64, dt: Duration) -> String {
+    let pps = pkts as f64 / dt.as_secs_f64().max(1e-9);
+    if pps >= 1e6 {
+        format!("{:.2} Mpps", pps / 1e6)
+    } else if pps >= 1e3 {
+        format!("{:.1} kpps", pps / 1e3)
+    } else {
+        format!("{pps:.0} pps")
+    }
 }
+
+/// Prints a line on stdout, ignoring a closed reader (`hdvrf run | head`):
+/// losing the console must not take the router down.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+pub(crate) use say;
 
 pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
     let loaded = load(path)?;
@@ -119,7 +137,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
     } else {
         "hugepages"
     };
-    println!(
+    say!(
         "hdvrf: forwarding ({} mode, {} ports, workers on lcores {:?}, {})",
         spec.mode,
         spec.ports.len(),
@@ -127,7 +145,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         memory
     );
     for ((name, mac), p) in running.port_macs().iter().zip(&loaded.config.ports) {
-        println!(
+        say!(
             "hdvrf: port {} = {} mac {}",
             p.name.get_ref(),
             name,
@@ -161,7 +179,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
     let t0 = Instant::now();
     let report = running.shutdown();
     for ((name, st, link), p) in ports.iter().zip(&loaded.config.ports) {
-        println!(
+        say!(
             "hdvrf: port {} ({name}, link {link:?}): rx {} tx {} missed {} rx-errors {} tx-errors {} no-mbuf {}",
             p.name.get_ref(),
             st.ipackets,
@@ -174,7 +192,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
     }
     let took = t0.elapsed();
     let total: CoreSnapshot = sum(&report.cores);
-    println!(
+    say!(
         "hdvrf: stopped in {} ms: rx {} tx {} drops {} (tx full {}, runt {})",
         took.as_millis(),
         total.rx_packets,
@@ -190,9 +208,10 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(3));
     }
-    println!(
+    say!(
         "hdvrf: mbufs: {}/{} back in the pool",
-        report.mbufs_total, report.mbufs_total
+        report.mbufs_total,
+        report.mbufs_total
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -214,9 +233,9 @@ fn print_stats(prev: &[(u32, CoreSnapshot)], now: &[(u32, CoreSnapshot)], dt: Du
     let mut line = String::from("stats:");
     for ((l, a), (_, b)) in prev.iter().zip(now) {
         line.push_str(&format!(
-            " core {l}: rx {:.3} Mpps tx {:.3} Mpps drop {} |",
-            mpps(b.rx_packets - a.rx_packets, dt),
-            mpps(b.tx_packets - a.tx_packets, dt),
+            " core {l}: rx {} tx {} drop {} |",
+            fmt_rate(b.rx_packets - a.rx_packets, dt),
+            fmt_rate(b.tx_packets - a.tx_packets, dt),
             b.drops() - a.drops()
         ));
     }
@@ -227,5 +246,5 @@ fn print_stats(prev: &[(u32, CoreSnapshot)], now: &[(u32, CoreSnapshot)], dt: Du
         t.tx_packets,
         t.drops()
     ));
-    println!("{line}");
+    say!("{line}");
 }

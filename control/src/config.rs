@@ -367,7 +367,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, LoadError> {
             dp.workers.span(),
             "dataplane.workers".into(),
             format!(
-                "{} workers plus the main lcore need {needed} cores; this machine offers {} (cpus {})",
+                "{} workers plus the main lcore need {needed} cores; this machine has {} online (cpus {})",
                 workers.len(),
                 cpus.len(),
                 fmt_cpus(&cpus)
@@ -510,8 +510,17 @@ mod dataplane_mode {
     }
 }
 
-/// CPU ids this process may run on.
+/// Online CPU ids (`/sys/devices/system/cpu/online`), which is what EAL
+/// checks lcores against. Cores isolated with `isolcpus` are online but
+/// outside a process's default affinity; EAL pins its threads to them
+/// explicitly, so they are valid workers. Falls back to our affinity.
 pub fn available_cpus() -> Vec<u32> {
+    if let Some(v) = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|s| parse_cpu_list(s.trim()))
+    {
+        return v;
+    }
     let mut v: Vec<u32> = core_affinity::get_core_ids()
         .unwrap_or_default()
         .into_iter()
@@ -519,6 +528,24 @@ pub fn available_cpus() -> Vec<u32> {
         .collect();
     v.sort_unstable();
     v
+}
+
+/// Parses a kernel CPU list such as `0-3,8,10-11`.
+pub fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
+    let mut v = Vec::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+                if a > b || b - a > 65536 {
+                    return None;
+                }
+                v.extend(a..=b);
+            }
+            None => v.push(part.parse().ok()?),
+        }
+    }
+    (!v.is_empty()).then_some(v)
 }
 
 fn fmt_cpus(c: &[u32]) -> String {
@@ -647,6 +674,18 @@ peer = "a"
         assert!(parse_device("").is_err());
         assert!(parse_device("net tap").is_err());
         assert!(parse_device("0000:03:00.9").is_err()); // function > 7: not PCI, and '.' is no vdev
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(
+            parse_cpu_list("0-3,8,10-11"),
+            Some(vec![0, 1, 2, 3, 8, 10, 11])
+        );
+        assert_eq!(parse_cpu_list("0"), Some(vec![0]));
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("x"), None);
+        assert_eq!(parse_cpu_list(""), None);
     }
 
     #[test]

@@ -74,7 +74,8 @@ pub struct Running {
     workers: Vec<(u32, Arc<CoreCounters>)>,
     stop: Arc<AtomicBool>,
     reports: mpsc::Receiver<WorkerReport>,
-    eal: Eal,
+    /// `None` once torn down.
+    eal: Option<Eal>,
 }
 
 /// What shutdown found.
@@ -239,7 +240,7 @@ impl Running {
             workers,
             stop,
             reports,
-            eal,
+            eal: Some(eal),
         })
     }
 
@@ -270,22 +271,26 @@ impl Running {
     }
 
     /// Stops workers, closes ports, checks the pools, cleans up EAL.
-    pub fn shutdown(self) -> ShutdownReport {
-        let Running {
-            ports,
-            pools,
-            workers,
-            stop,
-            reports,
-            eal,
-        } = self;
-        stop.store(true, Ordering::Relaxed);
-        for (lcore, _) in &workers {
+    pub fn shutdown(mut self) -> ShutdownReport {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> ShutdownReport {
+        let Some(eal) = self.eal.take() else {
+            return ShutdownReport {
+                mbufs_total: 0,
+                mbufs_missing: 0,
+                cores: Vec::new(),
+                latency: None,
+            };
+        };
+        self.stop.store(true, Ordering::Relaxed);
+        for (lcore, _) in &self.workers {
             eal.wait(*lcore);
         }
         let mut cores = Vec::new();
         let mut latency: Option<Histogram<u64>> = None;
-        while let Ok(r) = reports.try_recv() {
+        while let Ok(r) = self.reports.try_recv() {
             cores.push((r.lcore, r.counters));
             if let Some(h) = r.latency {
                 match latency.as_mut() {
@@ -297,9 +302,10 @@ impl Running {
             }
         }
         cores.sort_by_key(|(l, _)| *l);
-        for p in ports {
+        for p in self.ports.drain(..) {
             p.close();
         }
+        let pools = std::mem::take(&mut self.pools);
         let mbufs_total = pools.values().map(|p| u64::from(p.size())).sum();
         let mbufs_missing = pools.values().map(|p| u64::from(p.in_use())).sum();
         drop(pools);
@@ -310,6 +316,15 @@ impl Running {
             cores,
             latency,
         }
+    }
+}
+
+/// Dropping a running data plane (an early return, a panic unwinding the
+/// main thread) still stops the workers before EAL goes away; otherwise
+/// `rte_eal_cleanup` would wait for lcores that never return.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.teardown();
     }
 }
 

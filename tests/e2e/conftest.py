@@ -1,0 +1,344 @@
+"""Shared helpers for hdvrf's end-to-end tests.
+
+The topology every test here builds:
+
+    netns A                    init netns                  netns B
+    [tap A] <--fd--> hdvrf (net_tap0 <-> net_tap1) <--fd--> [tap B]
+
+hdvrf creates both taps in the init namespace; the fixture then moves each
+into a namespace of its own (data keeps flowing through the tap fds; the tap
+driver's link/MTU calls fail from then on, so nothing is set after the move
+but IPv6 off and link up from inside the namespace). Senders and sniffers run
+as subprocesses under `ip netns exec`, with the Python running pytest (the
+venv with scapy).
+
+Nothing here sleeps in place of synchronisation: every wait polls a
+condition against a deadline and fails with what it was waiting for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+HDVRF_BIN = os.environ.get("HDVRF_BIN", str(ROOT / "target" / "release" / "hdvrf"))
+PYTHON = sys.executable
+
+# Namespaces are named hdvrf-e2e-<pid>-<n><a|b>, so a later run can tell
+# which ones a killed run left behind.
+NS_PREFIX = "hdvrf-e2e-"
+_seq = itertools.count()
+
+
+def wait_until(cond: Callable[[], object], timeout: float, what: str, interval: float = 0.02):
+    """Polls `cond` until it returns something truthy; returns that value.
+    Fails the test with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def run(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    """Runs a short command; on failure the assertion shows its stderr."""
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {p.returncode}: {p.stderr.strip() or p.stdout.strip()}"
+        )
+    return p
+
+
+class LineProc:
+    """A subprocess whose stdout and stderr are collected line by line by
+    reader threads, so the test can wait for a line while it keeps running."""
+
+    def __init__(self, cmd: list[str], name: str):
+        self.cmd = cmd
+        self.name = name
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self._lock = threading.Lock()
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.out), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.err), daemon=True),
+        ]
+        for t in self._readers:
+            t.start()
+
+    def _read(self, stream, sink: list[str]) -> None:
+        for line in stream:
+            with self._lock:
+                sink.append(line.rstrip("\n"))
+        stream.close()
+
+    def lines(self) -> list[str]:
+        with self._lock:
+            return list(self.out)
+
+    def describe(self) -> str:
+        with self._lock:
+            out, err = list(self.out), list(self.err)
+        return (
+            f"{self.name} ({' '.join(self.cmd)}), exit {self.proc.poll()}\n"
+            f"--- stdout:\n" + "\n".join(out[-40:]) + "\n--- stderr:\n" + "\n".join(err[-40:])
+        )
+
+    def wait_line(self, pred: Callable[[str], bool], timeout: float, what: str) -> str:
+        """Waits for a stdout line matching `pred`; fails early if the
+        process exits without printing one."""
+
+        def found():
+            for line in self.lines():
+                if pred(line):
+                    return line
+            if self.proc.poll() is not None:
+                for t in self._readers:
+                    t.join(timeout=2)
+                for line in self.lines():
+                    if pred(line):
+                        return line
+                raise AssertionError(f"{what}: process ended first\n{self.describe()}")
+            return None
+
+        try:
+            return wait_until(found, timeout, what)
+        except AssertionError as e:
+            if "process ended first" in str(e):
+                raise
+            raise AssertionError(f"{e}\n{self.describe()}") from None
+
+    def wait(self, timeout: float) -> int:
+        """Waits for exit, then for the readers to drain the pipes."""
+        rc = self.proc.wait(timeout=timeout)
+        for t in self._readers:
+            t.join(timeout=5)
+        return rc
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        """Best-effort end for finalizers: SIGINT, then SIGKILL."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        for t in self._readers:
+            t.join(timeout=2)
+
+
+def link_exists(iface: str, netns: Optional[str] = None) -> bool:
+    cmd = ["ip"] + (["-n", netns] if netns else []) + ["link", "show", "dev", iface]
+    return subprocess.run(cmd, capture_output=True).returncode == 0
+
+
+def link_mac(iface: str, netns: Optional[str] = None) -> str:
+    cmd = ["ip", "-j"] + (["-n", netns] if netns else []) + ["link", "show", "dev", iface]
+    return json.loads(run(*cmd).stdout)[0]["address"]
+
+
+def netns_list() -> list[str]:
+    out = run("ip", "netns", "list").stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def delete_netns(name: str) -> None:
+    if name in netns_list():
+        run("ip", "netns", "del", name, check=False)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def delete_stale_netns() -> None:
+    """Deletes namespaces left by an earlier run that was killed before its
+    finalizers ran (its pid is gone)."""
+    for ns in netns_list():
+        m = re.match(re.escape(NS_PREFIX) + r"(\d+)-", ns)
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
+            delete_netns(ns)
+
+
+def into_netns(iface: str, netns: str) -> None:
+    """Moves `iface` into a new namespace `netns`, IPv6 off, link up."""
+    run("ip", "netns", "add", netns)
+    # Loopback stays down; IPv6 off for the namespace's defaults too, so no
+    # router solicitations or DAD probes cross hdvrf.
+    for key in ("all", "default"):
+        run("ip", "netns", "exec", netns, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
+    run("ip", "link", "set", "dev", iface, "netns", netns)
+    run("ip", "netns", "exec", netns, "sysctl", "-qw", f"net.ipv6.conf.{iface}.disable_ipv6=1")
+    run("ip", "-n", netns, "link", "set", "dev", iface, "up")
+
+
+def hdvrf_config(path: Path, if_a: str, if_b: str, mode: str, stats_ms: int = 200) -> Path:
+    path.write_text(
+        f"""# written by tests/e2e/conftest.py
+[dataplane]
+main_lcore = 0
+workers = [1]
+forward_mode = "{mode}"
+hugepages = "auto"
+memory_mb = 512
+idle_sleep_max_us = 100
+stats_interval_ms = {stats_ms}
+eal_args = []
+
+[[port]]
+name = "a"
+device = "net_tap0,iface={if_a}"
+peer = "b"
+
+[[port]]
+name = "b"
+device = "net_tap1,iface={if_b}"
+peer = "a"
+"""
+    )
+    return path
+
+
+STOPPED_RE = re.compile(r"^hdvrf: stopped in (\d+) ms: rx (\d+) tx (\d+) drops (\d+)")
+MBUFS_RE = re.compile(r"^hdvrf: mbufs: (\d+)/(\d+) back in the pool$")
+STATS_TOTAL_RE = re.compile(r"total rx (\d+) tx (\d+) drop (\d+)")
+
+
+@dataclass
+class TapTopology:
+    hdvrf: LineProc
+    config: Path
+    ns_a: str
+    ns_b: str
+    if_a: str
+    if_b: str
+    mac_a: str
+    mac_b: str
+    procs: list[LineProc] = field(default_factory=list)
+
+    def in_ns(self, netns: str, argv: list[str], name: str) -> LineProc:
+        """Starts `argv` inside `netns`; the fixture ends it if the test
+        does not."""
+        p = LineProc(["ip", "netns", "exec", netns] + argv, name)
+        self.procs.append(p)
+        return p
+
+    def start_sniffer(self, marker: bytes, count: int, timeout: float) -> LineProc:
+        """Starts a scapy sniffer on tap B and waits until it captures."""
+        p = self.in_ns(
+            self.ns_b,
+            [PYTHON, str(HERE / "scapy_sniff.py"), self.if_b, marker.hex(), str(count), str(timeout)],
+            "sniffer",
+        )
+        p.wait_line(lambda l: l == "ready", 30, "the sniffer's 'ready' line")
+        return p
+
+    def send(self, frames: list[bytes], tmp: Path) -> None:
+        """Sends `frames` from tap A (in namespace A) and waits until sent."""
+        tmp.write_text("".join(f.hex() + "\n" for f in frames))
+        p = self.in_ns(self.ns_a, [PYTHON, str(HERE / "scapy_send.py"), self.if_a, str(tmp)], "sender")
+        rc = p.wait(timeout=60)
+        assert rc == 0, p.describe()
+        assert f"sent {len(frames)}" in p.lines(), p.describe()
+
+    def stop_hdvrf(self) -> tuple[int, list[str]]:
+        """SIGINT to hdvrf; returns its exit code and every stdout line."""
+        rc = self.hdvrf.stop(signal.SIGINT, timeout=30)
+        return rc, self.hdvrf.lines()
+
+
+def captured_frames(sniffer: LineProc) -> list[bytes]:
+    """The frames a finished sniffer printed (`frame <hex>` lines)."""
+    return [bytes.fromhex(l.split()[1]) for l in sniffer.lines() if l.startswith("frame ")]
+
+
+@pytest.fixture
+def tap_topology(tmp_path):
+    """Factory: `tap_topology(mode)` starts hdvrf with two net_tap ports in
+    forwarding mode `mode` and puts each tap in a namespace of its own.
+    Everything is torn down afterwards, also when the test fails."""
+    if os.geteuid() != 0:
+        pytest.skip("end-to-end tests need root (network namespaces, tap interfaces, DPDK)")
+    if not os.access(HDVRF_BIN, os.X_OK):
+        pytest.fail(f"hdvrf binary {HDVRF_BIN} not found: cargo build --release, or set HDVRF_BIN")
+    delete_stale_netns()
+
+    made: list[TapTopology] = []
+    hdvrfs: list[LineProc] = []
+    namespaces: list[str] = []
+
+    def make(mode: str) -> TapTopology:
+        n = next(_seq)
+        pid = os.getpid()
+        if_a, if_b = f"hdv{pid}t{n}a", f"hdv{pid}t{n}b"
+        assert len(if_a) <= 15, if_a
+        ns_a, ns_b = f"{NS_PREFIX}{pid}-{n}a", f"{NS_PREFIX}{pid}-{n}b"
+        cfg = hdvrf_config(tmp_path / f"hdvrf-{n}.toml", if_a, if_b, mode)
+
+        hd = LineProc([HDVRF_BIN, "run", "--config", str(cfg)], "hdvrf")
+        hdvrfs.append(hd)
+        hd.wait_line(lambda l: l.startswith("hdvrf: forwarding ("), 60, "hdvrf's 'forwarding' line")
+        for iface in (if_a, if_b):
+            wait_until(lambda: link_exists(iface), 10, f"tap {iface} to exist")
+        mac_a, mac_b = link_mac(if_a), link_mac(if_b)
+
+        namespaces.extend([ns_a, ns_b])
+        into_netns(if_a, ns_a)
+        into_netns(if_b, ns_b)
+        for iface, ns in ((if_a, ns_a), (if_b, ns_b)):
+            wait_until(
+                lambda: "UP" in json.loads(run("ip", "-j", "-n", ns, "link", "show", "dev", iface).stdout)[0]["flags"],
+                10,
+                f"{iface} up in {ns}",
+            )
+        topo = TapTopology(hd, cfg, ns_a, ns_b, if_a, if_b, mac_a, mac_b)
+        made.append(topo)
+        return topo
+
+    yield make
+
+    for topo in made:
+        for p in topo.procs:
+            p.kill()
+    for hd in hdvrfs:
+        hd.kill()
+    for ns in namespaces:
+        delete_netns(ns)
