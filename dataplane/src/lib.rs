@@ -4,6 +4,7 @@
 pub mod counters;
 pub mod dpdk;
 pub mod forward;
+pub mod lpm;
 pub mod runtime;
 pub mod worker;
 

@@ -9,6 +9,7 @@ mod burst;
 mod eal;
 mod error;
 mod mbuf;
+mod mem;
 mod mempool;
 mod port;
 
@@ -16,5 +17,6 @@ pub use burst::{Burst, BURST_SIZE};
 pub use eal::{dpdk_version, lcore_id, tsc, tsc_hz, Eal, LaunchError};
 pub use error::DpdkError;
 pub use mbuf::Mbuf;
+pub use mem::{prefetch, ZeroedU32};
 pub use mempool::Mempool;
 pub use port::{LinkState, Port, PortConfig, PortStats, RxQueue, TxQueue, SOCKET_ID_ANY};

@@ -1,0 +1,125 @@
+//! Memory for lookup tables: zero-filled, huge-page-backed where the kernel
+//! allows (transparent huge pages on `madvise`), reserved up front and
+//! committed only where written. A table that never writes a region costs
+//! no physical memory for it, and reads of untouched memory see zeros.
+//!
+//! This sits with the DPDK wrapper because it is the other place that must
+//! talk to the OS with raw pointers; tables above it stay safe code.
+
+use std::ptr::NonNull;
+
+const HUGE: usize = 2 << 20;
+
+/// A fixed-length, zero-initialised array of `u32` in anonymous memory,
+/// 2 MiB aligned and advised for transparent huge pages.
+pub struct ZeroedU32 {
+    base: NonNull<u8>,
+    map_len: usize,
+    data: NonNull<u32>,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned exclusively by this value; shared access
+// only reads, and mutation needs `&mut self`.
+unsafe impl Send for ZeroedU32 {}
+// SAFETY: as above.
+unsafe impl Sync for ZeroedU32 {}
+
+impl ZeroedU32 {
+    /// Reserves `len` zeroed entries. Physical memory is taken page by page
+    /// as entries are written.
+    pub fn new(len: usize) -> std::io::Result<ZeroedU32> {
+        let bytes = len.max(1) * 4;
+        let map_len = bytes + HUGE;
+        // SAFETY: an anonymous private mapping with no address hint has no
+        // preconditions; the result is checked against MAP_FAILED.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let base = p.cast::<u8>();
+        let aligned = (base as usize).next_multiple_of(HUGE);
+        // SAFETY: [aligned, aligned + bytes) lies inside the mapping because
+        // we mapped HUGE extra bytes; madvise only sets a hint on it and its
+        // failure (no THP support) is harmless.
+        unsafe {
+            libc::madvise(aligned as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE);
+        }
+        Ok(ZeroedU32 {
+            base: NonNull::new(base).expect("mmap never returns NULL on success"),
+            map_len,
+            data: NonNull::new(aligned as *mut u32).expect("non-null"),
+            len,
+        })
+    }
+
+    #[inline(always)]
+    pub fn as_slice(&self) -> &[u32] {
+        // SAFETY: `data` points to `len` u32 inside our mapping, zero or
+        // written by us, aligned to 2 MiB; `&self` excludes writers.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr(), self.len) }
+    }
+
+    #[inline(always)]
+    pub fn as_mut_slice(&mut self) -> &mut [u32] {
+        // SAFETY: as above, and `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr(), self.len) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for ZeroedU32 {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the region mapped in `new`; no slice into
+        // it can outlive `self`.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.map_len);
+        }
+    }
+}
+
+/// Hints the CPU to bring the cache line holding `x` into all cache levels.
+#[inline(always)]
+pub fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint without architectural effects; SSE is
+    // part of the x86_64 baseline, and `x` is a valid reference anyway.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (x as *const T).cast::<i8>(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeroed_reads_zero_and_keeps_writes() {
+        let mut z = ZeroedU32::new(1 << 20).unwrap();
+        assert_eq!(z.len(), 1 << 20);
+        assert!(z.as_slice().iter().step_by(4099).all(|&v| v == 0));
+        z.as_mut_slice()[12345] = 7;
+        assert_eq!(z.as_slice()[12345], 7);
+        assert_eq!(z.as_slice().as_ptr() as usize % HUGE, 0);
+    }
+}

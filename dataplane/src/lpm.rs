@@ -1,0 +1,689 @@
+//! DIR-24-8 longest-prefix match for IPv4, over next-hop ids.
+//!
+//! The classic DIR-24-8 (Gupta, Lin, McKeown 1998; DPDK's `rte_lpm`) has a
+//! flat first stage of 2^24 entries: 64 MiB per table even when it holds
+//! only a default route. hdvrf keeps one table per service and direction,
+//! double-buffered, so that cost would cap a box at a few dozen services.
+//! Here the first stage is cut into 256 chunks of 2^16 entries, one per
+//! /8, allocated only when a prefix longer than /8 falls inside that /8;
+//! a 256-entry root (1 KiB, always in L1) says, per /8, either the answer
+//! or which chunk to read. Prefixes longer than /24 extend an entry into a
+//! group of 256 (the "8" of 24-8), as in the original.
+//!
+//! A lookup is the same two memory accesses that matter as DIR-24-8 (chunk
+//! entry, then group entry for > /24), plus one L1 hit. `lookup_bulk`
+//! resolves a burst in passes, prefetching every key's next entry before
+//! reading any, so the cache misses of a burst overlap.
+//!
+//! Entry encoding (u32): bit 31 set = pointer (root: chunk index, chunk
+//! entry: group index); otherwise `next_hop + 1`, with 0 meaning "no
+//! route" so that untouched (zeroed) memory reads as a miss. Writers keep
+//! each entry's prefix length in shadow arrays that lookups never touch,
+//! and the rules themselves per length, which is what makes deletes exact:
+//! deleting a /24 uncovers whatever shorter prefix lies beneath it.
+
+use std::collections::HashMap;
+
+use crate::dpdk::{prefetch, ZeroedU32};
+
+/// What a lookup returns when no prefix matches.
+pub const NO_ROUTE: u32 = u32::MAX;
+/// Largest next-hop id a table can hold.
+pub const MAX_NEXT_HOP: u32 = PTR - 2;
+
+const PTR: u32 = 1 << 31;
+const MASK: u32 = PTR - 1;
+const CHUNK: usize = 1 << 16;
+const GROUP: usize = 256;
+
+/// Errors from changing a table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LpmError {
+    #[error("prefix length {0} is over 32")]
+    BadLength(u8),
+    #[error("next hop {0} is over the table's limit of {MAX_NEXT_HOP}")]
+    NextHopTooLarge(u32),
+    #[error("all {0} groups for prefixes longer than /24 are in use")]
+    GroupsExhausted(u32),
+    #[error("no route {0}/{1}")]
+    NotFound(std::net::Ipv4Addr, u8),
+    #[error("could not reserve table memory: {0}")]
+    Memory(String),
+}
+
+#[inline(always)]
+fn mask(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        !0u32 << (32 - u32::from(len))
+    }
+}
+
+/// An IPv4 DIR-24-8 table. See the module documentation.
+pub struct Dir24Lpm {
+    /// Per /8: the answer, or `PTR | chunk`.
+    root: Box<[u32; 256]>,
+    /// Per /8: the best rule of length <= 8 (value, length), kept even
+    /// while a chunk covers the /8 so the chunk can be folded back.
+    root_val: [u32; 256],
+    root_len: [u8; 256],
+    /// Rules longer than /8 inside each /8; the chunk goes when it is 0.
+    root_rules: [u32; 256],
+    chunks: ZeroedU32,
+    chunk_len: Vec<u8>,
+    chunk_slots: u32,
+    chunk_free: Vec<u32>,
+    groups: ZeroedU32,
+    group_len: Vec<u8>,
+    /// Rules longer than /24 in each group; the group goes when it is 0.
+    group_rules: Vec<u32>,
+    group_slots: u32,
+    group_free: Vec<u32>,
+    max_groups: u32,
+    rules: Vec<HashMap<u32, u32>>,
+    n_rules: usize,
+}
+
+impl Dir24Lpm {
+    /// An empty table that can hold up to `max_groups` /24s containing
+    /// longer prefixes. Memory is reserved, not committed.
+    pub fn new(max_groups: u32) -> Result<Dir24Lpm, LpmError> {
+        let max_groups = max_groups.clamp(1, 1 << 23);
+        let chunks = ZeroedU32::new(256 * CHUNK).map_err(|e| LpmError::Memory(e.to_string()))?;
+        let groups = ZeroedU32::new(max_groups as usize * GROUP)
+            .map_err(|e| LpmError::Memory(e.to_string()))?;
+        Ok(Dir24Lpm {
+            root: Box::new([0; 256]),
+            root_val: [0; 256],
+            root_len: [0; 256],
+            root_rules: [0; 256],
+            chunks,
+            chunk_len: Vec::new(),
+            chunk_slots: 0,
+            chunk_free: Vec::new(),
+            groups,
+            group_len: Vec::new(),
+            group_rules: Vec::new(),
+            group_slots: 0,
+            group_free: Vec::new(),
+            max_groups,
+            rules: vec![HashMap::new(); 33],
+            n_rules: 0,
+        })
+    }
+
+    /// Number of prefixes in the table.
+    pub fn len(&self) -> usize {
+        self.n_rules
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n_rules == 0
+    }
+
+    /// Bytes the table uses: lookup structures committed so far plus the
+    /// writer's shadow lengths and rule maps.
+    pub fn memory_bytes(&self) -> usize {
+        let rules: usize = self
+            .rules
+            .iter()
+            .map(|m| m.capacity() * (std::mem::size_of::<(u32, u32)>() + 1))
+            .sum();
+        std::mem::size_of::<Self>()
+            + 256 * 4
+            + self.chunk_slots as usize * CHUNK * 4
+            + self.chunk_len.capacity()
+            + self.group_slots as usize * GROUP * 4
+            + self.group_len.capacity()
+            + self.group_rules.capacity() * 4
+            + rules
+    }
+
+    /// Chunks (per-/8 second stages) in use.
+    pub fn chunks_in_use(&self) -> usize {
+        self.chunk_slots as usize - self.chunk_free.len()
+    }
+
+    /// Groups (per-/24 extensions) in use.
+    pub fn groups_in_use(&self) -> usize {
+        self.group_slots as usize - self.group_free.len()
+    }
+
+    /// The next hop of the longest prefix containing `ip`, or [`NO_ROUTE`].
+    #[inline(always)]
+    pub fn lookup(&self, ip: u32) -> u32 {
+        let e0 = self.root[(ip >> 24) as usize];
+        if e0 & PTR == 0 {
+            return e0.wrapping_sub(1);
+        }
+        let e1 =
+            self.chunks.as_slice()[((e0 & MASK) as usize) << 16 | ((ip >> 8) & 0xffff) as usize];
+        if e1 & PTR == 0 {
+            return e1.wrapping_sub(1);
+        }
+        self.groups.as_slice()[((e1 & MASK) as usize) << 8 | (ip & 0xff) as usize].wrapping_sub(1)
+    }
+
+    /// Looks up every key of `keys` into `out` (same length), a block of
+    /// up to 64 at a time: all chunk entries of a block are prefetched
+    /// before the first is read, then all group entries, so the misses of
+    /// a block overlap instead of following one another.
+    #[inline]
+    pub fn lookup_bulk(&self, keys: &[u32], out: &mut [u32]) {
+        assert_eq!(keys.len(), out.len(), "keys and results differ in length");
+        const B: usize = 64;
+        let chunks = self.chunks.as_slice();
+        let groups = self.groups.as_slice();
+        let mut at = [0usize; B];
+        for (k, o) in keys.chunks(B).zip(out.chunks_mut(B)) {
+            let n = k.len();
+            // Pass 1: root, prefetch chunk entries.
+            for i in 0..n {
+                let ip = k[i];
+                let e0 = self.root[(ip >> 24) as usize];
+                if e0 & PTR == 0 {
+                    o[i] = e0.wrapping_sub(1);
+                    at[i] = usize::MAX;
+                } else {
+                    let a = ((e0 & MASK) as usize) << 16 | ((ip >> 8) & 0xffff) as usize;
+                    if let Some(e) = chunks.get(a) {
+                        prefetch(e);
+                    }
+                    at[i] = a;
+                }
+            }
+            // Pass 2: chunk entries, prefetch group entries.
+            for i in 0..n {
+                if at[i] == usize::MAX {
+                    continue;
+                }
+                let e1 = chunks[at[i]];
+                if e1 & PTR == 0 {
+                    o[i] = e1.wrapping_sub(1);
+                    at[i] = usize::MAX;
+                } else {
+                    let a = ((e1 & MASK) as usize) << 8 | (k[i] & 0xff) as usize;
+                    if let Some(e) = groups.get(a) {
+                        prefetch(e);
+                    }
+                    at[i] = a;
+                }
+            }
+            // Pass 3: group entries.
+            for i in 0..n {
+                if at[i] != usize::MAX {
+                    o[i] = groups[at[i]].wrapping_sub(1);
+                }
+            }
+        }
+    }
+
+    /// The next hop of exactly `prefix/len`, if that rule exists.
+    pub fn get(&self, prefix: u32, len: u8) -> Option<u32> {
+        if len > 32 {
+            return None;
+        }
+        self.rules[len as usize].get(&(prefix & mask(len))).copied()
+    }
+
+    /// Adds or replaces `prefix/len -> next_hop`; returns the next hop it
+    /// replaced. Host bits of `prefix` are ignored.
+    pub fn add(&mut self, prefix: u32, len: u8, next_hop: u32) -> Result<Option<u32>, LpmError> {
+        if len > 32 {
+            return Err(LpmError::BadLength(len));
+        }
+        if next_hop > MAX_NEXT_HOP {
+            return Err(LpmError::NextHopTooLarge(next_hop));
+        }
+        let p = prefix & mask(len);
+        if let Some(old) = self.rules[len as usize].get(&p).copied() {
+            self.rules[len as usize].insert(p, next_hop);
+            self.write(p, len, next_hop + 1)?;
+            return Ok(Some(old));
+        }
+        // Make room first so a failure leaves the table unchanged.
+        let s8 = (p >> 24) as usize;
+        if len > 24 {
+            let had_chunk = self.root[s8] & PTR != 0;
+            self.ensure_chunk(s8);
+            let c = (self.root[s8] & MASK) as usize;
+            if let Err(e) = self.ensure_group(c, ((p >> 8) & 0xffff) as usize) {
+                if !had_chunk {
+                    self.free_chunk(s8);
+                }
+                return Err(e);
+            }
+        } else if len > 8 {
+            self.ensure_chunk(s8);
+        }
+        self.rules[len as usize].insert(p, next_hop);
+        self.n_rules += 1;
+        if len > 8 {
+            self.root_rules[s8] += 1;
+        }
+        if len > 24 {
+            let g = self.group_of(p).expect("ensured above");
+            self.group_rules[g] += 1;
+        }
+        self.write(p, len, next_hop + 1)?;
+        Ok(None)
+    }
+
+    /// Removes `prefix/len`; returns its next hop. What it covered falls
+    /// back to the longest shorter prefix containing it.
+    pub fn delete(&mut self, prefix: u32, len: u8) -> Result<u32, LpmError> {
+        if len > 32 {
+            return Err(LpmError::BadLength(len));
+        }
+        let p = prefix & mask(len);
+        let old = self.rules[len as usize]
+            .remove(&p)
+            .ok_or(LpmError::NotFound(p.into(), len))?;
+        self.n_rules -= 1;
+        let (rval, rlen) = (0..len)
+            .rev()
+            .find_map(|l| {
+                self.rules[l as usize]
+                    .get(&(p & mask(l)))
+                    .map(|nh| (nh + 1, l))
+            })
+            .unwrap_or((0, 0));
+        let s8 = (p >> 24) as usize;
+        if len <= 8 {
+            let first = s8;
+            for i in first..first + (1usize << (8 - len)) {
+                if self.root_len[i] == len {
+                    self.root_val[i] = rval;
+                    self.root_len[i] = rlen;
+                }
+                if self.root[i] & PTR != 0 {
+                    let c = (self.root[i] & MASK) as usize;
+                    self.replace_chunk(c, 0..CHUNK, len, rval, rlen);
+                } else {
+                    self.root[i] = self.root_val[i];
+                }
+            }
+        } else if len <= 24 {
+            let c = (self.root[s8] & MASK) as usize;
+            let e = ((p >> 8) & 0xffff) as usize;
+            self.replace_chunk(c, e..e + (1 << (24 - len)), len, rval, rlen);
+        } else {
+            let g = self
+                .group_of(p)
+                .expect("a rule longer than /24 has its group");
+            let e = (p & 0xff) as usize;
+            self.replace_group(g, e..e + (1 << (32 - len)), len, rval, rlen);
+            self.group_rules[g] -= 1;
+            if self.group_rules[g] == 0 {
+                // Every entry now holds the same <= /24 answer: fold back.
+                let c = (self.root[s8] & MASK) as usize;
+                let idx = c << 16 | ((p >> 8) & 0xffff) as usize;
+                let gi = g << 8;
+                self.chunks.as_mut_slice()[idx] = self.groups.as_slice()[gi];
+                self.chunk_len[idx] = self.group_len[gi];
+                self.group_free.push(g as u32);
+            }
+        }
+        if len > 8 {
+            self.root_rules[s8] -= 1;
+            if self.root_rules[s8] == 0 {
+                self.free_chunk(s8);
+            }
+        }
+        Ok(old)
+    }
+
+    fn group_of(&self, p: u32) -> Option<usize> {
+        let e0 = self.root[(p >> 24) as usize];
+        if e0 & PTR == 0 {
+            return None;
+        }
+        let e1 =
+            self.chunks.as_slice()[((e0 & MASK) as usize) << 16 | ((p >> 8) & 0xffff) as usize];
+        (e1 & PTR != 0).then_some((e1 & MASK) as usize)
+    }
+
+    fn ensure_chunk(&mut self, s8: usize) {
+        if self.root[s8] & PTR != 0 {
+            return;
+        }
+        let (val, len) = (self.root_val[s8], self.root_len[s8]);
+        let c = match self.chunk_free.pop() {
+            Some(c) => {
+                let r = c as usize * CHUNK..(c as usize + 1) * CHUNK;
+                self.chunks.as_mut_slice()[r.clone()].fill(val);
+                self.chunk_len[r].fill(len);
+                c
+            }
+            None => {
+                let c = self.chunk_slots;
+                self.chunk_slots += 1;
+                self.chunk_len
+                    .resize(self.chunk_slots as usize * CHUNK, len);
+                if val != 0 {
+                    // Fresh memory reads as zero: only a covering route
+                    // needs writing (and committing).
+                    self.chunks.as_mut_slice()[c as usize * CHUNK..(c as usize + 1) * CHUNK]
+                        .fill(val);
+                }
+                c
+            }
+        };
+        self.root[s8] = PTR | c;
+    }
+
+    fn free_chunk(&mut self, s8: usize) {
+        if self.root[s8] & PTR == 0 {
+            return;
+        }
+        let c = self.root[s8] & MASK;
+        self.root[s8] = self.root_val[s8];
+        self.chunk_free.push(c);
+    }
+
+    fn ensure_group(&mut self, c: usize, e: usize) -> Result<usize, LpmError> {
+        let idx = c << 16 | e;
+        let cur = self.chunks.as_slice()[idx];
+        if cur & PTR != 0 {
+            return Ok((cur & MASK) as usize);
+        }
+        let len = self.chunk_len[idx];
+        let g = match self.group_free.pop() {
+            Some(g) => g,
+            None => {
+                if self.group_slots == self.max_groups {
+                    return Err(LpmError::GroupsExhausted(self.max_groups));
+                }
+                self.group_slots += 1;
+                self.group_len.resize(self.group_slots as usize * GROUP, 0);
+                self.group_rules.resize(self.group_slots as usize, 0);
+                self.group_slots - 1
+            }
+        } as usize;
+        let r = g * GROUP..(g + 1) * GROUP;
+        self.groups.as_mut_slice()[r.clone()].fill(cur);
+        self.group_len[r].fill(len);
+        self.group_rules[g] = 0;
+        self.chunks.as_mut_slice()[idx] = PTR | g as u32;
+        Ok(g)
+    }
+
+    /// Sets every entry covered by `p/len` whose own prefix is not longer
+    /// than `len` to `val`.
+    fn write(&mut self, p: u32, len: u8, val: u32) -> Result<(), LpmError> {
+        let s8 = (p >> 24) as usize;
+        if len <= 8 {
+            for i in s8..s8 + (1usize << (8 - len)) {
+                if self.root_len[i] <= len {
+                    self.root_val[i] = val;
+                    self.root_len[i] = len;
+                }
+                if self.root[i] & PTR != 0 {
+                    let c = (self.root[i] & MASK) as usize;
+                    self.fill_chunk(c, 0..CHUNK, len, val);
+                } else {
+                    self.root[i] = self.root_val[i];
+                }
+            }
+        } else if len <= 24 {
+            let c = (self.root[s8] & MASK) as usize;
+            let e = ((p >> 8) & 0xffff) as usize;
+            self.fill_chunk(c, e..e + (1 << (24 - len)), len, val);
+        } else {
+            let g = self.group_of(p).expect("group ensured before write");
+            let e = (p & 0xff) as usize;
+            self.fill_group(g, e..e + (1 << (32 - len)), len, val);
+        }
+        Ok(())
+    }
+
+    fn fill_chunk(&mut self, c: usize, r: std::ops::Range<usize>, len: u8, val: u32) {
+        for e in r {
+            let idx = c << 16 | e;
+            let cur = self.chunks.as_slice()[idx];
+            if cur & PTR != 0 {
+                self.fill_group((cur & MASK) as usize, 0..GROUP, len, val);
+            } else if self.chunk_len[idx] <= len {
+                self.chunks.as_mut_slice()[idx] = val;
+                self.chunk_len[idx] = len;
+            }
+        }
+    }
+
+    fn fill_group(&mut self, g: usize, r: std::ops::Range<usize>, len: u8, val: u32) {
+        let groups = self.groups.as_mut_slice();
+        for e in r {
+            let idx = g << 8 | e;
+            if self.group_len[idx] <= len {
+                groups[idx] = val;
+                self.group_len[idx] = len;
+            }
+        }
+    }
+
+    fn replace_chunk(&mut self, c: usize, r: std::ops::Range<usize>, len: u8, val: u32, to: u8) {
+        for e in r {
+            let idx = c << 16 | e;
+            let cur = self.chunks.as_slice()[idx];
+            if cur & PTR != 0 {
+                self.replace_group((cur & MASK) as usize, 0..GROUP, len, val, to);
+            } else if self.chunk_len[idx] == len {
+                self.chunks.as_mut_slice()[idx] = val;
+                self.chunk_len[idx] = to;
+            }
+        }
+    }
+
+    fn replace_group(&mut self, g: usize, r: std::ops::Range<usize>, len: u8, val: u32, to: u8) {
+        let groups = self.groups.as_mut_slice();
+        for e in r {
+            let idx = g << 8 | e;
+            if self.group_len[idx] == len {
+                groups[idx] = val;
+                self.group_len[idx] = to;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ip(s: &str) -> u32 {
+        u32::from(s.parse::<std::net::Ipv4Addr>().unwrap())
+    }
+
+    #[test]
+    fn empty_and_default_only_tables_are_small() {
+        let mut t = Dir24Lpm::new(1024).unwrap();
+        assert_eq!(t.lookup(ip("1.2.3.4")), NO_ROUTE);
+        assert!(t.memory_bytes() <= 64 * 1024, "{}", t.memory_bytes());
+        t.add(0, 0, 7).unwrap();
+        assert_eq!(t.lookup(ip("200.1.2.3")), 7);
+        assert!(t.memory_bytes() <= 64 * 1024, "{}", t.memory_bytes());
+        assert_eq!(t.chunks_in_use(), 0);
+    }
+
+    #[test]
+    fn nested_add_and_delete_uncover_shorter_prefixes() {
+        let mut t = Dir24Lpm::new(16).unwrap();
+        t.add(ip("10.0.0.0"), 8, 1).unwrap();
+        t.add(ip("10.1.0.0"), 16, 2).unwrap();
+        t.add(ip("10.1.2.0"), 24, 3).unwrap();
+        t.add(ip("10.1.2.128"), 25, 4).unwrap();
+        t.add(ip("10.1.2.200"), 32, 5).unwrap();
+        let probe = |t: &Dir24Lpm| {
+            [
+                "10.9.9.9",
+                "10.1.9.9",
+                "10.1.2.1",
+                "10.1.2.129",
+                "10.1.2.200",
+                "11.0.0.1",
+            ]
+            .map(|s| t.lookup(ip(s)))
+        };
+        assert_eq!(probe(&t), [1, 2, 3, 4, 5, NO_ROUTE]);
+        assert_eq!(t.delete(ip("10.1.2.0"), 24).unwrap(), 3);
+        assert_eq!(probe(&t), [1, 2, 2, 4, 5, NO_ROUTE]);
+        t.delete(ip("10.1.2.128"), 25).unwrap();
+        assert_eq!(probe(&t), [1, 2, 2, 2, 5, NO_ROUTE]);
+        t.delete(ip("10.1.2.200"), 32).unwrap();
+        assert_eq!(t.groups_in_use(), 0);
+        assert_eq!(probe(&t), [1, 2, 2, 2, 2, NO_ROUTE]);
+        t.delete(ip("10.1.0.0"), 16).unwrap();
+        assert_eq!(t.chunks_in_use(), 0);
+        assert_eq!(probe(&t), [1, 1, 1, 1, 1, NO_ROUTE]);
+        t.add(0, 0, 9).unwrap();
+        assert_eq!(probe(&t), [1, 1, 1, 1, 1, 9]);
+        t.delete(ip("10.0.0.0"), 8).unwrap();
+        assert_eq!(probe(&t), [9; 6]);
+        assert!(t.delete(ip("10.0.0.0"), 8).is_err());
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn replace_changes_next_hop_in_place() {
+        let mut t = Dir24Lpm::new(4).unwrap();
+        assert_eq!(t.add(ip("192.168.1.0"), 24, 1).unwrap(), None);
+        assert_eq!(t.add(ip("192.168.1.0"), 24, 2).unwrap(), Some(1));
+        assert_eq!(t.lookup(ip("192.168.1.77")), 2);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn group_exhaustion_is_an_error_and_leaves_the_table_unchanged() {
+        let mut t = Dir24Lpm::new(1).unwrap();
+        t.add(ip("1.1.1.1"), 32, 1).unwrap();
+        assert_eq!(
+            t.add(ip("2.2.2.2"), 32, 2),
+            Err(LpmError::GroupsExhausted(1))
+        );
+        assert_eq!(t.lookup(ip("2.2.2.2")), NO_ROUTE);
+        assert_eq!(t.chunks_in_use(), 1);
+        assert_eq!(t.len(), 1);
+        assert!(t.add(0, 33, 1).is_err());
+        assert!(t.add(0, 0, MAX_NEXT_HOP + 1).is_err());
+    }
+
+    /// The obvious LPM: scan every rule.
+    #[derive(Default)]
+    struct Naive(Vec<(u32, u8, u32)>);
+
+    impl Naive {
+        fn add(&mut self, p: u32, l: u8, nh: u32) {
+            let p = p & mask(l);
+            self.0.retain(|r| !(r.0 == p && r.1 == l));
+            self.0.push((p, l, nh));
+        }
+        fn del(&mut self, p: u32, l: u8) -> bool {
+            let p = p & mask(l);
+            let n = self.0.len();
+            self.0.retain(|r| !(r.0 == p && r.1 == l));
+            n != self.0.len()
+        }
+        fn lookup(&self, ip: u32) -> u32 {
+            self.0
+                .iter()
+                .filter(|r| ip & mask(r.1) == r.0)
+                .max_by_key(|r| r.1)
+                .map(|r| r.2)
+                .unwrap_or(NO_ROUTE)
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Add(u32, u8, u32),
+        Del(u32, u8),
+        /// Delete the n-th rule added so far (so deletes hit real rules).
+        DelNth(usize),
+    }
+
+    /// Addresses from a few /8s and /16s so prefixes nest and collide.
+    fn addr() -> impl Strategy<Value = u32> {
+        (0u32..4, 0u32..4, any::<u16>()).prop_map(|(a, b, low)| {
+            let top = [10u32, 11, 192, 0][a as usize];
+            (top << 24) | ([0u32, 1, 255, 17][b as usize] << 16) | u32::from(low)
+        })
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let len = prop_oneof![
+            Just(0u8),
+            1u8..=8,
+            9u8..=24,
+            25u8..=32,
+            Just(24u8),
+            Just(32u8)
+        ];
+        prop_oneof![
+            4 => (addr(), len.clone(), 0u32..1000).prop_map(|(a, l, n)| Op::Add(a, l, n)),
+            1 => (addr(), len).prop_map(|(a, l)| Op::Del(a, l)),
+            2 => any::<usize>().prop_map(Op::DelNth),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("HDVRF_LPM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000),
+            failure_persistence: None,
+            .. ProptestConfig::default()
+        })]
+
+        /// The table agrees with the naive reference after every step of a
+        /// random sequence of nested adds and deletes, for single and bulk
+        /// lookups, at random addresses and at every rule's edges.
+        #[test]
+        fn agrees_with_naive_reference(ops in proptest::collection::vec(op(), 1..24),
+                                       probes in proptest::collection::vec(addr(), 8)) {
+            let mut t = Dir24Lpm::new(64).unwrap();
+            let mut n = Naive::default();
+            let mut added: Vec<(u32, u8)> = Vec::new();
+            for o in ops {
+                match o {
+                    Op::Add(a, l, nh) => {
+                        t.add(a, l, nh).unwrap();
+                        n.add(a, l, nh);
+                        added.push((a, l));
+                    }
+                    Op::Del(a, l) => {
+                        prop_assert_eq!(t.delete(a, l).is_ok(), n.del(a, l));
+                    }
+                    Op::DelNth(i) => {
+                        if !added.is_empty() {
+                            let (a, l) = added[i % added.len()];
+                            prop_assert_eq!(t.delete(a, l).is_ok(), n.del(a, l));
+                        }
+                    }
+                }
+                let mut keys = probes.clone();
+                for r in &n.0 {
+                    let p = r.0 & mask(r.1);
+                    keys.push(p);
+                    keys.push(p | !mask(r.1));
+                    keys.push(p.wrapping_sub(1));
+                    keys.push((p | !mask(r.1)).wrapping_add(1));
+                }
+                let mut bulk = vec![0; keys.len()];
+                t.lookup_bulk(&keys, &mut bulk);
+                for (k, b) in keys.iter().zip(&bulk) {
+                    let want = n.lookup(*k);
+                    prop_assert_eq!(t.lookup(*k), want, "single lookup {}", std::net::Ipv4Addr::from(*k));
+                    prop_assert_eq!(*b, want, "bulk lookup {}", std::net::Ipv4Addr::from(*k));
+                }
+                prop_assert_eq!(t.len(), n.0.len());
+            }
+            // Everything deleted: no chunk or group may be left behind.
+            for (a, l) in added {
+                let _ = t.delete(a, l);
+            }
+            prop_assert_eq!(t.len(), 0);
+            prop_assert_eq!(t.chunks_in_use(), 0);
+            prop_assert_eq!(t.groups_in_use(), 0);
+        }
+    }
+}
