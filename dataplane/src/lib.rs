@@ -6,6 +6,7 @@ pub mod dpdk;
 pub mod forward;
 pub mod lpm;
 pub mod runtime;
+pub mod wire;
 pub mod worker;
 
 pub use counters::{CoreCounters, CoreSnapshot};
