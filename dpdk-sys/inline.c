@@ -42,3 +42,9 @@ unsigned hdvrf_rte_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned 
 }
 
 unsigned hdvrf_rte_ring_count(const struct rte_ring *r) { return rte_ring_count(r); }
+
+int hdvrf_rte_lpm_lookup_bulk(const struct rte_lpm *lpm, const uint32_t *ips,
+                              uint32_t *next_hops, unsigned n)
+{
+	return rte_lpm_lookup_bulk(lpm, ips, next_hops, n);
+}

@@ -9,6 +9,7 @@
 #include <rte_mbuf.h>
 #include <rte_ethdev.h>
 #include <rte_ring.h>
+#include <rte_lpm.h>
 
 int hdvrf_rte_errno(void);
 unsigned hdvrf_rte_lcore_id(void);
@@ -25,4 +26,6 @@ char *hdvrf_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
 unsigned hdvrf_rte_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n);
 unsigned hdvrf_rte_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned n);
 unsigned hdvrf_rte_ring_count(const struct rte_ring *r);
+int hdvrf_rte_lpm_lookup_bulk(const struct rte_lpm *lpm, const uint32_t *ips,
+                              uint32_t *next_hops, unsigned n);
 #endif

@@ -20,7 +20,7 @@ use crate::run::say;
 pub struct BenchArgs {
     /// Packets to replay (pcap file).
     #[arg(long)]
-    pcap: PathBuf,
+    pcap: Option<PathBuf>,
     /// Forwarding mode: io or macswap.
     #[arg(long, default_value = "io")]
     mode: String,
@@ -60,8 +60,11 @@ fn median(v: &mut [f64]) -> f64 {
 pub fn bench(a: &BenchArgs) -> Result<ExitCode> {
     let pcap = a
         .pcap
+        .as_ref()
+        .ok_or_else(|| anyhow!("--pcap FILE is required (or use `hdvrf bench lookup`)"))?;
+    let pcap = pcap
         .canonicalize()
-        .map_err(|e| anyhow!("--pcap {}: {e}", a.pcap.display()))?;
+        .map_err(|e| anyhow!("--pcap {}: {e}", pcap.display()))?;
     let pcap_s = pcap
         .to_str()
         .ok_or_else(|| anyhow!("--pcap: path is not UTF-8"))?;

@@ -3,6 +3,7 @@
 //! testpmd-style.
 
 mod bench;
+mod bench_lookup;
 mod run;
 
 use std::path::PathBuf;
@@ -42,8 +43,23 @@ enum Cmd {
     /// Validate a configuration file; print every error with its place.
     Check { config: PathBuf },
     /// testpmd-style throughput: a pcap replayed forever through the
-    /// forwarding mode to net_null.
-    Bench(bench::BenchArgs),
+    /// forwarding mode to net_null; `bench lookup` for the route table.
+    Bench(BenchCmd),
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BenchCmd {
+    #[command(subcommand)]
+    sub: Option<BenchSub>,
+    #[command(flatten)]
+    forward: bench::BenchArgs,
+}
+
+#[derive(Subcommand)]
+enum BenchSub {
+    /// Our DIR-24-8 table against DPDK's rte_lpm: build, bytes, lookups/s.
+    Lookup(bench_lookup::LookupArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,7 +67,11 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Run { config, duration } => run::run(&config, duration),
         Cmd::Check { config } => run::check(&config),
-        Cmd::Bench(args) => bench::bench(&args),
+        Cmd::Bench(BenchCmd {
+            sub: Some(BenchSub::Lookup(args)),
+            ..
+        }) => bench_lookup::bench_lookup(&args),
+        Cmd::Bench(BenchCmd { sub: None, forward }) => bench::bench(&forward),
     };
     match res {
         Ok(code) => code,

@@ -10,26 +10,45 @@ use std::ptr::NonNull;
 
 const HUGE: usize = 2 << 20;
 
-/// A fixed-length, zero-initialised array of `u32` in anonymous memory,
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Integer types for which all-zero bytes are a valid value, so anonymous
+/// zeroed memory can be viewed as a slice of them.
+pub trait Zeroable: Copy + sealed::Sealed {}
+impl sealed::Sealed for u8 {}
+impl sealed::Sealed for u16 {}
+impl sealed::Sealed for u32 {}
+impl sealed::Sealed for u64 {}
+impl Zeroable for u8 {}
+impl Zeroable for u16 {}
+impl Zeroable for u32 {}
+impl Zeroable for u64 {}
+
+/// A fixed-length, zero-initialised array of integers in anonymous memory,
 /// 2 MiB aligned and advised for transparent huge pages.
-pub struct ZeroedU32 {
+pub struct Zeroed<T: Zeroable> {
     base: NonNull<u8>,
     map_len: usize,
-    data: NonNull<u32>,
+    data: NonNull<T>,
     len: usize,
 }
 
-// SAFETY: the mapping is owned exclusively by this value; shared access
-// only reads, and mutation needs `&mut self`.
-unsafe impl Send for ZeroedU32 {}
-// SAFETY: as above.
-unsafe impl Sync for ZeroedU32 {}
+/// The `u32` flavour most tables use.
+pub type ZeroedU32 = Zeroed<u32>;
 
-impl ZeroedU32 {
+// SAFETY: the mapping is owned exclusively by this value; shared access
+// only reads, and mutation needs `&mut self`; `T` is a plain integer.
+unsafe impl<T: Zeroable> Send for Zeroed<T> {}
+// SAFETY: as above.
+unsafe impl<T: Zeroable> Sync for Zeroed<T> {}
+
+impl<T: Zeroable> Zeroed<T> {
     /// Reserves `len` zeroed entries. Physical memory is taken page by page
     /// as entries are written.
-    pub fn new(len: usize) -> std::io::Result<ZeroedU32> {
-        let bytes = len.max(1) * 4;
+    pub fn new(len: usize) -> std::io::Result<Zeroed<T>> {
+        let bytes = len.max(1) * std::mem::size_of::<T>();
         let map_len = bytes + HUGE;
         // SAFETY: an anonymous private mapping with no address hint has no
         // preconditions; the result is checked against MAP_FAILED.
@@ -54,23 +73,24 @@ impl ZeroedU32 {
         unsafe {
             libc::madvise(aligned as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE);
         }
-        Ok(ZeroedU32 {
+        Ok(Zeroed {
             base: NonNull::new(base).expect("mmap never returns NULL on success"),
             map_len,
-            data: NonNull::new(aligned as *mut u32).expect("non-null"),
+            data: NonNull::new(aligned as *mut T).expect("non-null"),
             len,
         })
     }
 
     #[inline(always)]
-    pub fn as_slice(&self) -> &[u32] {
-        // SAFETY: `data` points to `len` u32 inside our mapping, zero or
-        // written by us, aligned to 2 MiB; `&self` excludes writers.
+    pub fn as_slice(&self) -> &[T] {
+        // SAFETY: `data` points to `len` T inside our mapping, zero (a valid
+        // T by `Zeroable`) or written by us, aligned to 2 MiB; `&self`
+        // excludes writers.
         unsafe { std::slice::from_raw_parts(self.data.as_ptr(), self.len) }
     }
 
     #[inline(always)]
-    pub fn as_mut_slice(&mut self) -> &mut [u32] {
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
         // SAFETY: as above, and `&mut self` makes the borrow unique.
         unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr(), self.len) }
     }
@@ -84,7 +104,7 @@ impl ZeroedU32 {
     }
 }
 
-impl Drop for ZeroedU32 {
+impl<T: Zeroable> Drop for Zeroed<T> {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the region mapped in `new`; no slice into
         // it can outlive `self`.

@@ -8,6 +8,7 @@
 mod burst;
 mod eal;
 mod error;
+mod lpm_ref;
 mod mbuf;
 mod mem;
 mod mempool;
@@ -16,7 +17,8 @@ mod port;
 pub use burst::{Burst, BURST_SIZE};
 pub use eal::{dpdk_version, lcore_id, tsc, tsc_hz, Eal, LaunchError};
 pub use error::DpdkError;
+pub use lpm_ref::RteLpm;
 pub use mbuf::Mbuf;
-pub use mem::{prefetch, ZeroedU32};
+pub use mem::{prefetch, Zeroable, Zeroed, ZeroedU32};
 pub use mempool::Mempool;
 pub use port::{LinkState, Port, PortConfig, PortStats, RxQueue, TxQueue, SOCKET_ID_ANY};
