@@ -22,12 +22,17 @@ pub struct LookupArgs {
     /// Keys, one address a line.
     #[arg(long)]
     keys: PathBuf,
-    /// Timed rounds (each times both tables; the ratio is the median).
-    #[arg(long, default_value_t = 5)]
+    /// Timed rounds, each timing both tables in alternating order; the
+    /// ratio is the median of per-round ratios (the machine is shared and
+    /// noisy: many short rounds beat a few long ones).
+    #[arg(long, default_value_t = 11)]
     rounds: u32,
     /// Passes over the keys per timed round.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 1)]
     passes: u32,
+    /// Keys per lookup call (a burst).
+    #[arg(long, default_value_t = 32)]
+    burst: usize,
     /// The lcore to run on.
     #[arg(long, default_value_t = 1)]
     lcore: u32,
@@ -93,12 +98,16 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-const BURST: usize = 32;
-
-fn time_lookups(keys: &[u32], out: &mut [u32], passes: u32, f: impl Fn(&[u32], &mut [u32])) -> f64 {
+fn time_lookups(
+    keys: &[u32],
+    out: &mut [u32],
+    passes: u32,
+    burst: usize,
+    f: impl Fn(&[u32], &mut [u32]),
+) -> f64 {
     let t0 = Instant::now();
     for _ in 0..passes {
-        for (k, o) in keys.chunks(BURST).zip(out.chunks_mut(BURST)) {
+        for (k, o) in keys.chunks(burst).zip(out.chunks_mut(burst)) {
             f(k, o);
         }
     }
@@ -181,10 +190,16 @@ pub fn bench_lookup(a: &LookupArgs) -> Result<ExitCode> {
     let mut ratios = Vec::new();
     let (mut m_ours, mut m_theirs) = (Vec::new(), Vec::new());
     for round in 0..a.rounds {
-        let run_ours =
-            |out: &mut [u32]| time_lookups(&keys, out, a.passes, |k, o| ours.lookup_bulk(k, o));
-        let run_theirs =
-            |out: &mut [u32]| time_lookups(&keys, out, a.passes, |k, o| theirs.lookup_bulk(k, o));
+        let run_ours = |out: &mut [u32]| {
+            time_lookups(&keys, out, a.passes, a.burst.max(1), |k, o| {
+                ours.lookup_bulk(k, o)
+            })
+        };
+        let run_theirs = |out: &mut [u32]| {
+            time_lookups(&keys, out, a.passes, a.burst.max(1), |k, o| {
+                theirs.lookup_bulk(k, o)
+            })
+        };
         let (x, y) = if round % 2 == 0 {
             let x = run_ours(&mut r1);
             (x, run_theirs(&mut r2))

@@ -15,16 +15,23 @@
 //! resolves a burst in passes, prefetching every key's next entry before
 //! reading any, so the cache misses of a burst overlap.
 //!
-//! Entry encoding (u32): bit 31 set = pointer (root: chunk index, chunk
-//! entry: group index); otherwise `next_hop + 1`, with 0 meaning "no
-//! route" so that untouched (zeroed) memory reads as a miss. Writers keep
+//! Entry encoding: bit 31 set = pointer (root: chunk index, chunk entry:
+//! group index); otherwise `next_hop + 1`, with 0 meaning "no route" so
+//! that untouched (zeroed) memory reads as a miss.
+//!
+//! Chunks are *narrow* (16-bit entries: bit 15 = group pointer, 15 bits of
+//! next hop + 1 or group index) while everything in them fits, and turn
+//! *wide* (32-bit entries) when a next hop or group index needs more. A
+//! narrow chunk is 128 KiB instead of 256: an Internet table's first stage
+//! is half the size of `rte_lpm`'s and mostly fits in the last-level cache,
+//! which is what decides lookups over a table larger than the cache. Writers keep
 //! each entry's prefix length in shadow arrays that lookups never touch,
 //! and the rules themselves per length, which is what makes deletes exact:
 //! deleting a /24 uncovers whatever shorter prefix lies beneath it.
 
 use std::collections::HashMap;
 
-use crate::dpdk::{prefetch, ZeroedU32};
+use crate::dpdk::{prefetch, Zeroed, ZeroedU32};
 
 /// What a lookup returns when no prefix matches.
 pub const NO_ROUTE: u32 = u32::MAX;
@@ -33,6 +40,11 @@ pub const MAX_NEXT_HOP: u32 = PTR - 2;
 
 const PTR: u32 = 1 << 31;
 const MASK: u32 = PTR - 1;
+/// In a root entry: the chunk is wide.
+const WIDE: u32 = 1 << 30;
+const CMASK: u32 = WIDE - 1;
+const NPTR: u16 = 1 << 15;
+const NMASK: u16 = NPTR - 1;
 const CHUNK: usize = 1 << 16;
 const GROUP: usize = 256;
 
@@ -70,7 +82,10 @@ pub struct Dir24Lpm {
     root_len: [u8; 256],
     /// Rules longer than /8 inside each /8; the chunk goes when it is 0.
     root_rules: [u32; 256],
-    chunks: ZeroedU32,
+    narrow: Zeroed<u16>,
+    wide: ZeroedU32,
+    chunk_wide: Vec<bool>,
+    chunk_owner: Vec<u8>,
     chunk_len: Vec<u8>,
     chunk_slots: u32,
     chunk_free: Vec<u32>,
@@ -90,7 +105,9 @@ impl Dir24Lpm {
     /// longer prefixes. Memory is reserved, not committed.
     pub fn new(max_groups: u32) -> Result<Dir24Lpm, LpmError> {
         let max_groups = max_groups.clamp(1, 1 << 23);
-        let chunks = ZeroedU32::new(256 * CHUNK).map_err(|e| LpmError::Memory(e.to_string()))?;
+        let narrow =
+            Zeroed::<u16>::new(256 * CHUNK).map_err(|e| LpmError::Memory(e.to_string()))?;
+        let wide = ZeroedU32::new(256 * CHUNK).map_err(|e| LpmError::Memory(e.to_string()))?;
         let groups = ZeroedU32::new(max_groups as usize * GROUP)
             .map_err(|e| LpmError::Memory(e.to_string()))?;
         Ok(Dir24Lpm {
@@ -98,7 +115,10 @@ impl Dir24Lpm {
             root_val: [0; 256],
             root_len: [0; 256],
             root_rules: [0; 256],
-            chunks,
+            narrow,
+            wide,
+            chunk_wide: Vec::new(),
+            chunk_owner: Vec::new(),
             chunk_len: Vec::new(),
             chunk_slots: 0,
             chunk_free: Vec::new(),
@@ -132,7 +152,11 @@ impl Dir24Lpm {
             .sum();
         std::mem::size_of::<Self>()
             + 256 * 4
-            + self.chunk_slots as usize * CHUNK * 4
+            + self
+                .chunk_wide
+                .iter()
+                .map(|&w| if w { CHUNK * 4 } else { CHUNK * 2 })
+                .sum::<usize>()
             + self.chunk_len.capacity()
             + self.group_slots as usize * GROUP * 4
             + self.group_len.capacity()
@@ -143,6 +167,13 @@ impl Dir24Lpm {
     /// Chunks (per-/8 second stages) in use.
     pub fn chunks_in_use(&self) -> usize {
         self.chunk_slots as usize - self.chunk_free.len()
+    }
+
+    /// Chunks with 32-bit entries.
+    pub fn wide_chunks(&self) -> usize {
+        (0..256)
+            .filter(|&i| self.root[i] & PTR != 0 && self.root[i] & WIDE != 0)
+            .count()
     }
 
     /// Groups (per-/24 extensions) in use.
@@ -157,8 +188,12 @@ impl Dir24Lpm {
         if e0 & PTR == 0 {
             return e0.wrapping_sub(1);
         }
-        let e1 =
-            self.chunks.as_slice()[((e0 & MASK) as usize) << 16 | ((ip >> 8) & 0xffff) as usize];
+        let at = ((e0 & CMASK) as usize) << 16 | ((ip >> 8) & 0xffff) as usize;
+        let e1 = if e0 & WIDE != 0 {
+            self.wide.as_slice()[at]
+        } else {
+            widen(self.narrow.as_slice()[at])
+        };
         if e1 & PTR == 0 {
             return e1.wrapping_sub(1);
         }
@@ -173,8 +208,12 @@ impl Dir24Lpm {
     pub fn lookup_bulk(&self, keys: &[u32], out: &mut [u32]) {
         assert_eq!(keys.len(), out.len(), "keys and results differ in length");
         const B: usize = 64;
-        let chunks = self.chunks.as_slice();
+        const DONE: usize = usize::MAX;
+        let narrow = self.narrow.as_slice();
+        let wide = self.wide.as_slice();
         let groups = self.groups.as_slice();
+        // Entry index, with bit 63 marking a wide chunk.
+        const W: usize = 1 << 63;
         let mut at = [0usize; B];
         for (k, o) in keys.chunks(B).zip(out.chunks_mut(B)) {
             let n = k.len();
@@ -184,35 +223,47 @@ impl Dir24Lpm {
                 let e0 = self.root[(ip >> 24) as usize];
                 if e0 & PTR == 0 {
                     o[i] = e0.wrapping_sub(1);
-                    at[i] = usize::MAX;
+                    at[i] = DONE;
                 } else {
-                    let a = ((e0 & MASK) as usize) << 16 | ((ip >> 8) & 0xffff) as usize;
-                    if let Some(e) = chunks.get(a) {
-                        prefetch(e);
+                    let a = ((e0 & CMASK) as usize) << 16 | ((ip >> 8) & 0xffff) as usize;
+                    if e0 & WIDE != 0 {
+                        if let Some(e) = wide.get(a) {
+                            prefetch(e);
+                        }
+                        at[i] = a | W;
+                    } else {
+                        if let Some(e) = narrow.get(a) {
+                            prefetch(e);
+                        }
+                        at[i] = a;
                     }
-                    at[i] = a;
                 }
             }
             // Pass 2: chunk entries, prefetch group entries.
             for i in 0..n {
-                if at[i] == usize::MAX {
+                let a = at[i];
+                if a == DONE {
                     continue;
                 }
-                let e1 = chunks[at[i]];
+                let e1 = if a & W != 0 {
+                    wide[a & !W]
+                } else {
+                    widen(narrow[a])
+                };
                 if e1 & PTR == 0 {
                     o[i] = e1.wrapping_sub(1);
-                    at[i] = usize::MAX;
+                    at[i] = DONE;
                 } else {
-                    let a = ((e1 & MASK) as usize) << 8 | (k[i] & 0xff) as usize;
-                    if let Some(e) = groups.get(a) {
+                    let g = ((e1 & MASK) as usize) << 8 | (k[i] & 0xff) as usize;
+                    if let Some(e) = groups.get(g) {
                         prefetch(e);
                     }
-                    at[i] = a;
+                    at[i] = g;
                 }
             }
             // Pass 3: group entries.
             for i in 0..n {
-                if at[i] != usize::MAX {
+                if at[i] != DONE {
                     o[i] = groups[at[i]].wrapping_sub(1);
                 }
             }
@@ -247,7 +298,7 @@ impl Dir24Lpm {
         if len > 24 {
             let had_chunk = self.root[s8] & PTR != 0;
             self.ensure_chunk(s8);
-            let c = (self.root[s8] & MASK) as usize;
+            let c = self.chunk_slot(s8);
             if let Err(e) = self.ensure_group(c, ((p >> 8) & 0xffff) as usize) {
                 if !had_chunk {
                     self.free_chunk(s8);
@@ -298,14 +349,14 @@ impl Dir24Lpm {
                     self.root_len[i] = rlen;
                 }
                 if self.root[i] & PTR != 0 {
-                    let c = (self.root[i] & MASK) as usize;
+                    let c = self.chunk_slot(i);
                     self.replace_chunk(c, 0..CHUNK, len, rval, rlen);
                 } else {
                     self.root[i] = self.root_val[i];
                 }
             }
         } else if len <= 24 {
-            let c = (self.root[s8] & MASK) as usize;
+            let c = self.chunk_slot(s8);
             let e = ((p >> 8) & 0xffff) as usize;
             self.replace_chunk(c, e..e + (1 << (24 - len)), len, rval, rlen);
         } else {
@@ -317,11 +368,12 @@ impl Dir24Lpm {
             self.group_rules[g] -= 1;
             if self.group_rules[g] == 0 {
                 // Every entry now holds the same <= /24 answer: fold back.
-                let c = (self.root[s8] & MASK) as usize;
-                let idx = c << 16 | ((p >> 8) & 0xffff) as usize;
+                let c = self.chunk_slot(s8);
+                let e = ((p >> 8) & 0xffff) as usize;
                 let gi = g << 8;
-                self.chunks.as_mut_slice()[idx] = self.groups.as_slice()[gi];
-                self.chunk_len[idx] = self.group_len[gi];
+                let v = self.groups.as_slice()[gi];
+                self.cset(c, e, v);
+                self.chunk_len[c << 16 | e] = self.group_len[gi];
                 self.group_free.push(g as u32);
             }
         }
@@ -334,13 +386,67 @@ impl Dir24Lpm {
         Ok(old)
     }
 
+    /// Chunk slot `c`, entry `e`, in the 32-bit form.
+    #[inline]
+    fn cget(&self, c: usize, e: usize) -> u32 {
+        let at = c << 16 | e;
+        if self.chunk_wide[c] {
+            self.wide.as_slice()[at]
+        } else {
+            widen(self.narrow.as_slice()[at])
+        }
+    }
+
+    /// Sets chunk slot `c`, entry `e`; widens the chunk if `v` needs it.
+    #[inline]
+    fn cset(&mut self, c: usize, e: usize, v: u32) {
+        let at = c << 16 | e;
+        if !self.chunk_wide[c] {
+            match narrow_of(v) {
+                Some(n) => {
+                    self.narrow.as_mut_slice()[at] = n;
+                    return;
+                }
+                None => self.widen_chunk(c),
+            }
+        }
+        self.wide.as_mut_slice()[at] = v;
+    }
+
+    /// Rewrites a narrow chunk with 32-bit entries and repoints its /8.
+    fn widen_chunk(&mut self, c: usize) {
+        for i in c * CHUNK..(c + 1) * CHUNK {
+            self.wide.as_mut_slice()[i] = widen(self.narrow.as_slice()[i]);
+        }
+        self.chunk_wide[c] = true;
+        let s8 = self.chunk_owner[c] as usize;
+        if self.root[s8] & PTR != 0 && (self.root[s8] & CMASK) as usize == c {
+            self.root[s8] = PTR | WIDE | c as u32;
+        }
+    }
+
+    /// Sets every entry of chunk slot `c` to `v`.
+    fn fill_chunk_all(&mut self, c: usize, v: u32) {
+        let r = c * CHUNK..(c + 1) * CHUNK;
+        match narrow_of(v) {
+            Some(n) if !self.chunk_wide[c] => self.narrow.as_mut_slice()[r].fill(n),
+            _ => {
+                self.chunk_wide[c] = true;
+                self.wide.as_mut_slice()[r].fill(v);
+            }
+        }
+    }
+
+    fn chunk_slot(&self, s8: usize) -> usize {
+        (self.root[s8] & CMASK) as usize
+    }
+
     fn group_of(&self, p: u32) -> Option<usize> {
         let e0 = self.root[(p >> 24) as usize];
         if e0 & PTR == 0 {
             return None;
         }
-        let e1 =
-            self.chunks.as_slice()[((e0 & MASK) as usize) << 16 | ((p >> 8) & 0xffff) as usize];
+        let e1 = self.cget((e0 & CMASK) as usize, ((p >> 8) & 0xffff) as usize);
         (e1 & PTR != 0).then_some((e1 & MASK) as usize)
     }
 
@@ -351,9 +457,10 @@ impl Dir24Lpm {
         let (val, len) = (self.root_val[s8], self.root_len[s8]);
         let c = match self.chunk_free.pop() {
             Some(c) => {
-                let r = c as usize * CHUNK..(c as usize + 1) * CHUNK;
-                self.chunks.as_mut_slice()[r.clone()].fill(val);
-                self.chunk_len[r].fill(len);
+                let cu = c as usize;
+                self.chunk_wide[cu] = false;
+                self.chunk_len[cu * CHUNK..(cu + 1) * CHUNK].fill(len);
+                self.fill_chunk_all(cu, val);
                 c
             }
             None => {
@@ -361,34 +468,36 @@ impl Dir24Lpm {
                 self.chunk_slots += 1;
                 self.chunk_len
                     .resize(self.chunk_slots as usize * CHUNK, len);
+                self.chunk_wide.push(false);
+                self.chunk_owner.push(0);
                 if val != 0 {
                     // Fresh memory reads as zero: only a covering route
                     // needs writing (and committing).
-                    self.chunks.as_mut_slice()[c as usize * CHUNK..(c as usize + 1) * CHUNK]
-                        .fill(val);
+                    self.fill_chunk_all(c as usize, val);
                 }
                 c
             }
         };
-        self.root[s8] = PTR | c;
+        self.chunk_owner[c as usize] = s8 as u8;
+        let wide = if self.chunk_wide[c as usize] { WIDE } else { 0 };
+        self.root[s8] = PTR | wide | c;
     }
 
     fn free_chunk(&mut self, s8: usize) {
         if self.root[s8] & PTR == 0 {
             return;
         }
-        let c = self.root[s8] & MASK;
+        let c = self.root[s8] & CMASK;
         self.root[s8] = self.root_val[s8];
         self.chunk_free.push(c);
     }
 
     fn ensure_group(&mut self, c: usize, e: usize) -> Result<usize, LpmError> {
-        let idx = c << 16 | e;
-        let cur = self.chunks.as_slice()[idx];
+        let cur = self.cget(c, e);
         if cur & PTR != 0 {
             return Ok((cur & MASK) as usize);
         }
-        let len = self.chunk_len[idx];
+        let len = self.chunk_len[c << 16 | e];
         let g = match self.group_free.pop() {
             Some(g) => g,
             None => {
@@ -405,7 +514,7 @@ impl Dir24Lpm {
         self.groups.as_mut_slice()[r.clone()].fill(cur);
         self.group_len[r].fill(len);
         self.group_rules[g] = 0;
-        self.chunks.as_mut_slice()[idx] = PTR | g as u32;
+        self.cset(c, e, PTR | g as u32);
         Ok(g)
     }
 
@@ -420,14 +529,14 @@ impl Dir24Lpm {
                     self.root_len[i] = len;
                 }
                 if self.root[i] & PTR != 0 {
-                    let c = (self.root[i] & MASK) as usize;
+                    let c = self.chunk_slot(i);
                     self.fill_chunk(c, 0..CHUNK, len, val);
                 } else {
                     self.root[i] = self.root_val[i];
                 }
             }
         } else if len <= 24 {
-            let c = (self.root[s8] & MASK) as usize;
+            let c = self.chunk_slot(s8);
             let e = ((p >> 8) & 0xffff) as usize;
             self.fill_chunk(c, e..e + (1 << (24 - len)), len, val);
         } else {
@@ -438,15 +547,65 @@ impl Dir24Lpm {
         Ok(())
     }
 
+    /// Sets the entries `r` of chunk `c` whose prefix is not longer than
+    /// `len` to `val`, and likewise inside the groups they point to. One
+    /// tight pass over the slices: a /8 change rewrites 65536 entries.
     fn fill_chunk(&mut self, c: usize, r: std::ops::Range<usize>, len: u8, val: u32) {
-        for e in r {
-            let idx = c << 16 | e;
-            let cur = self.chunks.as_slice()[idx];
-            if cur & PTR != 0 {
-                self.fill_group((cur & MASK) as usize, 0..GROUP, len, val);
-            } else if self.chunk_len[idx] <= len {
-                self.chunks.as_mut_slice()[idx] = val;
-                self.chunk_len[idx] = len;
+        self.update_chunk(c, r, val, len, |l| l <= len);
+    }
+
+    /// Entries of `r` in chunk `c` (and its groups) with prefix length
+    /// exactly `len` take `val` with length `to`.
+    fn replace_chunk(&mut self, c: usize, r: std::ops::Range<usize>, len: u8, val: u32, to: u8) {
+        self.update_chunk(c, r, val, to, |l| l == len);
+    }
+
+    fn update_chunk(
+        &mut self,
+        c: usize,
+        r: std::ops::Range<usize>,
+        val: u32,
+        to: u8,
+        hit: impl Fn(u8) -> bool,
+    ) {
+        let narrow_val = narrow_of(val);
+        if !self.chunk_wide[c] && narrow_val.is_none() {
+            self.widen_chunk(c);
+        }
+        let base = c << 16;
+        let range = base + r.start..base + r.end;
+        let lens = &mut self.chunk_len[range.clone()];
+        let groups = self.groups.as_mut_slice();
+        let group_len = &mut self.group_len;
+        let mut in_group = |g: usize| {
+            for (e, l) in groups[g * GROUP..(g + 1) * GROUP]
+                .iter_mut()
+                .zip(&mut group_len[g * GROUP..(g + 1) * GROUP])
+            {
+                if hit(*l) {
+                    *e = val;
+                    *l = to;
+                }
+            }
+        };
+        if self.chunk_wide[c] {
+            for (e, l) in self.wide.as_mut_slice()[range].iter_mut().zip(lens) {
+                if *e & PTR != 0 {
+                    in_group((*e & MASK) as usize);
+                } else if hit(*l) {
+                    *e = val;
+                    *l = to;
+                }
+            }
+        } else {
+            let nv = narrow_val.expect("checked above");
+            for (e, l) in self.narrow.as_mut_slice()[range].iter_mut().zip(lens) {
+                if *e & NPTR != 0 {
+                    in_group((*e & NMASK) as usize);
+                } else if hit(*l) {
+                    *e = nv;
+                    *l = to;
+                }
             }
         }
     }
@@ -462,19 +621,6 @@ impl Dir24Lpm {
         }
     }
 
-    fn replace_chunk(&mut self, c: usize, r: std::ops::Range<usize>, len: u8, val: u32, to: u8) {
-        for e in r {
-            let idx = c << 16 | e;
-            let cur = self.chunks.as_slice()[idx];
-            if cur & PTR != 0 {
-                self.replace_group((cur & MASK) as usize, 0..GROUP, len, val, to);
-            } else if self.chunk_len[idx] == len {
-                self.chunks.as_mut_slice()[idx] = val;
-                self.chunk_len[idx] = to;
-            }
-        }
-    }
-
     fn replace_group(&mut self, g: usize, r: std::ops::Range<usize>, len: u8, val: u32, to: u8) {
         let groups = self.groups.as_mut_slice();
         for e in r {
@@ -484,6 +630,27 @@ impl Dir24Lpm {
                 self.group_len[idx] = to;
             }
         }
+    }
+}
+
+/// A narrow (16-bit) chunk entry in the 32-bit form.
+#[inline(always)]
+fn widen(n: u16) -> u32 {
+    if n & NPTR != 0 {
+        PTR | u32::from(n & NMASK)
+    } else {
+        u32::from(n)
+    }
+}
+
+/// The 16-bit form of an entry, if it has one.
+#[inline(always)]
+fn narrow_of(v: u32) -> Option<u16> {
+    if v & PTR != 0 {
+        let g = v & MASK;
+        (g <= u32::from(NMASK)).then_some(NPTR | g as u16)
+    } else {
+        (v <= u32::from(NMASK)).then_some(v as u16)
     }
 }
 
@@ -543,6 +710,35 @@ mod tests {
         assert_eq!(probe(&t), [9; 6]);
         assert!(t.delete(ip("10.0.0.0"), 8).is_err());
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn chunks_widen_for_large_next_hops_and_many_groups() {
+        let mut t = Dir24Lpm::new(40_000).unwrap();
+        t.add(ip("10.0.0.0"), 16, 5).unwrap();
+        assert_eq!(t.wide_chunks(), 0);
+        t.add(ip("10.1.0.0"), 16, 100_000).unwrap();
+        assert_eq!(t.wide_chunks(), 1);
+        assert_eq!(t.lookup(ip("10.0.3.3")), 5);
+        assert_eq!(t.lookup(ip("10.1.3.3")), 100_000);
+        // More groups in one /8 than 15 bits can name.
+        for i in 0..33_000u32 {
+            t.add(ip("11.0.0.0") | i << 8 | 7, 32, i).unwrap();
+        }
+        assert_eq!(t.wide_chunks(), 2);
+        let keys: Vec<u32> = (0..33_000u32)
+            .map(|i| ip("11.0.0.0") | i << 8 | 7)
+            .collect();
+        let mut out = vec![0; keys.len()];
+        t.lookup_bulk(&keys, &mut out);
+        assert!(out.iter().enumerate().all(|(i, &o)| o == i as u32));
+        assert_eq!(t.lookup(ip("11.0.0.8")), NO_ROUTE);
+        for i in 0..33_000u32 {
+            t.delete(ip("11.0.0.0") | i << 8 | 7, 32).unwrap();
+        }
+        assert_eq!(t.groups_in_use(), 0);
+        assert_eq!(t.chunks_in_use(), 1);
+        assert_eq!(t.lookup(ip("10.1.3.3")), 100_000);
     }
 
     #[test]
@@ -621,7 +817,9 @@ mod tests {
             Just(32u8)
         ];
         prop_oneof![
-            4 => (addr(), len.clone(), 0u32..1000).prop_map(|(a, l, n)| Op::Add(a, l, n)),
+            // Next hops around the narrow limit (32766) force chunks wide.
+            4 => (addr(), len.clone(), prop_oneof![4 => 0u32..1000, 1 => 32760u32..32800])
+                .prop_map(|(a, l, n)| Op::Add(a, l, n)),
             1 => (addr(), len).prop_map(|(a, l)| Op::Del(a, l)),
             2 => any::<usize>().prop_map(Op::DelNth),
         ]
@@ -640,7 +838,17 @@ mod tests {
         #[test]
         fn agrees_with_naive_reference(ops in proptest::collection::vec(op(), 1..24),
                                        probes in proptest::collection::vec(addr(), 8)) {
-            let mut t = Dir24Lpm::new(64).unwrap();
+            // One table per test thread, reused: every case ends by
+            // deleting all it added and asserting the table is empty, so
+            // each case starts from a clean table that exercises the free
+            // lists (and skips re-faulting fresh memory every case).
+            thread_local! {
+                static TABLE: std::cell::RefCell<Dir24Lpm> =
+                    std::cell::RefCell::new(Dir24Lpm::new(64).unwrap());
+            }
+            TABLE.with(|cell| -> Result<(), TestCaseError> {
+            let mut t = cell.borrow_mut();
+            let t = &mut *t;
             let mut n = Naive::default();
             let mut added: Vec<(u32, u8)> = Vec::new();
             for o in ops {
@@ -684,6 +892,8 @@ mod tests {
             prop_assert_eq!(t.len(), 0);
             prop_assert_eq!(t.chunks_in_use(), 0);
             prop_assert_eq!(t.groups_in_use(), 0);
+            Ok(())
+            })?;
         }
     }
 }

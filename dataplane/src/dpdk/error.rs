@@ -21,6 +21,12 @@ pub enum DpdkError {
         errno: i32,
         reason: String,
     },
+    #[error("{name}: create failed: {reason} (rte_errno {errno})")]
+    Create {
+        name: String,
+        errno: i32,
+        reason: String,
+    },
     #[error("{name} did not probe{}", log_hint(.cause))]
     PortNotFound {
         name: String,

@@ -40,7 +40,7 @@ impl RteLpm {
             }),
             None => {
                 let errno = rte_errno();
-                Err(DpdkError::Mempool {
+                Err(DpdkError::Create {
                     name: name.to_owned(),
                     errno,
                     reason: strerror(errno),
