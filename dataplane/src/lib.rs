@@ -5,7 +5,9 @@ pub mod counters;
 pub mod dpdk;
 pub mod forward;
 pub mod lpm;
+pub mod pipeline;
 pub mod runtime;
+pub mod tables;
 pub mod wire;
 pub mod worker;
 

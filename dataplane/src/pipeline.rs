@@ -1,0 +1,1089 @@
+//! The HD-VRF packet path: what happens to one frame between rx and tx.
+//!
+//! - spoke, upstream (access port in): classify port/VLAN -> service;
+//!   punt ARP, DHCP and packets for the router; IPv4 checks; anti-spoofing
+//!   (the source must be a session on this very port, VLAN and MAC, checked
+//!   in the downstream table, which is *never* used to route here);
+//!   upstream lookup; TTL; push VPN then transport label; Ethernet rewrite.
+//! - core in (MPLS): the top label selects the action: pop our transport
+//!   label, pop a spoke service's VPN label and route in its downstream
+//!   table, pop a hub service's VPN label and route in its hub table (the
+//!   return path, after target-specific processing), swap (P), or pop at
+//!   the penultimate hop.
+//! - hub uplink in (plain IPv4): route in the service's hub table.
+//!
+//! Every packet ends in exactly one [`Outcome`]: forwarded one way, punted
+//! for a reason, or dropped for a reason. Nothing here allocates, locks or
+//! panics on packet contents: every offset is checked against the frame.
+
+use crate::lpm::NO_ROUTE;
+use crate::tables::{LabelAction, NextHop, PortInfo, PortRole, Role, Service, Tables, TtlMode};
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::mpls::LabelStackEntry;
+
+const ETH_HDR: usize = 14;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_ARP: u16 = 0x0806;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_MPLS: u16 = 0x8847;
+const UDP: u8 = 17;
+const DHCP_SERVER_PORT: u16 = 67;
+/// Labels examined per packet before the stack counts as hostile.
+const MAX_LABELS: usize = 4;
+
+/// A packet buffer the pipeline can rewrite: its bytes, and the ability
+/// to move its start into the headroom (push headers) or forward (pop).
+pub trait Frame {
+    fn data(&self) -> &[u8];
+    fn data_mut(&mut self) -> &mut [u8];
+    /// Moves the packet start by `delta` bytes: negative grows the packet
+    /// at the front, positive trims it. False (and no change) if the
+    /// headroom or the packet is too small.
+    fn shift_front(&mut self, delta: isize) -> bool;
+}
+
+macro_rules! outcomes {
+    ($($(#[$m:meta])* $name:ident => $label:literal, $kind:ident;)*) => {
+        /// How one packet ended.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum Outcome { $($(#[$m])* $name,)* }
+
+        impl Outcome {
+            pub const ALL: &'static [Outcome] = &[$(Outcome::$name,)*];
+            pub const COUNT: usize = Self::ALL.len();
+            /// The counter's name in stats and metrics.
+            pub const fn name(self) -> &'static str {
+                match self { $(Outcome::$name => $label,)* }
+            }
+            pub const fn kind(self) -> OutcomeKind {
+                match self { $(Outcome::$name => OutcomeKind::$kind,)* }
+            }
+        }
+    };
+}
+
+/// Forwarded, handed to the control plane, or dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutcomeKind {
+    Forward,
+    Punt,
+    Drop,
+}
+
+outcomes! {
+    /// Client packet label-switched toward the hub.
+    Upstream => "fwd_upstream", Forward;
+    /// Core packet delivered to a client.
+    Downstream => "fwd_downstream", Forward;
+    /// Hub: sent back to the spoke owning the destination.
+    HubToSpoke => "fwd_hub_to_spoke", Forward;
+    /// Hub: sent to the uplink unlabelled.
+    HubToUplink => "fwd_hub_to_uplink", Forward;
+    /// P: top label swapped.
+    LabelSwap => "fwd_label_swap", Forward;
+    /// Penultimate hop: top label popped.
+    LabelPop => "fwd_label_php", Forward;
+    PuntArp => "punt_arp", Punt;
+    PuntDhcp => "punt_dhcp", Punt;
+    /// Addressed to the router itself (gateway or port address).
+    PuntLocal => "punt_local", Punt;
+    /// Shorter than an Ethernet (and VLAN) header.
+    Runt => "drop_runt", Drop;
+    /// No service on this port and VLAN (or a port role with no path).
+    UnknownService => "drop_unknown_service", Drop;
+    /// Neither IPv4 nor ARP on an access or uplink port.
+    NotIpv4 => "drop_not_ipv4", Drop;
+    /// IPv4 header truncated or inconsistent (version, IHL, lengths).
+    Ipv4Header => "drop_ipv4_header", Drop;
+    Ipv4Checksum => "drop_ipv4_checksum", Drop;
+    /// IPv4 TTL would reach 0.
+    TtlExpired => "drop_ttl_expired", Drop;
+    /// Source address is not a session on this port, VLAN and MAC.
+    Spoofed => "drop_spoofed_source", Drop;
+    /// No route in the table the direction uses.
+    NoRoute => "drop_no_route", Drop;
+    /// A route names a next hop that does not fit the direction.
+    BadNextHop => "drop_bad_next_hop", Drop;
+    /// Neither MPLS, ARP nor IPv4 for us on a core port.
+    NotMpls => "drop_not_mpls", Drop;
+    /// Label stack truncated, without bottom of stack, or too deep.
+    MplsStack => "drop_mpls_stack", Drop;
+    /// Top label is not one of ours.
+    UnknownLabel => "drop_unknown_label", Drop;
+    /// Label TTL would reach 0.
+    MplsTtlExpired => "drop_mpls_ttl_expired", Drop;
+    /// No headroom to push headers.
+    NoHeadroom => "drop_no_headroom", Drop;
+    /// Denied by the hub's target-specific processing.
+    PolicyDeny => "drop_policy_deny", Drop;
+    /// The tx queue was full.
+    TxFull => "drop_tx_full", Drop;
+}
+
+/// The verdict for one packet: its outcome and, when forwarded, the port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Next {
+    pub outcome: Outcome,
+    pub port: u16,
+}
+
+impl Next {
+    #[inline(always)]
+    fn tx(outcome: Outcome, port: u16) -> Next {
+        Next { outcome, port }
+    }
+    #[inline(always)]
+    fn end(outcome: Outcome) -> Next {
+        Next {
+            outcome,
+            port: u16::MAX,
+        }
+    }
+}
+
+/// Per-core outcome counters (plain integers: one writer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutcomeCounters(pub [u64; Outcome::COUNT]);
+
+impl Default for OutcomeCounters {
+    fn default() -> Self {
+        OutcomeCounters([0; Outcome::COUNT])
+    }
+}
+
+impl OutcomeCounters {
+    #[inline(always)]
+    pub fn count(&mut self, o: Outcome) {
+        self.0[o as usize] += 1;
+    }
+    pub fn get(&self, o: Outcome) -> u64 {
+        self.0[o as usize]
+    }
+}
+
+/// Target-specific processing at the hub: may a packet to `dst` in
+/// `service` pass? The hub issue fills this with ordered rules; until
+/// then every destination is permitted.
+#[inline(always)]
+fn hub_policy_permits(_service: &Service, _dst: u32) -> bool {
+    true
+}
+
+#[inline(always)]
+fn be16(d: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*d.get(at)?, *d.get(at + 1)?]))
+}
+
+/// Ethernet with at most one 802.1Q tag: (VLAN id or 0, ethertype,
+/// header length).
+#[inline(always)]
+fn parse_l2(d: &[u8]) -> Option<(u16, u16, usize)> {
+    let et = be16(d, 12)?;
+    if et == ETHERTYPE_VLAN {
+        let tci = be16(d, 14)?;
+        let inner = be16(d, 16)?;
+        Some((tci & 0x0fff, inner, ETH_HDR + 4))
+    } else {
+        Some((0, et, ETH_HDR))
+    }
+}
+
+/// Processes one frame that arrived on `in_port`.
+#[inline]
+pub fn process<F: Frame>(t: &Tables, in_port: u16, f: &mut F) -> Next {
+    let Some(pi) = t.ports.get(in_port as usize) else {
+        return Next::end(Outcome::UnknownService);
+    };
+    match (t.role, pi.role) {
+        (Role::Spoke, PortRole::Access) => spoke_upstream(t, pi, in_port, f),
+        (_, PortRole::Core) => core_input(t, pi, f),
+        (Role::Hub, PortRole::Access) => hub_uplink(t, pi, f),
+        _ => Next::end(Outcome::UnknownService),
+    }
+}
+
+/// IPv4 checks shared by every path: header sane, checksum right.
+#[inline(always)]
+fn check_ipv4(d: &[u8]) -> Result<(), Outcome> {
+    let ip = Ipv4Packet::new_checked(d).map_err(|_| Outcome::Ipv4Header)?;
+    if !ip.verify_checksum() {
+        return Err(Outcome::Ipv4Checksum);
+    }
+    Ok(())
+}
+
+/// Sets the IPv4 TTL to `ttl`, fixing the checksum incrementally
+/// (RFC 1624). `d` starts at a checked IPv4 header.
+#[inline(always)]
+fn set_ip_ttl(d: &mut [u8], ttl: u8) {
+    let mut ip = Ipv4Packet::new_unchecked(d);
+    let old = u16::from_be_bytes([ip.ttl(), ip.protocol().0]);
+    ip.set_ttl(ttl);
+    let new = u16::from_be_bytes([ttl, ip.protocol().0]);
+    ip.incremental_update(old, new);
+}
+
+/// Replaces the first `old_hdr` bytes of the frame with Ethernet (tagged
+/// if the next hop has a VLAN) to `nh`, then `push` (outermost first).
+#[inline(always)]
+fn rewrite<F: Frame>(
+    f: &mut F,
+    old_hdr: usize,
+    src_mac: [u8; 6],
+    nh: &NextHop,
+    push: &[LabelStackEntry],
+    ethertype: u16,
+) -> bool {
+    let vlan = if nh.vlan != 0 { 4 } else { 0 };
+    let new_hdr = ETH_HDR + vlan + 4 * push.len();
+    if !f.shift_front(old_hdr as isize - new_hdr as isize) {
+        return false;
+    }
+    let Some(d) = f.data_mut().get_mut(..new_hdr) else {
+        return false;
+    };
+    d[0..6].copy_from_slice(&nh.dst_mac);
+    d[6..12].copy_from_slice(&src_mac);
+    let mut o = 12;
+    if vlan != 0 {
+        d[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+        d[14..16].copy_from_slice(&(nh.vlan & 0x0fff).to_be_bytes());
+        o = 16;
+    }
+    d[o..o + 2].copy_from_slice(&ethertype.to_be_bytes());
+    o += 2;
+    for lse in push {
+        d[o..o + 4].copy_from_slice(&lse.to_bytes());
+        o += 4;
+    }
+    true
+}
+
+/// The label stack a next hop pushes, bottom of stack on the last entry.
+#[inline(always)]
+fn label_stack(nh: &NextHop, ttl: u8, tc: u8, out: &mut [LabelStackEntry; 2]) -> usize {
+    let labels = nh.labels();
+    for (i, &l) in labels.iter().enumerate() {
+        out[i] = LabelStackEntry::new(l, tc, i + 1 == labels.len(), ttl);
+    }
+    labels.len()
+}
+
+fn port_mac(t: &Tables, port: u16) -> Option<[u8; 6]> {
+    t.ports.get(port as usize).map(|p| p.mac)
+}
+
+/// Spoke, access port in: HD-VRF upstream. Claim 1: the route always
+/// comes from the upstream table; the downstream table is only consulted
+/// to check the source.
+fn spoke_upstream<F: Frame>(t: &Tables, pi: &PortInfo, in_port: u16, f: &mut F) -> Next {
+    let d = f.data();
+    let Some((vlan, et, l3)) = parse_l2(d) else {
+        return Next::end(Outcome::Runt);
+    };
+    let sid = pi.vlan_service[vlan as usize];
+    let Some(svc) = t.services.get(sid as usize) else {
+        return Next::end(Outcome::UnknownService);
+    };
+    match et {
+        ETHERTYPE_IPV4 => {}
+        ETHERTYPE_ARP => return Next::end(Outcome::PuntArp),
+        _ => return Next::end(Outcome::NotIpv4),
+    }
+    let ipd = &d[l3..];
+    if let Err(o) = check_ipv4(ipd) {
+        return Next::end(o);
+    }
+    let ip = Ipv4Packet::new_unchecked(ipd);
+    let (src, dst, ttl, dscp) = (ip.src_addr_u32(), ip.dst_addr_u32(), ip.ttl(), ip.dscp());
+    if dst == svc.gateway || (pi.address != 0 && dst == pi.address) {
+        return Next::end(Outcome::PuntLocal);
+    }
+    if ip.protocol().0 == UDP && !ip.is_fragment() {
+        let hl = ip.header_len();
+        if be16(ipd, hl + 2) == Some(DHCP_SERVER_PORT) {
+            return Next::end(Outcome::PuntDhcp);
+        }
+    }
+    if ttl <= 1 {
+        return Next::end(Outcome::TtlExpired);
+    }
+    if svc.anti_spoofing {
+        let ok = t
+            .next_hop(svc.downstream.lookup(src))
+            .is_some_and(|nh| nh.port == in_port && nh.vlan == vlan && d[6..12] == nh.dst_mac);
+        if !ok {
+            return Next::end(Outcome::Spoofed);
+        }
+    }
+    let Some(nh) = t.next_hop(svc.upstream.lookup(dst)) else {
+        return Next::end(Outcome::NoRoute);
+    };
+    if nh.n_labels == 0 {
+        // Client traffic never leaves a spoke unlabelled.
+        return Next::end(Outcome::BadNextHop);
+    }
+    let Some(src_mac) = port_mac(t, nh.port) else {
+        return Next::end(Outcome::BadNextHop);
+    };
+    let new_ttl = ttl - 1;
+    let lse_ttl = match svc.ttl_mode {
+        TtlMode::Uniform => new_ttl,
+        TtlMode::Pipe => 255,
+    };
+    let mut stack = [LabelStackEntry::from_bits(0); 2];
+    let n = label_stack(nh, lse_ttl, dscp >> 3, &mut stack);
+    let nh = *nh;
+    if let Some(ipd) = f.data_mut().get_mut(l3..) {
+        set_ip_ttl(ipd, new_ttl);
+    }
+    if !rewrite(f, l3, src_mac, &nh, &stack[..n], ETHERTYPE_MPLS) {
+        return Next::end(Outcome::NoHeadroom);
+    }
+    Next::tx(Outcome::Upstream, nh.port)
+}
+
+/// Core port in: MPLS label processing (also ARP and packets for us).
+fn core_input<F: Frame>(t: &Tables, pi: &PortInfo, f: &mut F) -> Next {
+    let d = f.data();
+    let Some((_vlan, et, l2)) = parse_l2(d) else {
+        return Next::end(Outcome::Runt);
+    };
+    match et {
+        ETHERTYPE_MPLS => {}
+        ETHERTYPE_ARP => return Next::end(Outcome::PuntArp),
+        ETHERTYPE_IPV4 => {
+            // BGP and other control traffic for the router itself.
+            let ipd = &d[l2..];
+            if check_ipv4(ipd).is_ok()
+                && pi.address != 0
+                && Ipv4Packet::new_unchecked(ipd).dst_addr_u32() == pi.address
+            {
+                return Next::end(Outcome::PuntLocal);
+            }
+            return Next::end(Outcome::NotMpls);
+        }
+        _ => return Next::end(Outcome::NotMpls),
+    }
+    let mut off = l2;
+    // Uniform mode carries the TTL of popped labels down the stack.
+    let mut carried_ttl = u8::MAX;
+    for _ in 0..MAX_LABELS {
+        let Some(b) = d.get(off..off + 4) else {
+            return Next::end(Outcome::MplsStack);
+        };
+        let lse = LabelStackEntry::from_bytes([b[0], b[1], b[2], b[3]]);
+        let ttl = lse.ttl().min(carried_ttl);
+        let Some(action) = t.labels.get(lse.label()) else {
+            return Next::end(Outcome::UnknownLabel);
+        };
+        match action {
+            LabelAction::PopContinue => {
+                if lse.bos() {
+                    return Next::end(Outcome::MplsStack);
+                }
+                carried_ttl = ttl;
+                off += 4;
+            }
+            LabelAction::PopDownstream { service } => {
+                return vpn_pop(t, f, off, lse, ttl, service, Direction::Downstream);
+            }
+            LabelAction::PopHub { service } => {
+                return vpn_pop(t, f, off, lse, ttl, service, Direction::Hub);
+            }
+            LabelAction::Swap { label, next_hop } => {
+                if ttl <= 1 {
+                    return Next::end(Outcome::MplsTtlExpired);
+                }
+                let Some(nh) = t.next_hop(next_hop).copied() else {
+                    return Next::end(Outcome::BadNextHop);
+                };
+                let Some(src_mac) = port_mac(t, nh.port) else {
+                    return Next::end(Outcome::BadNextHop);
+                };
+                let out = lse.with_label(label).with_ttl(ttl - 1).to_bytes();
+                if let Some(b) = f.data_mut().get_mut(off..off + 4) {
+                    b.copy_from_slice(&out);
+                }
+                if !rewrite(f, off, src_mac, &nh, &[], ETHERTYPE_MPLS) {
+                    return Next::end(Outcome::NoHeadroom);
+                }
+                return Next::tx(Outcome::LabelSwap, nh.port);
+            }
+            LabelAction::PopPhp { next_hop } => {
+                if ttl <= 1 {
+                    return Next::end(Outcome::MplsTtlExpired);
+                }
+                let Some(nh) = t.next_hop(next_hop).copied() else {
+                    return Next::end(Outcome::BadNextHop);
+                };
+                let Some(src_mac) = port_mac(t, nh.port) else {
+                    return Next::end(Outcome::BadNextHop);
+                };
+                let below = off + 4;
+                let et = if lse.bos() {
+                    // The IPv4 packet surfaces: uniform copies the TTL in.
+                    let Some(ipd) = f.data_mut().get_mut(below..) else {
+                        return Next::end(Outcome::MplsStack);
+                    };
+                    if let Err(o) = check_ipv4(ipd) {
+                        return Next::end(o);
+                    }
+                    let ip_ttl = Ipv4Packet::new_unchecked(&*ipd).ttl();
+                    set_ip_ttl(ipd, (ttl - 1).min(ip_ttl));
+                    ETHERTYPE_IPV4
+                } else {
+                    let Some(b) = f.data_mut().get_mut(below..below + 4) else {
+                        return Next::end(Outcome::MplsStack);
+                    };
+                    let next = LabelStackEntry::from_bytes([b[0], b[1], b[2], b[3]]);
+                    b.copy_from_slice(&next.with_ttl((ttl - 1).min(next.ttl())).to_bytes());
+                    ETHERTYPE_MPLS
+                };
+                if !rewrite(f, below, src_mac, &nh, &[], et) {
+                    return Next::end(Outcome::NoHeadroom);
+                }
+                return Next::tx(Outcome::LabelPop, nh.port);
+            }
+        }
+    }
+    Next::end(Outcome::MplsStack)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Downstream,
+    Hub,
+}
+
+/// Pops a VPN label (bottom of stack at `off`) and routes the IPv4 packet
+/// beneath in the service's downstream (spoke) or hub table.
+fn vpn_pop<F: Frame>(
+    t: &Tables,
+    f: &mut F,
+    off: usize,
+    lse: LabelStackEntry,
+    lse_ttl: u8,
+    service: u16,
+    dir: Direction,
+) -> Next {
+    if !lse.bos() {
+        return Next::end(Outcome::MplsStack);
+    }
+    let Some(svc) = t.services.get(service as usize) else {
+        return Next::end(Outcome::UnknownService);
+    };
+    let l3 = off + 4;
+    let d = f.data();
+    let Some(ipd) = d.get(l3..) else {
+        return Next::end(Outcome::MplsStack);
+    };
+    if let Err(o) = check_ipv4(ipd) {
+        return Next::end(o);
+    }
+    let ip = Ipv4Packet::new_unchecked(ipd);
+    let (dst, ip_ttl, dscp) = (ip.dst_addr_u32(), ip.ttl(), ip.dscp());
+    let ttl_in = match svc.ttl_mode {
+        TtlMode::Uniform => lse_ttl.min(ip_ttl),
+        TtlMode::Pipe => ip_ttl,
+    };
+    if ttl_in <= 1 {
+        return Next::end(Outcome::TtlExpired);
+    }
+    let new_ttl = ttl_in - 1;
+    match dir {
+        Direction::Downstream => {
+            let Some(nh) = t.next_hop(svc.downstream.lookup(dst)).copied() else {
+                return Next::end(Outcome::NoRoute);
+            };
+            let Some(out) = t.ports.get(nh.port as usize) else {
+                return Next::end(Outcome::BadNextHop);
+            };
+            if out.role != PortRole::Access || nh.n_labels != 0 {
+                return Next::end(Outcome::BadNextHop);
+            }
+            let src_mac = out.mac;
+            if let Some(ipd) = f.data_mut().get_mut(l3..) {
+                set_ip_ttl(ipd, new_ttl);
+            }
+            if !rewrite(f, l3, src_mac, &nh, &[], ETHERTYPE_IPV4) {
+                return Next::end(Outcome::NoHeadroom);
+            }
+            Next::tx(Outcome::Downstream, nh.port)
+        }
+        Direction::Hub => {
+            if !hub_policy_permits(svc, dst) {
+                return Next::end(Outcome::PolicyDeny);
+            }
+            hub_route(t, svc, f, l3, dst, new_ttl, dscp)
+        }
+    }
+}
+
+/// Hub: route an IPv4 packet (at `l3`, already checked, TTL to become
+/// `new_ttl`) in the service's hub table: back to a spoke (labels) or to
+/// the uplink (plain).
+fn hub_route<F: Frame>(
+    t: &Tables,
+    svc: &Service,
+    f: &mut F,
+    l3: usize,
+    dst: u32,
+    new_ttl: u8,
+    dscp: u8,
+) -> Next {
+    let Some(nh) = t.next_hop(svc.hub.lookup(dst)).copied() else {
+        return Next::end(Outcome::NoRoute);
+    };
+    let Some(src_mac) = port_mac(t, nh.port) else {
+        return Next::end(Outcome::BadNextHop);
+    };
+    if let Some(ipd) = f.data_mut().get_mut(l3..) {
+        set_ip_ttl(ipd, new_ttl);
+    }
+    if nh.n_labels == 0 {
+        if !rewrite(f, l3, src_mac, &nh, &[], ETHERTYPE_IPV4) {
+            return Next::end(Outcome::NoHeadroom);
+        }
+        return Next::tx(Outcome::HubToUplink, nh.port);
+    }
+    let lse_ttl = match svc.ttl_mode {
+        TtlMode::Uniform => new_ttl,
+        TtlMode::Pipe => 255,
+    };
+    let mut stack = [LabelStackEntry::from_bits(0); 2];
+    let n = label_stack(&nh, lse_ttl, dscp >> 3, &mut stack);
+    if !rewrite(f, l3, src_mac, &nh, &stack[..n], ETHERTYPE_MPLS) {
+        return Next::end(Outcome::NoHeadroom);
+    }
+    Next::tx(Outcome::HubToSpoke, nh.port)
+}
+
+/// Hub, uplink (access-role) port in: plain IPv4 toward clients of the
+/// service bound to the port/VLAN, routed in its hub table.
+fn hub_uplink<F: Frame>(t: &Tables, pi: &PortInfo, f: &mut F) -> Next {
+    let d = f.data();
+    let Some((vlan, et, l3)) = parse_l2(d) else {
+        return Next::end(Outcome::Runt);
+    };
+    let sid = pi.vlan_service[vlan as usize];
+    let Some(svc) = t.services.get(sid as usize) else {
+        return Next::end(Outcome::UnknownService);
+    };
+    match et {
+        ETHERTYPE_IPV4 => {}
+        ETHERTYPE_ARP => return Next::end(Outcome::PuntArp),
+        _ => return Next::end(Outcome::NotIpv4),
+    }
+    let ipd = &d[l3..];
+    if let Err(o) = check_ipv4(ipd) {
+        return Next::end(o);
+    }
+    let ip = Ipv4Packet::new_unchecked(ipd);
+    let (dst, ttl, dscp) = (ip.dst_addr_u32(), ip.ttl(), ip.dscp());
+    if dst == svc.gateway || (pi.address != 0 && dst == pi.address) {
+        return Next::end(Outcome::PuntLocal);
+    }
+    if ttl <= 1 {
+        return Next::end(Outcome::TtlExpired);
+    }
+    if !hub_policy_permits(svc, dst) {
+        return Next::end(Outcome::PolicyDeny);
+    }
+    hub_route(t, svc, f, l3, dst, ttl - 1, dscp)
+}
+
+/// A frame in a plain buffer with headroom, for tests and slow paths.
+#[derive(Clone, Debug)]
+pub struct VecFrame {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl VecFrame {
+    /// Headroom matches DPDK's default (`RTE_PKTMBUF_HEADROOM`).
+    pub const HEADROOM: usize = 128;
+
+    pub fn new(bytes: &[u8]) -> VecFrame {
+        let mut buf = vec![0u8; Self::HEADROOM];
+        buf.extend_from_slice(bytes);
+        VecFrame {
+            buf,
+            start: Self::HEADROOM,
+        }
+    }
+}
+
+impl Frame for VecFrame {
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
+    fn shift_front(&mut self, delta: isize) -> bool {
+        let s = self.start as isize + delta;
+        if s < 0 || s as usize > self.buf.len() {
+            return false;
+        }
+        self.start = s as usize;
+        true
+    }
+}
+
+/// Whether a next hop id names no next hop.
+pub fn is_no_route(id: u32) -> bool {
+    id == NO_ROUTE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::{LabelTable, NextHop, PortInfo, Service, NO_SERVICE};
+    use proptest::prelude::*;
+
+    const MAC_ACCESS: [u8; 6] = [0x02, 0xa0, 0, 0, 0, 1];
+    const MAC_CORE: [u8; 6] = [0x02, 0xc0, 0, 0, 0, 1];
+    const MAC_HUB: [u8; 6] = [0x02, 0x40, 0, 0, 0, 9];
+    const MAC_A: [u8; 6] = [0x02, 0xca, 0, 0, 0, 0x0a];
+    const MAC_B: [u8; 6] = [0x02, 0xcb, 0, 0, 0, 0x0b];
+
+    fn ip(s: &str) -> u32 {
+        u32::from(s.parse::<std::net::Ipv4Addr>().unwrap())
+    }
+
+    fn nh(port: u16, vlan: u16, mac: [u8; 6], labels: &[u32]) -> NextHop {
+        let mut l = [0; 2];
+        l[..labels.len()].copy_from_slice(labels);
+        NextHop {
+            port,
+            vlan,
+            dst_mac: mac,
+            labels: l,
+            n_labels: labels.len() as u8,
+        }
+    }
+
+    /// A spoke: port 0 access (client A untagged, client B on VLAN 100),
+    /// port 1 core toward the hub. Labels: 1000 our transport, 1001 the
+    /// service's VPN label. The same tables serve the P and hub tests with
+    /// the role changed.
+    fn spoke(mode: TtlMode) -> Tables {
+        let mut svc = Service::new("blue", ip("10.0.0.1"), mode).unwrap();
+        svc.upstream.add(0, 0, 0).unwrap();
+        svc.downstream.add(ip("10.0.0.10"), 32, 1).unwrap();
+        svc.downstream.add(ip("10.0.0.20"), 32, 2).unwrap();
+        svc.hub.add(ip("10.0.0.20"), 32, 3).unwrap();
+        svc.hub.add(0, 0, 4).unwrap();
+        let mut access = PortInfo::new(PortRole::Access, MAC_ACCESS);
+        access.vlan_service[0] = 0;
+        access.vlan_service[100] = 0;
+        let mut core = PortInfo::new(PortRole::Core, MAC_CORE);
+        core.address = ip("192.0.2.1");
+        let mut labels = LabelTable::new(1000, 64);
+        labels.set(1000, LabelAction::PopContinue);
+        labels.set(1001, LabelAction::PopDownstream { service: 0 });
+        labels.set(
+            1002,
+            LabelAction::Swap {
+                label: 555,
+                next_hop: 0,
+            },
+        );
+        labels.set(1003, LabelAction::PopHub { service: 0 });
+        labels.set(1004, LabelAction::PopPhp { next_hop: 0 });
+        Tables {
+            role: Role::Spoke,
+            ports: vec![access, core],
+            services: vec![svc],
+            next_hops: vec![
+                nh(1, 0, MAC_HUB, &[100, 2001]),
+                nh(0, 0, MAC_A, &[]),
+                nh(0, 100, MAC_B, &[]),
+                nh(1, 0, MAC_HUB, &[200, 3001]),
+                nh(0, 0, [0x02, 0xee, 0, 0, 0, 1], &[]),
+            ],
+            labels,
+        }
+    }
+
+    /// IPv4/UDP with a valid checksum (computed here, independently of
+    /// the wire module).
+    fn ipv4(src: &str, dst: &str, ttl: u8, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let total = 20 + 8 + payload.len();
+        let mut h = vec![
+            0x45,
+            0xb8,
+            (total >> 8) as u8,
+            total as u8,
+            0x12,
+            0x34,
+            0x40,
+            0,
+            ttl,
+            17,
+            0,
+            0,
+        ];
+        h.extend_from_slice(&ip(src).to_be_bytes());
+        h.extend_from_slice(&ip(dst).to_be_bytes());
+        let c = csum(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        h.extend_from_slice(&4321u16.to_be_bytes());
+        h.extend_from_slice(&dport.to_be_bytes());
+        h.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        h.extend_from_slice(&[0, 0]);
+        h.extend_from_slice(payload);
+        h
+    }
+
+    fn csum(b: &[u8]) -> u16 {
+        let mut s: u32 = b
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        !(s as u16)
+    }
+
+    fn eth(dst: [u8; 6], src: [u8; 6], vlan: u16, et: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        if vlan != 0 {
+            f.extend_from_slice(&[0x81, 0x00]);
+            f.extend_from_slice(&vlan.to_be_bytes());
+        }
+        f.extend_from_slice(&et.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn lse(label: u32, bos: bool, ttl: u8) -> [u8; 4] {
+        let v = label << 12 | u32::from(bos) << 8 | u32::from(ttl);
+        v.to_be_bytes()
+    }
+
+    fn mpls(labels: &[[u8; 4]], payload: &[u8]) -> Vec<u8> {
+        let mut f = eth(MAC_CORE, MAC_HUB, 0, 0x8847, &[]);
+        for l in labels {
+            f.extend_from_slice(l);
+        }
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn run(t: &Tables, port: u16, bytes: &[u8]) -> (Next, Vec<u8>) {
+        let mut f = VecFrame::new(bytes);
+        let n = process(t, port, &mut f);
+        (n, f.data().to_vec())
+    }
+
+    /// Checks an IPv4 header independently: checksum and TTL.
+    fn assert_ip(h: &[u8], ttl: u8) {
+        assert_eq!(h[8], ttl, "IPv4 TTL");
+        assert_eq!(csum(&h[..20]), 0, "IPv4 checksum");
+    }
+
+    #[test]
+    fn client_to_client_goes_to_the_hub_with_both_labels() {
+        let t = spoke(TtlMode::Uniform);
+        let inner = ipv4("10.0.0.10", "10.0.0.20", 64, 9, b"hello");
+        let (n, out) = run(&t, 0, &eth(MAC_ACCESS, MAC_A, 0, 0x0800, &inner));
+        assert_eq!(
+            n,
+            Next {
+                outcome: Outcome::Upstream,
+                port: 1
+            }
+        );
+        assert_eq!(out[0..6], MAC_HUB);
+        assert_eq!(out[6..12], MAC_CORE);
+        assert_eq!(out[12..14], [0x88, 0x47]);
+        // Transport outermost, VPN label at the bottom; uniform TTL 63;
+        // TC from the DSCP precedence (0xb8 -> EF -> 5).
+        assert_eq!(out[14..18], (100u32 << 12 | 5 << 9 | 63).to_be_bytes());
+        assert_eq!(
+            out[18..22],
+            (2001u32 << 12 | 5 << 9 | 1 << 8 | 63).to_be_bytes()
+        );
+        assert_ip(&out[22..], 63);
+        assert_eq!(out[22 + 12..22 + 20], inner[12..20]);
+        assert_eq!(&out[22 + 28..], b"hello");
+    }
+
+    #[test]
+    fn vlan_client_upstream_and_pipe_mode_labels() {
+        let t = spoke(TtlMode::Pipe);
+        let inner = ipv4("10.0.0.20", "8.8.8.8", 10, 53, b"q");
+        let (n, out) = run(&t, 0, &eth(MAC_ACCESS, MAC_B, 100, 0x0800, &inner));
+        assert_eq!(n.outcome, Outcome::Upstream);
+        assert_eq!(out[14..18], (100u32 << 12 | 5 << 9 | 255).to_be_bytes());
+        assert_eq!(
+            out[18..22],
+            (2001u32 << 12 | 5 << 9 | 1 << 8 | 255).to_be_bytes()
+        );
+        assert_ip(&out[22..], 9);
+    }
+
+    #[test]
+    fn spoofed_sources_are_dropped() {
+        let t = spoke(TtlMode::Uniform);
+        // B's address from A's MAC, port and VLAN.
+        let p = ipv4("10.0.0.20", "1.1.1.1", 64, 9, b"");
+        assert_eq!(
+            run(&t, 0, &eth(MAC_ACCESS, MAC_A, 0, 0x0800, &p)).0.outcome,
+            Outcome::Spoofed
+        );
+        // A's address on B's VLAN.
+        let p = ipv4("10.0.0.10", "1.1.1.1", 64, 9, b"");
+        assert_eq!(
+            run(&t, 0, &eth(MAC_ACCESS, MAC_A, 100, 0x0800, &p))
+                .0
+                .outcome,
+            Outcome::Spoofed
+        );
+        // An address with no session.
+        let p = ipv4("10.0.0.99", "1.1.1.1", 64, 9, b"");
+        assert_eq!(
+            run(&t, 0, &eth(MAC_ACCESS, MAC_A, 0, 0x0800, &p)).0.outcome,
+            Outcome::Spoofed
+        );
+    }
+
+    #[test]
+    fn punts_and_drops_on_the_access_side() {
+        let t = spoke(TtlMode::Uniform);
+        let send = |vlan, et, p: &[u8]| run(&t, 0, &eth(MAC_ACCESS, MAC_A, vlan, et, p)).0.outcome;
+        let dhcp = ipv4("0.0.0.0", "255.255.255.255", 64, 67, b"discover");
+        assert_eq!(send(0, 0x0800, &dhcp), Outcome::PuntDhcp);
+        assert_eq!(send(0, 0x0806, &[0; 28]), Outcome::PuntArp);
+        assert_eq!(
+            send(0, 0x0800, &ipv4("10.0.0.10", "10.0.0.1", 64, 9, b"")),
+            Outcome::PuntLocal
+        );
+        assert_eq!(
+            send(0, 0x0800, &ipv4("10.0.0.10", "1.1.1.1", 1, 9, b"")),
+            Outcome::TtlExpired
+        );
+        assert_eq!(
+            send(200, 0x0800, &ipv4("10.0.0.10", "1.1.1.1", 9, 9, b"")),
+            Outcome::UnknownService
+        );
+        assert_eq!(send(0, 0x86dd, &[0; 40]), Outcome::NotIpv4);
+        let mut bad = ipv4("10.0.0.10", "1.1.1.1", 64, 9, b"");
+        bad[10] ^= 1;
+        assert_eq!(send(0, 0x0800, &bad), Outcome::Ipv4Checksum);
+        assert_eq!(send(0, 0x0800, &bad[..19]), Outcome::Ipv4Header);
+        assert_eq!(run(&t, 0, &[0u8; 13]).0.outcome, Outcome::Runt);
+    }
+
+    #[test]
+    fn downstream_pops_both_labels_and_tags_the_clients_vlan() {
+        let t = spoke(TtlMode::Uniform);
+        let inner = ipv4("8.8.8.8", "10.0.0.20", 64, 9, b"reply");
+        let (n, out) = run(
+            &t,
+            1,
+            &mpls(&[lse(1000, false, 50), lse(1001, true, 50)], &inner),
+        );
+        assert_eq!(
+            n,
+            Next {
+                outcome: Outcome::Downstream,
+                port: 0
+            }
+        );
+        assert_eq!(out[0..6], MAC_B);
+        assert_eq!(out[6..12], MAC_ACCESS);
+        assert_eq!(out[12..16], [0x81, 0x00, 0, 100]);
+        assert_eq!(out[16..18], [0x08, 0x00]);
+        assert_ip(&out[18..], 49);
+        assert_eq!(&out[18 + 28..], b"reply");
+        // Pipe mode ignores the label TTL.
+        let t = spoke(TtlMode::Pipe);
+        let (_, out) = run(&t, 1, &mpls(&[lse(1001, true, 3)], &inner));
+        assert_ip(&out[18..], 63);
+    }
+
+    #[test]
+    fn mpls_errors_are_counted_by_reason() {
+        let t = spoke(TtlMode::Uniform);
+        let inner = ipv4("8.8.8.8", "10.0.0.20", 64, 9, b"");
+        let o = |f: Vec<u8>| run(&t, 1, &f).0.outcome;
+        assert_eq!(o(mpls(&[lse(77, true, 9)], &inner)), Outcome::UnknownLabel);
+        assert_eq!(o(mpls(&[lse(1000, false, 9)], &[])), Outcome::MplsStack);
+        assert_eq!(o(mpls(&[lse(1000, true, 9)], &inner)), Outcome::MplsStack);
+        assert_eq!(
+            o(mpls(&[lse(1000, false, 9); 5], &inner)),
+            Outcome::MplsStack
+        );
+        assert_eq!(o(mpls(&[lse(1001, true, 1)], &inner)), Outcome::TtlExpired);
+        assert_eq!(
+            o(mpls(&[lse(1002, true, 1)], &inner)),
+            Outcome::MplsTtlExpired
+        );
+        assert_eq!(
+            o(mpls(
+                &[lse(1001, true, 9)],
+                &ipv4("8.8.8.8", "10.9.9.9", 64, 9, b"")
+            )),
+            Outcome::NoRoute
+        );
+        assert_eq!(
+            o(eth(MAC_CORE, MAC_HUB, 0, 0x86dd, &[0; 40])),
+            Outcome::NotMpls
+        );
+        assert_eq!(
+            o(eth(
+                MAC_CORE,
+                MAC_HUB,
+                0,
+                0x0800,
+                &ipv4("1.1.1.1", "192.0.2.1", 9, 179, b"")
+            )),
+            Outcome::PuntLocal
+        );
+    }
+
+    #[test]
+    fn p_swaps_and_penultimate_hop_pops() {
+        let mut t = spoke(TtlMode::Uniform);
+        t.role = Role::P;
+        let inner = ipv4("8.8.8.8", "10.0.0.20", 64, 9, b"x");
+        let (n, out) = run(
+            &t,
+            1,
+            &mpls(&[lse(1002, false, 20), lse(9, true, 20)], &inner),
+        );
+        assert_eq!(
+            n,
+            Next {
+                outcome: Outcome::LabelSwap,
+                port: 1
+            }
+        );
+        assert_eq!(out[0..6], MAC_HUB);
+        assert_eq!(out[14..18], lse(555, false, 19));
+        assert_eq!(out[18..22], lse(9, true, 20));
+        let (n, out) = run(
+            &t,
+            1,
+            &mpls(&[lse(1004, false, 20), lse(9, true, 30)], &inner),
+        );
+        assert_eq!(n.outcome, Outcome::LabelPop);
+        assert_eq!(out[12..14], [0x88, 0x47]);
+        assert_eq!(out[14..18], lse(9, true, 19));
+        let (n, out) = run(&t, 1, &mpls(&[lse(1004, true, 20)], &inner));
+        assert_eq!(n.outcome, Outcome::LabelPop);
+        assert_eq!(out[12..14], [0x08, 0x00]);
+        assert_ip(&out[14..], 19);
+    }
+
+    #[test]
+    fn hub_returns_to_the_owning_spoke_or_the_uplink() {
+        let mut t = spoke(TtlMode::Uniform);
+        t.role = Role::Hub;
+        let to_b = ipv4("10.0.0.10", "10.0.0.20", 60, 9, b"y");
+        let (n, out) = run(&t, 1, &mpls(&[lse(1003, true, 59)], &to_b));
+        assert_eq!(
+            n,
+            Next {
+                outcome: Outcome::HubToSpoke,
+                port: 1
+            }
+        );
+        assert_eq!(out[14..18], (200u32 << 12 | 5 << 9 | 58).to_be_bytes());
+        assert_eq!(
+            out[18..22],
+            (3001u32 << 12 | 5 << 9 | 1 << 8 | 58).to_be_bytes()
+        );
+        assert_ip(&out[22..], 58);
+        let out_bound = ipv4("10.0.0.10", "9.9.9.9", 60, 9, b"y");
+        let (n, out) = run(&t, 1, &mpls(&[lse(1003, true, 59)], &out_bound));
+        assert_eq!(
+            n,
+            Next {
+                outcome: Outcome::HubToUplink,
+                port: 0
+            }
+        );
+        assert_eq!(out[12..14], [0x08, 0x00]);
+        assert_ip(&out[14..], 58);
+        // Uplink in: plain IPv4 toward a client goes back to its spoke.
+        let (n, _) = run(
+            &t,
+            0,
+            &eth(
+                MAC_ACCESS,
+                MAC_A,
+                0,
+                0x0800,
+                &ipv4("9.9.9.9", "10.0.0.20", 64, 9, b""),
+            ),
+        );
+        assert_eq!(n.outcome, Outcome::HubToSpoke);
+    }
+
+    #[test]
+    fn outcome_names_are_unique() {
+        let mut names: Vec<_> = Outcome::ALL.iter().map(|o| o.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Outcome::COUNT);
+        assert_eq!(NO_SERVICE, u16::MAX);
+    }
+
+    /// Spoke, hub and P tables built once for the property tests.
+    fn shared() -> &'static [Tables; 3] {
+        static T: std::sync::OnceLock<[Tables; 3]> = std::sync::OnceLock::new();
+        T.get_or_init(|| {
+            [Role::Spoke, Role::Hub, Role::P].map(|r| {
+                let mut t = spoke(TtlMode::Uniform);
+                t.role = r;
+                t
+            })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, failure_persistence: None, .. ProptestConfig::default() })]
+
+        /// Hostile bytes on any port of any role never panic, and a
+        /// forwarded packet names a real port.
+        #[test]
+        fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200),
+                                        port in 0u16..3, role in 0u8..3) {
+            let t = &shared()[role as usize];
+            let (n, _) = run(t, port, &bytes);
+            if n.outcome.kind() == OutcomeKind::Forward {
+                prop_assert!((n.port as usize) < t.ports.len());
+            }
+        }
+
+        /// Claim 1: a packet that enters on an access port is never
+        /// forwarded by the downstream table, even when its destination is
+        /// a client of the same service on the same spoke: it goes to the
+        /// core (the hub's next hop) or nowhere.
+        #[test]
+        fn access_traffic_never_uses_the_downstream_table(
+            from_b in any::<bool>(), dst in prop_oneof![Just(ip("10.0.0.10")), Just(ip("10.0.0.20")), any::<u32>()],
+            ttl in 0u8..=255, dport in any::<u16>(), len in 0usize..64) {
+            let t = &shared()[0];
+            let (src, mac, vlan) = if from_b { ("10.0.0.20", MAC_B, 100) } else { ("10.0.0.10", MAC_A, 0) };
+            let dst = std::net::Ipv4Addr::from(dst).to_string();
+            let p = ipv4(src, &dst, ttl, dport, &vec![7u8; len]);
+            let (n, out) = run(t, 0, &eth(MAC_ACCESS, mac, vlan, 0x0800, &p));
+            prop_assert_ne!(n.outcome, Outcome::Downstream);
+            if n.outcome.kind() == OutcomeKind::Forward {
+                prop_assert_eq!(n.outcome, Outcome::Upstream);
+                prop_assert_eq!(n.port, 1);
+                prop_assert_eq!(&out[0..6], &MAC_HUB);
+                prop_assert_eq!(&out[12..14], &[0x88, 0x47]);
+            }
+        }
+    }
+}
