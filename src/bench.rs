@@ -13,6 +13,8 @@ use clap::Args;
 use control::config;
 use control::eal_args::{self, Hugepages};
 use dataplane::dpdk::tsc_hz;
+use dataplane::topology::{self, Path as TopoPath};
+use dataplane::ForwardMode;
 
 use crate::run::say;
 
@@ -21,9 +23,14 @@ pub struct BenchArgs {
     /// Packets to replay (pcap file).
     #[arg(long)]
     pcap: Option<PathBuf>,
-    /// Forwarding mode: io or macswap.
+    /// What runs between rx and tx: io, macswap (testpmd's modes), or the
+    /// router pipeline on a fixed topology: upstream, downstream, p-swap
+    /// (pcaps from `hdvrf bench pcap`).
     #[arg(long, default_value = "io")]
     mode: String,
+    /// Subscribers in the router topology (host routes, anti-spoofing).
+    #[arg(long, default_value_t = 512)]
+    clients: u32,
     /// Measured seconds (after the warm-up).
     #[arg(long, default_value_t = 5)]
     seconds: u32,
@@ -71,6 +78,10 @@ pub fn bench(a: &BenchArgs) -> Result<ExitCode> {
     if pcap_s.contains(',') {
         bail!("--pcap {pcap_s}: a comma in the path would split the device arguments");
     }
+    let path: Option<TopoPath> = match a.mode.as_str() {
+        "io" | "macswap" => None,
+        m => Some(m.parse().map_err(|e: String| anyhow!("--mode: {e}"))?),
+    };
     let (main, worker) = a
         .lcores
         .split_once(',')
@@ -95,7 +106,13 @@ device = "net_pcap0,rx_pcap={pcap_s},infinite_rx=1"
 name = "null"
 device = "net_null0,no-rx=1"
 "#,
-        mode = a.mode,
+        // Router modes take their tables from the bench topology, not
+        // from this generated config.
+        mode = if path.is_some() {
+            "io"
+        } else {
+            a.mode.as_str()
+        },
         huge = a.hugepages,
         mem = a.memory_mb,
         mbufs = a.mbufs,
@@ -104,8 +121,15 @@ device = "net_null0,no-rx=1"
     let args = eal_args::build(&loaded, Hugepages::probe())?;
     let mut spec = crate::run::spec_for(&loaded, args);
     spec.latency_every = (a.latency_every > 0).then_some(a.latency_every);
+    let tables = match path {
+        Some(p) => {
+            spec.mode = ForwardMode::Router;
+            Some(topology::tables(p, a.clients)?)
+        }
+        None => None,
+    };
     let term = crate::run::term_flag()?;
-    let running = crate::run::start(&loaded, &spec)?;
+    let running = crate::run::start(&loaded, &spec, tables)?;
     let memory = if spec.eal_args.iter().any(|x| x == "--no-huge") {
         "no-huge"
     } else {
@@ -146,6 +170,11 @@ device = "net_null0,no-rx=1"
     }
     let hz = tsc_hz() as f64;
     let report = running.shutdown();
+    let total = crate::run::sum(&report.cores);
+    if path.is_some() {
+        let outcomes = crate::run::outcome_summary(&total);
+        say!("bench: outcomes {outcomes}");
+    }
     if report.mbufs_missing != 0 {
         bail!(
             "mbufs: {} of {} not back in the pool after shutdown",
@@ -176,5 +205,45 @@ device = "net_null0,no-rx=1"
         );
     }
     say!("mpps_median={med:.3}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct PcapArgs {
+    /// upstream, downstream or p-swap.
+    #[arg(long)]
+    path: String,
+    /// Output pcap file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Frames to write.
+    #[arg(long, default_value_t = 512)]
+    count: u32,
+    /// Subscribers (must match `hdvrf bench --clients`).
+    #[arg(long, default_value_t = 512)]
+    clients: u32,
+}
+
+/// Writes the bench topology's traffic for one path as a pcap.
+pub fn write_pcap(a: &PcapArgs) -> Result<ExitCode> {
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+    let path: TopoPath = a.path.parse().map_err(|e: String| anyhow!("--path: {e}"))?;
+    let file = std::fs::File::create(&a.out).map_err(|e| anyhow!("{}: {e}", a.out.display()))?;
+    let mut w = PcapWriter::new(file).map_err(|e| anyhow!("{}: {e}", a.out.display()))?;
+    for i in 0..a.count {
+        let f = topology::frame(path, i, a.clients);
+        w.write_packet(&PcapPacket::new(
+            Duration::from_micros(u64::from(i)),
+            f.len() as u32,
+            &f,
+        ))
+        .map_err(|e| anyhow!("{}: {e}", a.out.display()))?;
+    }
+    say!(
+        "bench: wrote {} {} frames to {}",
+        a.count,
+        a.path,
+        a.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -60,6 +60,8 @@ struct BenchCmd {
 enum BenchSub {
     /// Our DIR-24-8 table against DPDK's rte_lpm: build, bytes, lookups/s.
     Lookup(bench_lookup::LookupArgs),
+    /// Write the router bench topology's traffic for one path as a pcap.
+    Pcap(bench::PcapArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +73,10 @@ fn main() -> ExitCode {
             sub: Some(BenchSub::Lookup(args)),
             ..
         }) => bench_lookup::bench_lookup(&args),
+        Cmd::Bench(BenchCmd {
+            sub: Some(BenchSub::Pcap(args)),
+            ..
+        }) => bench::write_pcap(&args),
         Cmd::Bench(BenchCmd { sub: None, forward }) => bench::bench(&forward),
     };
     match res {

@@ -69,8 +69,12 @@ pub fn spec_for(loaded: &Loaded, eal_args: Vec<String>) -> DataplaneSpec {
 
 /// Starts the data plane, turning start errors into messages that name the
 /// configuration field they come from.
-pub fn start(loaded: &Loaded, spec: &DataplaneSpec) -> Result<Running> {
-    Running::start(spec).map_err(|e| match e {
+pub fn start(
+    loaded: &Loaded,
+    spec: &DataplaneSpec,
+    tables: Option<dataplane::tables::Tables>,
+) -> Result<Running> {
+    Running::start(spec, tables).map_err(|e| match e {
         StartError::Port { port, source } => {
             let p = &loaded.config.ports[port];
             anyhow!(
@@ -131,7 +135,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
     let args = eal_args::build(&loaded, huge)?;
     let spec = spec_for(&loaded, args);
     let term = term_flag()?;
-    let running = start(&loaded, &spec)?;
+    let running = start(&loaded, &spec, None)?;
     let memory = if spec.eal_args.iter().any(|a| a == "--no-huge") {
         "no hugepages"
     } else {
@@ -201,6 +205,10 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         total.tx_full_drops,
         total.runt_drops
     );
+    let outcomes = outcome_summary(&total);
+    if !outcomes.is_empty() {
+        say!("hdvrf: outcomes: {outcomes}");
+    }
     if report.mbufs_missing != 0 {
         eprintln!(
             "hdvrf: error: mbufs: {} of {} not back in the pool after shutdown",
@@ -219,14 +227,19 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
 pub fn sum(cores: &[(u32, CoreSnapshot)]) -> CoreSnapshot {
     let mut t = CoreSnapshot::default();
     for (_, c) in cores {
-        t.rx_packets += c.rx_packets;
-        t.tx_packets += c.tx_packets;
-        t.tx_full_drops += c.tx_full_drops;
-        t.runt_drops += c.runt_drops;
-        t.bursts += c.bursts;
-        t.empty_polls += c.empty_polls;
+        t.add(c);
     }
     t
+}
+
+/// The non-zero per-outcome counters, `name=count` separated by spaces.
+pub fn outcome_summary(c: &CoreSnapshot) -> String {
+    dataplane::pipeline::Outcome::ALL
+        .iter()
+        .filter(|o| c.outcome(**o) != 0)
+        .map(|o| format!("{}={}", o.name(), c.outcome(*o)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn print_stats(prev: &[(u32, CoreSnapshot)], now: &[(u32, CoreSnapshot)], dt: Duration) {

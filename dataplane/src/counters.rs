@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::pipeline::{Outcome, OutcomeKind};
+
 /// One worker's counters, on a cache line of its own so that workers never
 /// share a line.
 #[repr(align(64))]
@@ -20,10 +22,12 @@ pub struct CoreCounters {
     pub bursts: AtomicU64,
     /// Loop iterations that found no packet on any queue.
     pub empty_polls: AtomicU64,
+    /// Router mode: how each packet ended, by [`Outcome`].
+    pub outcomes: [AtomicU64; Outcome::COUNT],
 }
 
 /// A point-in-time copy of [`CoreCounters`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CoreSnapshot {
     pub rx_packets: u64,
     pub tx_packets: u64,
@@ -31,12 +35,55 @@ pub struct CoreSnapshot {
     pub runt_drops: u64,
     pub bursts: u64,
     pub empty_polls: u64,
+    pub outcomes: [u64; Outcome::COUNT],
+}
+
+impl Default for CoreSnapshot {
+    fn default() -> Self {
+        CoreSnapshot {
+            rx_packets: 0,
+            tx_packets: 0,
+            tx_full_drops: 0,
+            runt_drops: 0,
+            bursts: 0,
+            empty_polls: 0,
+            outcomes: [0; Outcome::COUNT],
+        }
+    }
 }
 
 impl CoreSnapshot {
-    /// Every packet received is either sent or dropped for a counted reason.
+    /// Every packet received is either sent or dropped (or punted, which
+    /// frees it until the host path exists) for a counted reason:
+    /// `rx == tx + drops()`.
     pub fn drops(&self) -> u64 {
-        self.tx_full_drops + self.runt_drops
+        self.tx_full_drops + self.runt_drops + self.not_forwarded()
+    }
+
+    /// Router mode: packets punted or dropped by the pipeline.
+    pub fn not_forwarded(&self) -> u64 {
+        Outcome::ALL
+            .iter()
+            .filter(|o| o.kind() != OutcomeKind::Forward)
+            .map(|o| self.outcomes[*o as usize])
+            .sum()
+    }
+
+    pub fn outcome(&self, o: Outcome) -> u64 {
+        self.outcomes[o as usize]
+    }
+
+    /// Adds another core's counters.
+    pub fn add(&mut self, o: &CoreSnapshot) {
+        self.rx_packets += o.rx_packets;
+        self.tx_packets += o.tx_packets;
+        self.tx_full_drops += o.tx_full_drops;
+        self.runt_drops += o.runt_drops;
+        self.bursts += o.bursts;
+        self.empty_polls += o.empty_polls;
+        for (a, b) in self.outcomes.iter_mut().zip(&o.outcomes) {
+            *a += b;
+        }
     }
 }
 
@@ -49,6 +96,7 @@ impl CoreCounters {
             runt_drops: self.runt_drops.load(Relaxed),
             bursts: self.bursts.load(Relaxed),
             empty_polls: self.empty_polls.load(Relaxed),
+            outcomes: std::array::from_fn(|i| self.outcomes[i].load(Relaxed)),
         }
     }
 
@@ -61,5 +109,8 @@ impl CoreCounters {
         self.runt_drops.store(s.runt_drops, Relaxed);
         self.bursts.store(s.bursts, Relaxed);
         self.empty_polls.store(s.empty_polls, Relaxed);
+        for (a, v) in self.outcomes.iter().zip(&s.outcomes) {
+            a.store(*v, Relaxed);
+        }
     }
 }

@@ -10,6 +10,8 @@ pub enum ForwardMode {
     Io,
     /// Swap destination and source MAC addresses (testpmd `macswap`).
     MacSwap,
+    /// The HD-VRF pipeline over the router's tables.
+    Router,
 }
 
 impl std::str::FromStr for ForwardMode {
@@ -30,6 +32,7 @@ impl std::fmt::Display for ForwardMode {
         f.write_str(match self {
             ForwardMode::Io => "io",
             ForwardMode::MacSwap => "macswap",
+            ForwardMode::Router => "router",
         })
     }
 }

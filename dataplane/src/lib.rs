@@ -8,6 +8,7 @@ pub mod lpm;
 pub mod pipeline;
 pub mod runtime;
 pub mod tables;
+pub mod topology;
 pub mod wire;
 pub mod worker;
 

@@ -19,6 +19,7 @@ use crate::dpdk::{
     DpdkError, Eal, LinkState, Mempool, Port, PortConfig, PortStats, BURST_SIZE, SOCKET_ID_ANY,
 };
 use crate::forward::ForwardMode;
+use crate::tables::Tables;
 use crate::worker::{IdlePolicy, Stream, Worker, WorkerReport};
 
 /// One port as the runtime needs it.
@@ -65,6 +66,8 @@ pub enum StartError {
     Mempool(DpdkError),
     #[error(transparent)]
     Launch(#[from] crate::dpdk::LaunchError),
+    #[error("forwarding tables: {0}")]
+    Tables(String),
 }
 
 /// A running data plane.
@@ -116,8 +119,10 @@ pub fn plan_queues(ports: &[PortSpec], workers: usize) -> Vec<Vec<(usize, u16)>>
 }
 
 impl Running {
-    /// Brings everything up and launches the workers.
-    pub fn start(spec: &DataplaneSpec) -> Result<Running, StartError> {
+    /// Brings everything up and launches the workers. Router mode needs
+    /// `tables` (ports in `spec.ports` order; their MACs are filled in from
+    /// the devices here).
+    pub fn start(spec: &DataplaneSpec, tables: Option<Tables>) -> Result<Running, StartError> {
         let eal = Eal::init(&spec.eal_args).map_err(|e| match &e {
             // Blame the port whose device EAL choked on, if the log names it.
             DpdkError::EalInit { log, .. } => {
@@ -189,6 +194,25 @@ impl Running {
                 .map_err(|e| StartError::Port { port: i, source: e })?;
         }
 
+        let tables: Option<Arc<Tables>> = match tables {
+            Some(mut t) => {
+                if t.ports.len() != ports.len() {
+                    return Err(StartError::Tables(format!(
+                        "{} ports in the tables, {} configured",
+                        t.ports.len(),
+                        ports.len()
+                    )));
+                }
+                for (info, port) in t.ports.iter_mut().zip(&ports) {
+                    info.mac = port.mac();
+                }
+                Some(Arc::new(t))
+            }
+            None if spec.mode == ForwardMode::Router => {
+                return Err(StartError::Tables("router mode without tables".into()))
+            }
+            None => None,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let (tx_reports, reports) = mpsc::channel();
         let plan = plan_queues(&spec.ports, spec.workers.len());
@@ -201,6 +225,7 @@ impl Running {
                     .expect("each (port, queue) is planned once");
                 streams.push(Stream {
                     rx,
+                    in_port: pi as u16,
                     out: spec.ports[pi].peer,
                 });
             }
@@ -221,6 +246,7 @@ impl Running {
                 streams,
                 tx,
                 mode: spec.mode,
+                tables: tables.clone(),
                 idle: spec.idle,
                 counters: counters.clone(),
                 stop: stop.clone(),

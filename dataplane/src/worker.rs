@@ -12,13 +12,16 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::counters::{CoreCounters, CoreSnapshot};
-use crate::dpdk::{tsc, Burst, RxQueue, TxQueue};
+use crate::dpdk::{tsc, Burst, RxQueue, TxQueue, BURST_SIZE};
 use crate::forward::{macswap, ForwardMode};
+use crate::pipeline::{process, OutcomeKind};
+use crate::tables::Tables;
 
-/// One rx queue a worker polls and the port (index into `Worker::tx`)
-/// that gets what arrives on it.
+/// One rx queue a worker polls, the port it belongs to, and the port
+/// (index into `Worker::tx`) that gets what arrives on it in io/macswap.
 pub struct Stream {
     pub rx: RxQueue,
+    pub in_port: u16,
     pub out: usize,
 }
 
@@ -39,6 +42,8 @@ pub struct Worker {
     /// This worker's own tx queue on every port, by port index.
     pub tx: Vec<TxQueue>,
     pub mode: ForwardMode,
+    /// Router mode: the forwarding state (read-only here).
+    pub tables: Option<Arc<Tables>>,
     pub idle: IdlePolicy,
     pub counters: Arc<CoreCounters>,
     pub stop: Arc<AtomicBool>,
@@ -63,6 +68,11 @@ impl Worker {
         let mut sleep_us: u32 = 1;
         let mut sample_tick: u32 = 0;
         let mut latency = self.latency.take();
+        let tables = self.tables.take();
+        // Router mode: one staging burst per output port, flushed after
+        // every rx burst (so a staging burst never overflows).
+        let mut outs: Vec<Burst> = (0..self.tx.len()).map(|_| Burst::new()).collect();
+        let mut targets = [u16::MAX; BURST_SIZE];
         let mask = latency
             .as_ref()
             .map(|(_, every)| every.saturating_sub(1))
@@ -89,19 +99,42 @@ impl Worker {
                 };
                 c.rx_packets += n as u64;
                 c.bursts += 1;
-                if self.mode == ForwardMode::MacSwap {
-                    c.runt_drops += macswap(&mut burst);
+                match (self.mode, tables.as_deref()) {
+                    (ForwardMode::Router, Some(t)) => {
+                        for (i, target) in targets.iter_mut().enumerate().take(n) {
+                            let next = process(t, s.in_port, &mut burst.frame(i));
+                            c.outcomes[next.outcome as usize] += 1;
+                            *target = if next.outcome.kind() == OutcomeKind::Forward {
+                                next.port
+                            } else {
+                                u16::MAX
+                            };
+                        }
+                        c.tx_full_drops += burst.distribute(&targets[..n], &mut outs) as u64;
+                        for (o, tx) in outs.iter_mut().zip(&self.tx) {
+                            if !o.is_empty() {
+                                let (sent, dropped) = tx.tx_or_drop(o);
+                                c.tx_packets += sent as u64;
+                                c.tx_full_drops += dropped as u64;
+                            }
+                        }
+                    }
+                    (mode, _) => {
+                        if mode == ForwardMode::MacSwap {
+                            c.runt_drops += macswap(&mut burst);
+                        }
+                        let (sent, dropped) = match self.tx.get(s.out) {
+                            Some(tx) => tx.tx_or_drop(&mut burst),
+                            None => (0, {
+                                let n = burst.len();
+                                burst.clear();
+                                n
+                            }),
+                        };
+                        c.tx_packets += sent as u64;
+                        c.tx_full_drops += dropped as u64;
+                    }
                 }
-                let (sent, dropped) = match self.tx.get(s.out) {
-                    Some(tx) => tx.tx_or_drop(&mut burst),
-                    None => (0, {
-                        let n = burst.len();
-                        burst.clear();
-                        n
-                    }),
-                };
-                c.tx_packets += sent as u64;
-                c.tx_full_drops += dropped as u64;
                 if t0 != 0 {
                     if let Some((h, _)) = latency.as_mut() {
                         h.saturating_record(tsc().wrapping_sub(t0));

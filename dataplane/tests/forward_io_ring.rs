@@ -52,7 +52,7 @@ fn io_pcap_ring_pcap_conserves_packets_and_mbufs() {
         idle: IdlePolicy { max_sleep_us: 50 },
         latency_every: Some(1),
     };
-    let running = Running::start(&spec).expect("data plane starts");
+    let running = Running::start(&spec, None).expect("data plane starts");
     let done = wait_until(Duration::from_secs(30), || {
         let t = total(&running);
         t.tx_packets + t.drops() >= 2 * n

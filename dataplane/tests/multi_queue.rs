@@ -39,7 +39,7 @@ fn every_rx_queue_is_polled_and_forwarded() {
         idle: IdlePolicy { max_sleep_us: 0 },
         latency_every: None,
     };
-    let running = Running::start(&spec).expect("data plane starts");
+    let running = Running::start(&spec, None).expect("data plane starts");
     let enough = wait_until(Duration::from_secs(30), || {
         let (_, st, _) = &running.port_stats()[0];
         st.q_ipackets[..4].iter().all(|&q| q >= 10_000)

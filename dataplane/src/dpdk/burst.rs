@@ -1,6 +1,7 @@
 use std::ptr::NonNull;
 
 use super::mbuf::Mbuf;
+use crate::pipeline::Frame;
 
 /// Packets moved per rx/tx call, as in testpmd and l3fwd.
 pub const BURST_SIZE: usize = 32;
@@ -74,6 +75,39 @@ impl Burst {
         }
     }
 
+    /// Packet `i` as a [`Frame`] the pipeline can rewrite in place.
+    #[inline(always)]
+    pub fn frame(&mut self, i: usize) -> MbufFrame<'_> {
+        assert!(i < self.len, "burst index out of range");
+        MbufFrame { burst: self, i }
+    }
+
+    /// Moves every packet to `outs[targets[i]]`, or frees it when the
+    /// target is out of range (dropped or punted). Returns how many
+    /// packets did not fit their target burst (freed, to count as tx
+    /// drops); the caller keeps room by flushing `outs` after each call.
+    #[inline]
+    pub fn distribute(&mut self, targets: &[u16], outs: &mut [Burst]) -> usize {
+        let mut overflow = 0;
+        for (i, &t) in targets.iter().enumerate().take(self.len) {
+            let p = self.pkts[i];
+            match outs.get_mut(t as usize) {
+                Some(o) if o.len < BURST_SIZE => {
+                    o.pkts[o.len] = p;
+                    o.len += 1;
+                }
+                other => {
+                    overflow += usize::from(other.is_some());
+                    // SAFETY: `p` is a valid mbuf this burst owns; it leaves
+                    // the burst here (`len` is reset below).
+                    unsafe { dpdk_sys::hdvrf_rte_pktmbuf_free(p) };
+                }
+            }
+        }
+        self.len = 0;
+        overflow
+    }
+
     /// Runs `keep` over each packet's first-segment bytes (which it may
     /// rewrite); frees the packets it returns `false` for and closes the
     /// gaps, keeping order. Returns how many were freed.
@@ -124,5 +158,61 @@ impl Burst {
 impl Drop for Burst {
     fn drop(&mut self) {
         self.clear();
+    }
+}
+
+/// One packet of a burst, seen by the pipeline.
+pub struct MbufFrame<'a> {
+    burst: &'a mut Burst,
+    i: usize,
+}
+
+impl Frame for MbufFrame<'_> {
+    #[inline(always)]
+    fn data(&self) -> &[u8] {
+        // SAFETY: entry `i` (< len, checked in `Burst::frame`) is a valid
+        // mbuf the burst owns; buf_addr + data_off .. + data_len lies in
+        // its buffer.
+        unsafe {
+            let m = &*self.burst.pkts[self.i];
+            std::slice::from_raw_parts(
+                m.buf_addr.cast::<u8>().add(m.data_off as usize),
+                m.data_len as usize,
+            )
+        }
+    }
+
+    #[inline(always)]
+    fn data_mut(&mut self) -> &mut [u8] {
+        self.burst.data_mut(self.i)
+    }
+
+    /// `rte_pktmbuf_prepend` / `rte_pktmbuf_adj` on the first segment.
+    #[inline(always)]
+    fn shift_front(&mut self, delta: isize) -> bool {
+        // SAFETY: entry `i` is a valid mbuf the burst owns and `&mut self`
+        // makes this the only reference; the checks keep data_off within
+        // the headroom and data_len non-negative, as the DPDK functions do.
+        unsafe {
+            let m = &mut *self.burst.pkts[self.i];
+            if delta < 0 {
+                let n = delta.unsigned_abs();
+                if n > m.data_off as usize {
+                    return false;
+                }
+                m.data_off -= n as u16;
+                m.data_len += n as u16;
+                m.pkt_len += n as u32;
+            } else {
+                let n = delta as usize;
+                if n > m.data_len as usize {
+                    return false;
+                }
+                m.data_off += n as u16;
+                m.data_len -= n as u16;
+                m.pkt_len -= n as u32;
+            }
+        }
+        true
     }
 }

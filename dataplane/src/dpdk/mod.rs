@@ -14,7 +14,7 @@ mod mem;
 mod mempool;
 mod port;
 
-pub use burst::{Burst, BURST_SIZE};
+pub use burst::{Burst, MbufFrame, BURST_SIZE};
 pub use eal::{dpdk_version, lcore_id, tsc, tsc_hz, Eal, LaunchError};
 pub use error::DpdkError;
 pub use lpm_ref::RteLpm;
