@@ -190,7 +190,7 @@ device = "net_null0,no-rx=1"
     let med = median(&mut samples);
     say!(
         "bench: mode={} Mpps min={min:.3} median={med:.3} max={max:.3}",
-        spec.mode
+        a.mode
     );
     if let Some(h) = report.latency {
         let ns = |q: f64| h.value_at_quantile(q) as f64 * 1e9 / hz;

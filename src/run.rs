@@ -134,8 +134,16 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
     let huge = Hugepages::probe();
     let args = eal_args::build(&loaded, huge)?;
     let spec = spec_for(&loaded, args);
+    // Router mode: the forwarding state from the configuration. Port MACs
+    // are not known before the devices start; the runtime fills them in.
+    let tables = if spec.mode == dataplane::ForwardMode::Router {
+        let macs = vec![[0u8; 6]; loaded.config.ports.len()];
+        Some(control::router::build_tables(&loaded, &macs).map_err(|e| anyhow!("{e}"))?)
+    } else {
+        None
+    };
     let term = term_flag()?;
-    let running = start(&loaded, &spec, None)?;
+    let running = start(&loaded, &spec, tables)?;
     let memory = if spec.eal_args.iter().any(|a| a == "--no-huge") {
         "no hugepages"
     } else {

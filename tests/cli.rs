@@ -353,3 +353,181 @@ fn closed_stdout_does_not_wedge_shutdown() {
     assert!(status.success(), "exit {status:?}: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
+    let mut b: Vec<u8> = Vec::new();
+    b.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&4u16.to_le_bytes());
+    b.extend_from_slice(&[0; 8]);
+    b.extend_from_slice(&65535u32.to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes());
+    for f in frames {
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        b.extend_from_slice(f);
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+fn client_frame(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 0xfe];
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 46, 0, 1, 0, 0, 64, 17, 0, 0];
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let mut s: u32 = ip
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    let c = !(s as u16);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0x04, 0x00, 0x00, 0x09, 0, 26, 0, 0]);
+    f.extend_from_slice(&[0u8; 18]);
+    f
+}
+
+/// `hdvrf run` in router mode on a spoke configuration: client A's
+/// packets to client B (same service, same spoke) leave on the core port
+/// toward the hub with the hub's labels, never back to the access side;
+/// a spoofed packet is dropped and counted; the outcome counters are
+/// printed at shutdown.
+#[test]
+fn run_router_mode_sends_client_to_client_via_the_hub() {
+    let d = tmp("router");
+    let a_mac = [0x02, 0xca, 0, 0, 0, 0x0a];
+    let good: Vec<Vec<u8>> = (0..50)
+        .map(|_| client_frame(a_mac, [10, 0, 0, 10], [10, 0, 0, 20]))
+        .collect();
+    let mut all = good.clone();
+    all.push(client_frame(a_mac, [10, 0, 0, 20], [10, 0, 0, 10])); // B's address from A
+    write_pcap(&d.join("in.pcap"), &all);
+    write_pcap(&d.join("empty.pcap"), &[]);
+    let body = format!(
+        r#"[dataplane]
+workers = [1]
+forward_mode = "router"
+hugepages = "off"
+memory_mb = 256
+stats_interval_ms = 50
+
+[router]
+role = "spoke"
+label_base = 1000
+label_count = 64
+transport_label = 1000
+
+[[port]]
+name = "access0"
+device = "net_pcap0,rx_pcap={inp},tx_pcap={aout}"
+role = "access"
+
+[[port]]
+name = "core0"
+device = "net_pcap1,rx_pcap={empty},tx_pcap={cout}"
+role = "core"
+
+[[next_hop]]
+name = "hub"
+port = "core0"
+mac = "02:40:00:00:00:09"
+labels = [100, 2001]
+
+[[next_hop]]
+name = "client-a"
+port = "access0"
+mac = "02:ca:00:00:00:0a"
+
+[[next_hop]]
+name = "client-b"
+port = "access0"
+mac = "02:cb:00:00:00:0b"
+
+[[service]]
+name = "blue"
+gateway = "10.0.0.1"
+vpn_label = 1001
+access = [ {{ port = "access0", vlan = 0 }} ]
+upstream = [ {{ prefix = "0.0.0.0/0", next_hop = "hub" }} ]
+downstream = [
+    {{ prefix = "10.0.0.10/32", next_hop = "client-a" }},
+    {{ prefix = "10.0.0.20/32", next_hop = "client-b" }},
+]
+"#,
+        inp = d.join("in.pcap").display(),
+        aout = d.join("access_out.pcap").display(),
+        empty = d.join("empty.pcap").display(),
+        cout = d.join("core_out.pcap").display(),
+    );
+    let cfg = config(&d, &body);
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let want = format!("total rx {} ", all.len());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut lines = Vec::new();
+    while Instant::now() < deadline && !lines.iter().any(|l: &String| l.contains(&want)) {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            lines.push(l);
+        }
+    }
+    assert!(
+        lines.iter().any(|l| l.contains(&want)),
+        "never saw {want:?}: {lines:?}"
+    );
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    while let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) {
+        lines.push(l);
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    let outcomes = lines
+        .iter()
+        .find(|l| l.starts_with("hdvrf: outcomes:"))
+        .expect("outcomes line");
+    assert!(outcomes.contains("fwd_upstream=50"), "{outcomes}");
+    assert!(outcomes.contains("drop_spoofed_source=1"), "{outcomes}");
+    assert!(!outcomes.contains("fwd_downstream"), "{outcomes}");
+    // The core pcap holds 50 labelled frames (hub's transport 100 over
+    // VPN 2001); the access side got nothing.
+    let core = std::fs::read(d.join("core_out.pcap")).unwrap();
+    let access = std::fs::read(d.join("access_out.pcap")).unwrap();
+    assert_eq!(access.len(), 24, "something went back to the access port");
+    let mut off = 24;
+    let mut n = 0;
+    while off + 16 <= core.len() {
+        let len = u32::from_le_bytes(core[off + 8..off + 12].try_into().unwrap()) as usize;
+        let f = &core[off + 16..off + 16 + len];
+        assert_eq!(&f[0..6], &[0x02, 0x40, 0, 0, 0, 0x09]);
+        assert_eq!(&f[12..14], &[0x88, 0x47]);
+        assert_eq!(u32::from_be_bytes(f[14..18].try_into().unwrap()) >> 12, 100);
+        let vpn = u32::from_be_bytes(f[18..22].try_into().unwrap());
+        assert_eq!((vpn >> 12, vpn & 0x100 != 0), (2001, true));
+        assert_eq!(f[22 + 8], 63, "IPv4 TTL");
+        off += 16 + len;
+        n += 1;
+    }
+    assert_eq!(n, 50);
+}

@@ -6,6 +6,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use dataplane::tables::{PortRole, Role};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -16,6 +17,20 @@ pub struct Config {
     pub dataplane: Dataplane,
     #[serde(default, rename = "port")]
     pub ports: Vec<PortCfg>,
+    /// `[router]`: the HD-VRF pipeline (`forward_mode = "router"`).
+    #[serde(default)]
+    pub router: Option<Spanned<RouterCfg>>,
+    /// `[[next_hop]]`: where routes and label actions send packets; a
+    /// next hop's id in the tables is its index here.
+    #[serde(default, rename = "next_hop")]
+    pub next_hops: Vec<NextHopCfg>,
+    /// `[[service]]`: the VPNs, each with its half-duplex tables.
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceCfg>,
+    /// `[[label]]`: static label actions (LSPs through a P router, or extra
+    /// actions on a PE).
+    #[serde(default, rename = "label")]
+    pub labels: Vec<LabelCfg>,
 }
 
 fn default_main_lcore() -> Spanned<u32> {
@@ -55,7 +70,9 @@ pub struct Dataplane {
     pub main_lcore: Spanned<u32>,
     /// Worker lcores (CPU ids), one poll loop each.
     pub workers: Spanned<Vec<u32>>,
-    /// `io` or `macswap` until the HD-VRF pipeline exists.
+    /// `io` or `macswap` (testpmd-style, between `peer` ports), or
+    /// `router`: the HD-VRF pipeline, configured by `[router]`,
+    /// `[[next_hop]]`, `[[service]]` and `[[label]]`.
     #[serde(default = "default_mode")]
     pub forward_mode: Spanned<String>,
     /// `auto` (use hugepages when mounted and reserved, else `--no-huge`),
@@ -99,6 +116,114 @@ pub struct PortCfg {
     /// The port that gets what this one receives (io/macswap). Default:
     /// testpmd's paired topology (0<->1, 2<->3, a lone last port to itself).
     pub peer: Option<Spanned<String>>,
+    /// `access` (subscribers, optionally on VLANs; on a hub, the uplink) or
+    /// `core` (MPLS), the default.
+    pub role: Option<Spanned<String>>,
+    /// The router's own IPv4 address on this port (dotted quad): packets to
+    /// it are punted to the host.
+    pub address: Option<Spanned<String>>,
+}
+
+fn default_labels() -> Spanned<Vec<Spanned<i64>>> {
+    Spanned::new(0..0, Vec::new())
+}
+fn default_true() -> bool {
+    true
+}
+
+/// `[router]`: which job the router does and which labels are its own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterCfg {
+    /// `spoke` (HD-VRF PE), `hub` (return path and target processing) or
+    /// `p` (label switch only).
+    pub role: Spanned<String>,
+    /// First local label; the range is `[label_base, label_base +
+    /// label_count)`, above the reserved labels 0-15 (RFC 3032 section
+    /// 2.1) and within 20 bits.
+    pub label_base: Spanned<i64>,
+    pub label_count: Spanned<i64>,
+    /// Our own transport label: popped, then the label below is looked at.
+    pub transport_label: Option<Spanned<i64>>,
+}
+
+/// `[[next_hop]]`: an out port, the neighbour's MAC, an optional VLAN tag
+/// and the labels to push.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NextHopCfg {
+    pub name: Spanned<String>,
+    /// A `[[port]]` name.
+    pub port: Spanned<String>,
+    /// The neighbour's MAC address (`02:40:00:00:00:09`).
+    pub mac: Spanned<String>,
+    /// 802.1Q VLAN id to tag with, 1-4094; 0 or absent: untagged.
+    pub vlan: Option<Spanned<i64>>,
+    /// Labels to push, outermost first (transport, then VPN); at most 2.
+    #[serde(default = "default_labels")]
+    pub labels: Spanned<Vec<Spanned<i64>>>,
+}
+
+/// `[[service]]`: one VPN with its half-duplex tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceCfg {
+    pub name: Spanned<String>,
+    /// The clients' gateway address: packets to it are for the router.
+    /// Required on a spoke.
+    pub gateway: Option<Spanned<String>>,
+    /// The service's VPN label, from the local range: on a spoke it leads
+    /// to the downstream table, on a hub to the hub table.
+    pub vpn_label: Option<Spanned<i64>>,
+    /// `uniform` (default) or `pipe` (RFC 3443).
+    pub ttl_mode: Option<Spanned<String>>,
+    /// Drop client packets whose source is not a session on the very port,
+    /// VLAN and MAC they came from. Default on.
+    #[serde(default = "default_true")]
+    pub anti_spoofing: bool,
+    /// (port, VLAN) pairs whose frames belong to this service.
+    #[serde(default)]
+    pub access: Vec<AccessCfg>,
+    /// Spoke: routes for every packet a client sends (normally only the
+    /// hub's default route).
+    #[serde(default)]
+    pub upstream: Vec<RouteCfg>,
+    /// Spoke: routes toward clients for packets that arrive with the VPN
+    /// label.
+    #[serde(default)]
+    pub downstream: Vec<RouteCfg>,
+    /// Hub: the return path, back to spokes or to the uplink.
+    #[serde(default)]
+    pub hub: Vec<RouteCfg>,
+}
+
+/// One access binding: frames on `port` with VLAN id `vlan` (0: untagged).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessCfg {
+    pub port: Spanned<String>,
+    pub vlan: Option<Spanned<i64>>,
+}
+
+/// A static route: `prefix` (`10.0.0.0/24`) via a `[[next_hop]]` name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCfg {
+    pub prefix: Spanned<String>,
+    pub next_hop: Spanned<String>,
+}
+
+/// `[[label]]`: a static action for one local label.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelCfg {
+    pub label: Spanned<i64>,
+    /// `swap` (to `out_label`, send to `next_hop`), `php` (pop, send the
+    /// rest to `next_hop`: penultimate hop popping, RFC 3031 section 3.16)
+    /// or `pop` (pop and look at the next label).
+    pub action: Spanned<String>,
+    pub out_label: Option<Spanned<i64>>,
+    pub next_hop: Option<Spanned<String>>,
 }
 
 /// A configuration error with its place in the file.
@@ -320,7 +445,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, LoadError> {
             dp.forward_mode.span(),
             "dataplane.forward_mode".into(),
             format!(
-                "unknown mode {:?} (expected \"io\" or \"macswap\")",
+                "unknown mode {:?} (expected \"io\", \"macswap\" or \"router\")",
                 dp.forward_mode.get_ref()
             ),
         );
@@ -460,7 +585,22 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, LoadError> {
                 );
             }
         }
+        if let Some(r) = &p.role {
+            if crate::router::parse_port_role(r.get_ref()).is_none() {
+                err(
+                    r.span(),
+                    format!("port[{i}].role"),
+                    format!("{:?}: expected \"access\" or \"core\"", r.get_ref()),
+                );
+            }
+        }
+        if let Some(a) = &p.address {
+            if let Err(m) = parse_ipv4(a.get_ref()) {
+                err(a.span(), format!("port[{i}].address"), m);
+            }
+        }
     }
+    validate_router(&config, &by_name, &mut err);
     let n = config.ports.len();
     let mut peers = Vec::with_capacity(n);
     for (i, p) in config.ports.iter().enumerate() {
@@ -491,12 +631,599 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, LoadError> {
     })
 }
 
-/// Mode names the data plane accepts; kept here so the control crate does
-/// not depend on the data plane for a string check.
+/// Reserved labels (RFC 3032 section 2.1) lie below this.
+pub const FIRST_UNRESERVED_LABEL: i64 = 16;
+/// Labels are 20 bits.
+pub const MAX_LABEL: i64 = (1 << 20) - 1;
+/// Largest 802.1Q VLAN id (4095 is reserved).
+pub const MAX_VLAN: i64 = 4094;
+
+/// Parses a dotted-quad IPv4 address into host order.
+pub fn parse_ipv4(s: &str) -> Result<u32, String> {
+    s.parse::<std::net::Ipv4Addr>().map(u32::from).map_err(|_| {
+        format!("{s:?} is not an IPv4 address (expected a dotted quad, e.g. 192.0.2.1)")
+    })
+}
+
+/// Parses `ADDRESS/LENGTH` into (network in host order, length). Host
+/// bits must be clear: `10.0.0.1/24` is refused rather than silently
+/// read as `10.0.0.0/24`.
+pub fn parse_prefix(s: &str) -> Result<(u32, u8), String> {
+    let Some((addr, len)) = s.split_once('/') else {
+        return Err(format!(
+            "{s:?} has no prefix length (expected ADDRESS/LENGTH, e.g. 10.0.0.0/24)"
+        ));
+    };
+    let addr: u32 = addr
+        .parse::<std::net::Ipv4Addr>()
+        .map_err(|_| format!("{s:?}: {addr:?} is not an IPv4 address"))?
+        .into();
+    if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{s:?}: prefix length {len:?} is not a number"));
+    }
+    let len: u8 = len.parse().unwrap_or(u8::MAX);
+    if len > 32 {
+        return Err(format!("{s:?}: prefix length {len} is over 32"));
+    }
+    let mask = if len == 0 { 0 } else { !0u32 << (32 - len) };
+    if addr & !mask != 0 {
+        return Err(format!(
+            "{s:?} has host bits set ({} lies beyond the /{len}; the network is {}/{len})",
+            std::net::Ipv4Addr::from(addr & !mask),
+            std::net::Ipv4Addr::from(addr & mask)
+        ));
+    }
+    Ok((addr, len))
+}
+
+/// Parses a unicast MAC address, six hex bytes separated by `:` or `-`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let bad =
+        || format!("{s:?} is not a MAC address (expected six hex bytes, e.g. 02:00:00:00:00:01)");
+    let sep = if s.contains('-') { '-' } else { ':' };
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(sep);
+    for b in &mut mac {
+        let p = parts.next().ok_or_else(bad)?;
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    if mac[0] & 1 != 0 {
+        return Err(format!(
+            "{s:?} is a multicast or broadcast address; a next hop needs a unicast MAC"
+        ));
+    }
+    Ok(mac)
+}
+
+/// What validation knows of a next hop when routes and label actions
+/// refer to it.
+struct NextHopFacts<'a> {
+    port: Option<(usize, &'a str)>,
+    port_role: Option<PortRole>,
+    /// The VLAN, if it is a valid one.
+    vlan: Option<i64>,
+    n_labels: usize,
+}
+
+/// Checks `[router]`, `[[next_hop]]`, `[[service]]` and `[[label]]`, and
+/// how they fit `forward_mode` and the ports.
+fn validate_router(
+    config: &Config,
+    port_by_name: &HashMap<&str, usize>,
+    err: &mut impl FnMut(Range<usize>, String, String),
+) {
+    let mode = config.dataplane.forward_mode.get_ref();
+    let router = config.router.as_ref();
+    match router {
+        None => {
+            if mode == "router" {
+                err(
+                    config.dataplane.forward_mode.span(),
+                    "dataplane.forward_mode".into(),
+                    "\"router\" needs a [router] section (role, label_base, label_count)".into(),
+                );
+            }
+            let sections = [
+                ("next_hop", config.next_hops.first().map(|n| n.name.span())),
+                ("service", config.services.first().map(|s| s.name.span())),
+                ("label", config.labels.first().map(|l| l.label.span())),
+            ];
+            for (name, span) in sections {
+                if let Some(span) = span {
+                    err(
+                        span,
+                        format!("{name}[0]"),
+                        format!("[[{name}]] needs a [router] section and dataplane.forward_mode = \"router\""),
+                    );
+                }
+            }
+            return;
+        }
+        Some(r) if mode != "router" => err(
+            r.span(),
+            "router".into(),
+            format!(
+                "[router] is used only with dataplane.forward_mode = \"router\" (it is {mode:?})"
+            ),
+        ),
+        Some(_) => {}
+    }
+    let Some(r) = router.map(|r| r.get_ref()) else {
+        return;
+    };
+
+    let role = crate::router::parse_role(r.role.get_ref());
+    if role.is_none() {
+        err(
+            r.role.span(),
+            "router.role".into(),
+            format!(
+                "{:?}: expected \"spoke\", \"hub\" or \"p\"",
+                r.role.get_ref()
+            ),
+        );
+    }
+
+    // The local label range.
+    let (base, count) = (*r.label_base.get_ref(), *r.label_count.get_ref());
+    let mut range_ok = true;
+    if base < FIRST_UNRESERVED_LABEL {
+        err(
+            r.label_base.span(),
+            "router.label_base".into(),
+            format!("{base}: labels 0-15 are reserved (RFC 3032); start at 16 or above"),
+        );
+        range_ok = false;
+    } else if base > MAX_LABEL {
+        err(
+            r.label_base.span(),
+            "router.label_base".into(),
+            format!("{base} is over the largest label, {MAX_LABEL}"),
+        );
+        range_ok = false;
+    }
+    if count < 1 {
+        err(
+            r.label_count.span(),
+            "router.label_count".into(),
+            format!("{count}: at least one local label is needed"),
+        );
+        range_ok = false;
+    } else if range_ok && count > MAX_LABEL + 1 - base {
+        err(
+            r.label_count.span(),
+            "router.label_count".into(),
+            format!(
+                "{count} labels from {base} end past 2^20; at most {} fit above label_base {base}",
+                MAX_LABEL + 1 - base
+            ),
+        );
+        range_ok = false;
+    }
+    let range = range_ok.then_some(base..base + count);
+    // Local label -> the field that took it.
+    let mut local: HashMap<i64, String> = HashMap::new();
+    let mut local_label =
+        |l: &Spanned<i64>, field: String, err: &mut dyn FnMut(Range<usize>, String, String)| {
+            let v = *l.get_ref();
+            if let Some(range) = range.as_ref().filter(|r| !r.contains(&v)) {
+                let (a, b) = (range.start, range.end);
+                let m = format!("label {v} is outside the local range [{a}, {b}) (router.label_base, router.label_count)");
+                err(l.span(), field, m);
+                return;
+            }
+            match local.get(&v) {
+                Some(other) => err(l.span(), field, format!("label {v} is also {other}")),
+                None => {
+                    local.insert(v, field);
+                }
+            }
+        };
+    if let Some(t) = &r.transport_label {
+        local_label(t, "router.transport_label".into(), err);
+    }
+
+    // Ports as routes see them.
+    let port_roles: Vec<Option<PortRole>> = config
+        .ports
+        .iter()
+        .map(|p| match &p.role {
+            None => Some(PortRole::Core),
+            Some(r) => crate::router::parse_port_role(r.get_ref()),
+        })
+        .collect();
+
+    // Next hops.
+    let mut nh_by_name: HashMap<&str, usize> = HashMap::new();
+    let mut nhs = Vec::with_capacity(config.next_hops.len());
+    for (i, nh) in config.next_hops.iter().enumerate() {
+        let name = nh.name.get_ref();
+        if name.is_empty() {
+            err(
+                nh.name.span(),
+                format!("next_hop[{i}].name"),
+                "empty name".into(),
+            );
+        } else if let Some(j) = claim(&mut nh_by_name, name, i) {
+            err(
+                nh.name.span(),
+                format!("next_hop[{i}].name"),
+                format!("{name:?} is also next_hop[{j}]'s name"),
+            );
+        }
+        let port = match port_by_name.get(nh.port.get_ref().as_str()) {
+            Some(&p) => Some((p, config.ports[p].name.get_ref().as_str())),
+            None => {
+                err(
+                    nh.port.span(),
+                    format!("next_hop[{i}].port"),
+                    format!("no port named {:?}", nh.port.get_ref()),
+                );
+                None
+            }
+        };
+        if let Err(m) = parse_mac(nh.mac.get_ref()) {
+            err(nh.mac.span(), format!("next_hop[{i}].mac"), m);
+        }
+        let vlan = match &nh.vlan {
+            None => Some(0),
+            Some(v) => check_vlan(v, format!("next_hop[{i}].vlan"), err).then_some(*v.get_ref()),
+        };
+        let labels = nh.labels.get_ref();
+        if labels.len() > 2 {
+            err(
+                nh.labels.span(),
+                format!("next_hop[{i}].labels"),
+                format!(
+                    "{} labels; a next hop pushes at most 2 (transport, then VPN)",
+                    labels.len()
+                ),
+            );
+        }
+        for (k, l) in labels.iter().enumerate() {
+            check_pushed_label(l, format!("next_hop[{i}].labels[{k}]"), err);
+        }
+        nhs.push(NextHopFacts {
+            port,
+            port_role: port.and_then(|(p, _)| port_roles[p]),
+            vlan,
+            n_labels: labels.len(),
+        });
+    }
+    let find_nh =
+        |n: &Spanned<String>, field: String, err: &mut dyn FnMut(Range<usize>, String, String)| {
+            let found = nh_by_name.get(n.get_ref().as_str()).map(|&j| &nhs[j]);
+            if found.is_none() {
+                err(
+                    n.span(),
+                    field,
+                    format!("no next hop named {:?}", n.get_ref()),
+                );
+            }
+            found
+        };
+
+    // Services.
+    let mut svc_by_name: HashMap<&str, usize> = HashMap::new();
+    let mut bound: HashMap<(usize, i64), String> = HashMap::new();
+    for (i, s) in config.services.iter().enumerate() {
+        let name = s.name.get_ref();
+        if name.is_empty() {
+            err(
+                s.name.span(),
+                format!("service[{i}].name"),
+                "empty name".into(),
+            );
+        } else if let Some(j) = claim(&mut svc_by_name, name, i) {
+            err(
+                s.name.span(),
+                format!("service[{i}].name"),
+                format!("{name:?} is also service[{j}]'s name"),
+            );
+        }
+        if role == Some(Role::P) {
+            err(
+                s.name.span(),
+                format!("service[{i}]"),
+                "a P router (router.role = \"p\") has no services; it only switches labels".into(),
+            );
+        }
+        match &s.gateway {
+            Some(g) => {
+                if let Err(m) = parse_ipv4(g.get_ref()) {
+                    err(g.span(), format!("service[{i}].gateway"), m);
+                }
+            }
+            None if role == Some(Role::Spoke) => err(
+                s.name.span(),
+                format!("service[{i}].gateway"),
+                "missing: a spoke service needs its clients' gateway address".into(),
+            ),
+            None => {}
+        }
+        match &s.vpn_label {
+            Some(l) => local_label(l, format!("service[{i}].vpn_label"), err),
+            None if matches!(role, Some(Role::Spoke | Role::Hub)) => err(
+                s.name.span(),
+                format!("service[{i}].vpn_label"),
+                "missing: packets reach a service from the core by its VPN label".into(),
+            ),
+            None => {}
+        }
+        if let Some(t) = &s.ttl_mode {
+            if crate::router::parse_ttl_mode(t.get_ref()).is_none() {
+                err(
+                    t.span(),
+                    format!("service[{i}].ttl_mode"),
+                    format!("{:?}: expected \"uniform\" or \"pipe\"", t.get_ref()),
+                );
+            }
+        }
+        // This service's (port, VLAN) bindings; incomplete if one of
+        // them is wrong, and then not used to judge downstream routes.
+        let mut mine: Vec<(usize, i64)> = Vec::new();
+        let mut mine_complete = true;
+        for (k, a) in s.access.iter().enumerate() {
+            let vlan = a.vlan.as_ref().map_or(0, |v| *v.get_ref());
+            let vlan_ok = match &a.vlan {
+                None => true,
+                Some(v) => check_vlan(v, format!("service[{i}].access[{k}].vlan"), err),
+            };
+            let Some(&p) = port_by_name.get(a.port.get_ref().as_str()) else {
+                mine_complete = false;
+                err(
+                    a.port.span(),
+                    format!("service[{i}].access[{k}].port"),
+                    format!("no port named {:?}", a.port.get_ref()),
+                );
+                continue;
+            };
+            if port_roles[p] == Some(PortRole::Core) {
+                err(
+                    a.port.span(),
+                    format!("service[{i}].access[{k}].port"),
+                    format!(
+                        "port {:?} is a core port; services bind to ports with role = \"access\"",
+                        a.port.get_ref()
+                    ),
+                );
+            }
+            if !vlan_ok {
+                mine_complete = false;
+                continue;
+            }
+            let field = format!("service[{i}].access[{k}]");
+            match bound.get(&(p, vlan)) {
+                Some(other) => {
+                    mine_complete = false;
+                    err(
+                        a.port.span(),
+                        field,
+                        format!(
+                            "port {:?} VLAN {vlan} is already bound by {other}",
+                            a.port.get_ref()
+                        ),
+                    )
+                }
+                None => {
+                    bound.insert((p, vlan), format!("{field} ({name:?})"));
+                    mine.push((p, vlan));
+                }
+            }
+        }
+        // Routes, table by table.
+        let tables = [
+            ("upstream", &s.upstream, Role::Spoke),
+            ("downstream", &s.downstream, Role::Spoke),
+            ("hub", &s.hub, Role::Hub),
+        ];
+        for (table, routes, used_by) in tables {
+            if let (Some(role), Some(first)) = (role, routes.first()) {
+                if role != used_by && role != Role::P {
+                    err(
+                        first.prefix.span(),
+                        format!("service[{i}].{table}"),
+                        format!(
+                            "{table} routes are used only by router.role = \"{}\" (this router is a {})",
+                            crate::router::role_name(used_by),
+                            crate::router::role_name(role)
+                        ),
+                    );
+                }
+            }
+            let mut seen: HashMap<(u32, u8), usize> = HashMap::new();
+            for (k, rt) in routes.iter().enumerate() {
+                let field = format!("service[{i}].{table}[{k}]");
+                match parse_prefix(rt.prefix.get_ref()) {
+                    Ok(p) => {
+                        if let Some(j) = seen.insert(p, k) {
+                            err(
+                                rt.prefix.span(),
+                                format!("{field}.prefix"),
+                                format!(
+                                    "{} is also service[{i}].{table}[{j}]'s prefix",
+                                    rt.prefix.get_ref()
+                                ),
+                            );
+                        }
+                    }
+                    Err(m) => err(rt.prefix.span(), format!("{field}.prefix"), m),
+                }
+                let Some(nh) = find_nh(&rt.next_hop, format!("{field}.next_hop"), err) else {
+                    continue;
+                };
+                if role != Some(Role::Spoke) {
+                    continue;
+                }
+                let nh_name = rt.next_hop.get_ref();
+                let mut bad = |m: String| err(rt.next_hop.span(), format!("{field}.next_hop"), m);
+                match table {
+                    "upstream" => {
+                        if nh.n_labels == 0 {
+                            bad(format!(
+                                "next hop {nh_name:?} pushes no labels: client traffic never leaves a spoke unlabelled"
+                            ));
+                        }
+                        if let (Some(PortRole::Access), Some((_, port))) = (nh.port_role, nh.port) {
+                            bad(format!(
+                                "next hop {nh_name:?} is on access port {port:?}: upstream traffic goes to the core"
+                            ));
+                        }
+                    }
+                    "downstream" => {
+                        if let (Some(PortRole::Core), Some((_, port))) = (nh.port_role, nh.port) {
+                            bad(format!(
+                                "next hop {nh_name:?} is on port {port:?}, which is not an access port: downstream routes lead to clients"
+                            ));
+                        } else if let (Some(PortRole::Access), Some((p, port)), Some(vlan)) =
+                            (nh.port_role, nh.port, nh.vlan)
+                        {
+                            if mine_complete && !mine.contains(&(p, vlan)) {
+                                bad(format!(
+                                    "next hop {nh_name:?} is on port {port:?} VLAN {vlan}, which service {name:?} is not bound to (see its access list)"
+                                ));
+                            }
+                        }
+                        if nh.n_labels != 0 {
+                            bad(format!(
+                                "next hop {nh_name:?} pushes labels: traffic to clients leaves unlabelled"
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    // Static label actions.
+    for (i, l) in config.labels.iter().enumerate() {
+        local_label(&l.label, format!("label[{i}].label"), err);
+        let action = l.action.get_ref().as_str();
+        let (wants_out, wants_nh) = match action {
+            "swap" => (true, true),
+            "php" => (false, true),
+            "pop" => (false, false),
+            other => {
+                err(
+                    l.action.span(),
+                    format!("label[{i}].action"),
+                    format!("{other:?}: expected \"swap\", \"php\" or \"pop\""),
+                );
+                continue;
+            }
+        };
+        match (&l.out_label, wants_out) {
+            (Some(o), true) => check_pushed_label(o, format!("label[{i}].out_label"), err),
+            (None, true) => err(
+                l.action.span(),
+                format!("label[{i}].out_label"),
+                format!("missing: action {action:?} needs out_label"),
+            ),
+            (Some(o), false) => err(
+                o.span(),
+                format!("label[{i}].out_label"),
+                format!("not used by action {action:?}"),
+            ),
+            (None, false) => {}
+        }
+        match (&l.next_hop, wants_nh) {
+            (Some(n), true) => {
+                if let Some(nh) = find_nh(n, format!("label[{i}].next_hop"), err) {
+                    if nh.n_labels != 0 {
+                        err(
+                            n.span(),
+                            format!("label[{i}].next_hop"),
+                            format!(
+                                "next hop {:?} pushes labels, which action {action:?} does not use (it sends the stack on as it is); name a next hop without labels",
+                                n.get_ref()
+                            ),
+                        );
+                    }
+                }
+            }
+            (None, true) => err(
+                l.action.span(),
+                format!("label[{i}].next_hop"),
+                format!("missing: action {action:?} needs next_hop"),
+            ),
+            (Some(n), false) => err(
+                n.span(),
+                format!("label[{i}].next_hop"),
+                format!("not used by action {action:?}"),
+            ),
+            (None, false) => {}
+        }
+    }
+}
+
+/// Records `name` as item `i`'s unless an earlier item has it; returns
+/// that item. References resolve to the first of duplicates.
+fn claim<'a>(names: &mut HashMap<&'a str, usize>, name: &'a str, i: usize) -> Option<usize> {
+    match names.entry(name) {
+        std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(i);
+            None
+        }
+    }
+}
+
+/// A VLAN id for a binding or a next hop: 0 (untagged) to 4094.
+fn check_vlan(
+    v: &Spanned<i64>,
+    field: String,
+    err: &mut dyn FnMut(Range<usize>, String, String),
+) -> bool {
+    let ok = (0..=MAX_VLAN).contains(v.get_ref());
+    if !ok {
+        err(
+            v.span(),
+            field,
+            format!(
+                "VLAN {} is out of range (0 for untagged, or 1 to {MAX_VLAN})",
+                v.get_ref()
+            ),
+        );
+    }
+    ok
+}
+
+/// A label we put on the wire: 20 bits, and none of the reserved ones.
+fn check_pushed_label(
+    l: &Spanned<i64>,
+    field: String,
+    err: &mut dyn FnMut(Range<usize>, String, String),
+) {
+    let v = *l.get_ref();
+    if !(0..=MAX_LABEL).contains(&v) {
+        err(
+            l.span(),
+            field,
+            format!("label {v} is out of range (labels are 20 bits: at most {MAX_LABEL})"),
+        );
+    } else if v < FIRST_UNRESERVED_LABEL {
+        err(
+            l.span(),
+            field,
+            format!("label {v} is reserved (0-15, RFC 3032) and cannot be pushed"),
+        );
+    }
+}
+
+/// The `forward_mode` names: the data plane's testpmd-style modes, and
+/// `router`, the HD-VRF pipeline over the tables of [`crate::router`].
 mod dataplane_mode {
     pub enum Mode {
         Io,
         MacSwap,
+        Router,
     }
     impl std::str::FromStr for Mode {
         type Err = ();
@@ -504,6 +1231,7 @@ mod dataplane_mode {
             match s {
                 "io" => Ok(Mode::Io),
                 "macswap" => Ok(Mode::MacSwap),
+                "router" => Ok(Mode::Router),
                 _ => Err(()),
             }
         }
@@ -554,6 +1282,79 @@ fn fmt_cpus(c: &[u32]) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+/// A complete spoke (the shape of the pipeline tests' fixture): clients A
+/// (untagged) and B (VLAN 100) on `access0`, the hub behind `core0`, a
+/// static swap and a penultimate-hop pop. Line numbers matter to the
+/// tests that edit it.
+#[cfg(test)]
+pub(crate) const SPOKE_EXAMPLE: &str = r#"[dataplane]
+workers = [1]
+forward_mode = "router"
+
+[router]
+role = "spoke"
+label_base = 1000
+label_count = 4096
+transport_label = 1000
+
+[[port]]
+name = "access0"
+device = "net_tap0"
+role = "access"
+
+[[port]]
+name = "core0"
+device = "net_tap1"
+role = "core"
+address = "192.0.2.1"
+
+[[next_hop]]
+name = "hub"
+port = "core0"
+mac = "02:40:00:00:00:09"
+labels = [100, 2001]
+
+[[next_hop]]
+name = "client-a"
+port = "access0"
+mac = "02:ca:00:00:00:0a"
+
+[[next_hop]]
+name = "client-b"
+port = "access0"
+mac = "02:cb:00:00:00:0b"
+vlan = 100
+
+[[next_hop]]
+name = "core-next"
+port = "core0"
+mac = "02:40:00:00:00:09"
+
+[[service]]
+name = "blue"
+gateway = "10.0.0.1"
+vpn_label = 1001
+ttl_mode = "uniform"
+anti_spoofing = true
+access = [ { port = "access0", vlan = 0 }, { port = "access0", vlan = 100 } ]
+upstream = [ { prefix = "0.0.0.0/0", next_hop = "hub" } ]
+downstream = [
+    { prefix = "10.0.0.10/32", next_hop = "client-a" },
+    { prefix = "10.0.0.20/32", next_hop = "client-b" },
+]
+
+[[label]]
+label = 1002
+action = "swap"
+out_label = 555
+next_hop = "core-next"
+
+[[label]]
+label = 1004
+action = "php"
+next_hop = "core-next"
+"#;
 
 #[cfg(test)]
 mod tests {
@@ -707,5 +1508,159 @@ peer = "a"
         assert!(e
             .iter()
             .any(|e| e.field == "dataplane.hugepages" && e.line == 5));
+    }
+
+    #[test]
+    fn spoke_example_validates() {
+        let l = p(SPOKE_EXAMPLE).expect("valid");
+        let c = &l.config;
+        let r = c.router.as_ref().unwrap().get_ref();
+        assert_eq!(r.role.get_ref(), "spoke");
+        assert_eq!(*r.transport_label.as_ref().unwrap().get_ref(), 1000);
+        assert_eq!(c.ports[0].role.as_ref().unwrap().get_ref(), "access");
+        assert_eq!(c.next_hops.len(), 4);
+        assert_eq!(c.services[0].access.len(), 2);
+        assert_eq!(c.services[0].downstream.len(), 2);
+        assert!(c.services[0].anti_spoofing);
+        assert_eq!(c.labels.len(), 2);
+    }
+
+    /// A service `red` appended to the example, bound to `access`.
+    fn with_red(access: &str) -> String {
+        format!(
+            "{SPOKE_EXAMPLE}\n[[service]]\nname = \"red\"\ngateway = \"10.1.0.1\"\nvpn_label = 1003\naccess = [ {access} ]\n"
+        )
+    }
+
+    /// Broken configurations, each with the one error it must produce:
+    /// (what is broken, replace this, with this, field, line, message
+    /// fragment). An empty `from` appends `to`.
+    #[test]
+    fn broken_router_configs_name_field_line_and_problem() {
+        // Lines of SPOKE_EXAMPLE: 3 forward_mode, 5 [router], 7
+        // label_base, 8 label_count, 14 access0's role, 20 core0's
+        // address, 25-26 hub's mac and labels, 37 client-b's vlan, 41
+        // core-next's port, 47 vpn_label, 50 access, 51 upstream, 53-54
+        // downstream, 58-61 label[0], 64-66 label[1]; appended red's
+        // access list is line 72.
+        let red = |a: &str| with_red(a);
+        #[rustfmt::skip]
+        let cases: Vec<(&str, String, &str, &str, usize, &str)> = vec![
+            ("unknown next hop", SPOKE_EXAMPLE.replace("next_hop = \"hub\"", "next_hop = \"hubb\""), "", "service[0].upstream[0].next_hop", 51, "no next hop named \"hubb\""),
+            ("unknown port", SPOKE_EXAMPLE.replace("port = \"core0\"\nmac = \"02:40:00:00:00:09\"\n\n", "port = \"core9\"\nmac = \"02:40:00:00:00:09\"\n\n"), "", "next_hop[3].port", 41, "no port named \"core9\""),
+            ("unknown access port", red("{ port = \"access1\" }"), "", "service[1].access[0].port", 72, "no port named \"access1\""),
+            ("duplicate next hop", format!("{SPOKE_EXAMPLE}\n[[next_hop]]\nname = \"hub\"\nport = \"core0\"\nmac = \"02:00:00:00:00:01\"\n"), "", "next_hop[4].name", 69, "\"hub\" is also next_hop[0]'s name"),
+            ("duplicate service", red("{ port = \"access0\", vlan = 7 }").replace("name = \"red\"", "name = \"blue\""), "", "service[1].name", 69, "\"blue\" is also service[0]'s name"),
+            ("host bits", SPOKE_EXAMPLE.replace("10.0.0.10/32", "10.0.0.10/24"), "", "service[0].downstream[0].prefix", 53, "\"10.0.0.10/24\" has host bits set (0.0.0.10 lies beyond the /24; the network is 10.0.0.0/24)"),
+            ("prefix too long", SPOKE_EXAMPLE.replace("10.0.0.20/32", "10.0.0.20/33"), "", "service[0].downstream[1].prefix", 54, "prefix length 33 is over 32"),
+            ("no prefix length", SPOKE_EXAMPLE.replace("\"0.0.0.0/0\"", "\"0.0.0.0\""), "", "service[0].upstream[0].prefix", 51, "has no prefix length"),
+            ("not an address", SPOKE_EXAMPLE.replace("\"0.0.0.0/0\"", "\"0.0.0/8\""), "", "service[0].upstream[0].prefix", 51, "\"0.0.0\" is not an IPv4 address"),
+            ("duplicate prefix", SPOKE_EXAMPLE.replace("10.0.0.20/32", "10.0.0.10/32"), "", "service[0].downstream[1].prefix", 54, "10.0.0.10/32 is also service[0].downstream[0]'s prefix"),
+            ("bad mac", SPOKE_EXAMPLE.replace("02:40:00:00:00:09\"\nlabels", "02:40:00:00:0g:09\"\nlabels"), "", "next_hop[0].mac", 25, "\"02:40:00:00:0g:09\" is not a MAC address"),
+            ("multicast mac", SPOKE_EXAMPLE.replace("02:40:00:00:00:09\"\nlabels", "ff:ff:ff:ff:ff:ff\"\nlabels"), "", "next_hop[0].mac", 25, "multicast or broadcast"),
+            ("vlan out of range", SPOKE_EXAMPLE.replace("vlan = 100\n", "vlan = 4095\n"), "", "next_hop[2].vlan", 37, "VLAN 4095 is out of range"),
+            ("access vlan out of range", red("{ port = \"access0\", vlan = -1 }"), "", "service[1].access[0].vlan", 72, "VLAN -1 is out of range"),
+            ("three labels", SPOKE_EXAMPLE.replace("[100, 2001]", "[100, 2001, 3001]"), "", "next_hop[0].labels", 26, "3 labels; a next hop pushes at most 2"),
+            ("label over 20 bits", SPOKE_EXAMPLE.replace("[100, 2001]", "[100, 1048576]"), "", "next_hop[0].labels[1]", 26, "label 1048576 is out of range"),
+            ("reserved label pushed", SPOKE_EXAMPLE.replace("[100, 2001]", "[3, 2001]"), "", "next_hop[0].labels[0]", 26, "label 3 is reserved"),
+            ("reserved swap label", SPOKE_EXAMPLE.replace("out_label = 555", "out_label = 0"), "", "label[0].out_label", 60, "label 0 is reserved"),
+            ("vpn label outside range", SPOKE_EXAMPLE.replace("vpn_label = 1001", "vpn_label = 999"), "", "service[0].vpn_label", 47, "label 999 is outside the local range [1000, 5096)"),
+            ("static label outside range", SPOKE_EXAMPLE.replace("label = 1004", "label = 5096"), "", "label[1].label", 64, "label 5096 is outside the local range"),
+            ("local label twice", SPOKE_EXAMPLE.replace("label = 1002", "label = 1001"), "", "label[0].label", 58, "label 1001 is also service[0].vpn_label"),
+            ("transport label reused", SPOKE_EXAMPLE.replace("vpn_label = 1001", "vpn_label = 1000"), "", "service[0].vpn_label", 47, "label 1000 is also router.transport_label"),
+            ("reserved label base", SPOKE_EXAMPLE.replace("label_base = 1000", "label_base = 15"), "", "router.label_base", 7, "labels 0-15 are reserved"),
+            ("huge label count", SPOKE_EXAMPLE.replace("label_count = 4096", "label_count = 9223372036854775807"), "", "router.label_count", 8, "end past 2^20"),
+            ("range past 20 bits", SPOKE_EXAMPLE.replace("label_count = 4096", "label_count = 1048000"), "", "router.label_count", 8, "1048000 labels from 1000 end past 2^20; at most 1047576 fit"),
+            ("binding on a core port", red("{ port = \"core0\" }"), "", "service[1].access[0].port", 72, "port \"core0\" is a core port"),
+            ("binding twice", red("{ port = \"access0\", vlan = 100 }"), "", "service[1].access[0]", 72, "port \"access0\" VLAN 100 is already bound by service[0].access[1] (\"blue\")"),
+            ("unlabelled upstream", SPOKE_EXAMPLE.replace("next_hop = \"hub\"", "next_hop = \"core-next\""), "", "service[0].upstream[0].next_hop", 51, "pushes no labels: client traffic never leaves a spoke unlabelled"),
+            ("downstream to the core", SPOKE_EXAMPLE.replace("next_hop = \"client-a\"", "next_hop = \"core-next\""), "", "service[0].downstream[0].next_hop", 53, "not an access port"),
+            ("downstream to an unbound vlan", SPOKE_EXAMPLE.replace("vlan = 100\n", "vlan = 200\n"), "", "service[0].downstream[1].next_hop", 54, "is on port \"access0\" VLAN 200, which service \"blue\" is not bound to"),
+            ("swap without out_label", SPOKE_EXAMPLE.replace("out_label = 555\n", ""), "", "label[0].out_label", 59, "missing: action \"swap\" needs out_label"),
+            ("php without next hop", SPOKE_EXAMPLE.replace("action = \"php\"\nnext_hop = \"core-next\"", "action = \"php\""), "", "label[1].next_hop", 65, "missing: action \"php\" needs next_hop"),
+            ("swap to a labelled next hop", SPOKE_EXAMPLE.replace("out_label = 555\nnext_hop = \"core-next\"", "out_label = 555\nnext_hop = \"hub\""), "", "label[0].next_hop", 61, "pushes labels, which action \"swap\" does not use"),
+            ("router without router mode", SPOKE_EXAMPLE.replace("forward_mode = \"router\"", "forward_mode = \"io\""), "", "router", 5, "[router] is used only with dataplane.forward_mode = \"router\" (it is \"io\")"),
+            ("router mode without router", GOOD.replace("workers = [1]", "workers = [1]\nforward_mode = \"router\""), "", "dataplane.forward_mode", 4, "\"router\" needs a [router] section"),
+            ("services without router", format!("{GOOD}\n[[service]]\nname = \"x\"\n"), "", "service[0]", 15, "[[service]] needs a [router] section"),
+            ("hub routes on a spoke", SPOKE_EXAMPLE.replace("upstream = [", "hub = [ { prefix = \"10.0.0.20/32\", next_hop = \"hub\" } ]\nupstream = ["), "", "service[0].hub", 51, "hub routes are used only by router.role = \"hub\" (this router is a spoke)"),
+            ("unknown role", SPOKE_EXAMPLE.replace("role = \"spoke\"", "role = \"edge\""), "", "router.role", 6, "\"edge\": expected \"spoke\", \"hub\" or \"p\""),
+            ("unknown port role", SPOKE_EXAMPLE.replace("role = \"core\"", "role = \"uplink\""), "", "port[1].role", 19, "\"uplink\": expected \"access\" or \"core\""),
+            ("bad port address", SPOKE_EXAMPLE.replace("192.0.2.1", "192.0.2.256"), "", "port[1].address", 20, "\"192.0.2.256\" is not an IPv4 address"),
+            ("bad gateway", SPOKE_EXAMPLE.replace("gateway = \"10.0.0.1\"", "gateway = \"10.0.0.1/24\""), "", "service[0].gateway", 46, "is not an IPv4 address"),
+            ("bad ttl mode", SPOKE_EXAMPLE.replace("\"uniform\"", "\"short\""), "", "service[0].ttl_mode", 48, "\"short\": expected \"uniform\" or \"pipe\""),
+            ("unknown service field", SPOKE_EXAMPLE.replace("anti_spoofing = true", "anti_spoof = true"), "", "service[0].anti_spoof", 49, "unknown field `anti_spoof`"),
+            ("unknown route field", SPOKE_EXAMPLE.replace("{ prefix = \"0.0.0.0/0\", next_hop", "{ prefix = \"0.0.0.0/0\", nexthop"), "", "service[0].upstream[0].nexthop", 51, "unknown field `nexthop`"),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        let mut wrong = Vec::new();
+        for (what, src, _, field, line, fragment) in &cases {
+            assert!(seen.insert(src.clone()), "{what}: the edit did not apply");
+            assert_ne!(src, SPOKE_EXAMPLE, "{what}: the edit did not apply");
+            let e = errors(src);
+            if e.len() != 1
+                || (e[0].field.as_str(), e[0].line) != (*field, *line)
+                || !e[0].message.contains(fragment)
+            {
+                wrong.push(format!(
+                    "{what}: want {field} at line {line} with {fragment:?}, got {:#?}",
+                    e.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        assert!(cases.len() >= 12);
+    }
+
+    #[test]
+    fn every_router_error_is_reported_at_once_with_its_column() {
+        let src = SPOKE_EXAMPLE
+            .replace("next_hop = \"hub\"", "next_hop = \"hubb\"")
+            .replace("10.0.0.10/32", "10.0.0.10/24")
+            .replace("label = 1002", "label = 1001")
+            .replace("vlan = 100\n", "vlan = 5000\n");
+        let e = errors(&src);
+        let got: Vec<(&str, usize, usize)> = e
+            .iter()
+            .map(|e| (e.field.as_str(), e.line, e.column))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("next_hop[2].vlan", 37, 8),
+                ("service[0].upstream[0].next_hop", 51, 49),
+                ("service[0].downstream[0].prefix", 53, 16),
+                ("label[0].label", 58, 9),
+            ],
+            "{e:#?}"
+        );
+        assert_eq!(
+            e[1].to_string(),
+            "t.toml:51:49: service[0].upstream[0].next_hop: no next hop named \"hubb\""
+        );
+    }
+
+    #[test]
+    fn p_and_hub_roles() {
+        // A P router: only static label actions; services are refused.
+        let p_src = SPOKE_EXAMPLE.replace("role = \"spoke\"", "role = \"p\"");
+        let e = errors(&p_src);
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert_eq!((e[0].field.as_str(), e[0].line), ("service[0]", 45));
+        let cut = p_src.find("[[service]]").unwrap();
+        let tail = p_src.find("[[label]]").unwrap();
+        let p_only = format!("{}{}", &p_src[..cut], &p_src[tail..]);
+        p(&p_only).expect("a P router without services is valid");
+        // A hub routes only in its hub table.
+        let hub = SPOKE_EXAMPLE.replace("role = \"spoke\"", "role = \"hub\"");
+        let e = errors(&hub);
+        let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["service[0].upstream", "service[0].downstream"]);
+        let hub = hub
+            .replace("upstream = [", "hub = [")
+            .replace("downstream = [", "#downstream = [")
+            .replace("    { prefix = \"10.0.0.", "#    { prefix = \"10.0.0.")
+            .replace("]\n\n[[label]]", "#]\n\n[[label]]");
+        // Hub next hops may be labelled (back to a spoke) or not (uplink).
+        p(&hub).expect("a hub with a hub table is valid");
     }
 }

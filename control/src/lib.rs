@@ -1,5 +1,7 @@
 //! The control side: everything off the fast path. For now, configuration
-//! (parse, validate, turn into the data plane's spec and EAL arguments).
+//! (parse, validate, turn into the data plane's spec and EAL arguments)
+//! and the forwarding tables built from it.
 
 pub mod config;
 pub mod eal_args;
+pub mod router;

@@ -1,5 +1,6 @@
-//! testpmd-style forwarding modes: the pipeline the foundation ships with,
-//! before the HD-VRF pipeline exists. Each is a node over a burst.
+//! Forwarding modes: testpmd's `io` and `macswap` (the reference every
+//! benchmark compares against) and `router`, the HD-VRF pipeline
+//! (`crate::pipeline`).
 
 use crate::dpdk::Burst;
 
@@ -20,8 +21,9 @@ impl std::str::FromStr for ForwardMode {
         match s {
             "io" => Ok(ForwardMode::Io),
             "macswap" => Ok(ForwardMode::MacSwap),
+            "router" => Ok(ForwardMode::Router),
             other => Err(format!(
-                "unknown forwarding mode {other:?} (expected io or macswap)"
+                "unknown forwarding mode {other:?} (expected io, macswap or router)"
             )),
         }
     }
@@ -83,6 +85,10 @@ mod tests {
         assert_eq!(
             "macswap".parse::<ForwardMode>().unwrap(),
             ForwardMode::MacSwap
+        );
+        assert_eq!(
+            "router".parse::<ForwardMode>().unwrap(),
+            ForwardMode::Router
         );
         assert!("l3fwd".parse::<ForwardMode>().is_err());
     }
