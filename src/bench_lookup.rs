@@ -12,6 +12,7 @@ use control::eal_args::Hugepages;
 use dataplane::dpdk::{Eal, RteLpm};
 use dataplane::lpm::{Dir24Lpm, NO_ROUTE};
 
+use crate::bench::median;
 use crate::run::say;
 
 #[derive(Args, Debug)]
@@ -86,16 +87,6 @@ fn read_keys(path: &Path) -> Result<Vec<u32>> {
                 .ok_or_else(|| anyhow!("{}:{}: not an IPv4 address: {l:?}", path.display(), i + 1))
         })
         .collect()
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn time_lookups(

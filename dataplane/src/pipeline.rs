@@ -277,29 +277,43 @@ fn port_mac(t: &Tables, port: u16) -> Option<[u8; 6]> {
 /// Spoke, access port in: HD-VRF upstream. Claim 1: the route always
 /// comes from the upstream table; the downstream table is only consulted
 /// to check the source.
-fn spoke_upstream<F: Frame>(t: &Tables, pi: &PortInfo, in_port: u16, f: &mut F) -> Next {
-    let d = f.data();
-    let Some((vlan, et, l3)) = parse_l2(d) else {
-        return Next::end(Outcome::Runt);
-    };
+/// The start every access-side packet shares: Ethernet (and VLAN) ->
+/// service, ARP punted, IPv4 checked, packets for the router punted.
+/// Returns the service, the VLAN and the IPv4 header's offset.
+#[inline(always)]
+fn access_ingress<'t>(
+    t: &'t Tables,
+    pi: &PortInfo,
+    d: &[u8],
+) -> Result<(&'t Service, u16, usize), Outcome> {
+    let (vlan, et, l3) = parse_l2(d).ok_or(Outcome::Runt)?;
     let sid = pi.vlan_service[vlan as usize];
-    let Some(svc) = t.services.get(sid as usize) else {
-        return Next::end(Outcome::UnknownService);
-    };
+    let svc = t
+        .services
+        .get(sid as usize)
+        .ok_or(Outcome::UnknownService)?;
     match et {
         ETHERTYPE_IPV4 => {}
-        ETHERTYPE_ARP => return Next::end(Outcome::PuntArp),
-        _ => return Next::end(Outcome::NotIpv4),
+        ETHERTYPE_ARP => return Err(Outcome::PuntArp),
+        _ => return Err(Outcome::NotIpv4),
     }
+    check_ipv4(&d[l3..])?;
+    let dst = Ipv4Packet::new_unchecked(&d[l3..]).dst_addr_u32();
+    if dst == svc.gateway || (pi.address != 0 && dst == pi.address) {
+        return Err(Outcome::PuntLocal);
+    }
+    Ok((svc, vlan, l3))
+}
+
+fn spoke_upstream<F: Frame>(t: &Tables, pi: &PortInfo, in_port: u16, f: &mut F) -> Next {
+    let d = f.data();
+    let (svc, vlan, l3) = match access_ingress(t, pi, d) {
+        Ok(x) => x,
+        Err(o) => return Next::end(o),
+    };
     let ipd = &d[l3..];
-    if let Err(o) = check_ipv4(ipd) {
-        return Next::end(o);
-    }
     let ip = Ipv4Packet::new_unchecked(ipd);
     let (src, dst, ttl, dscp) = (ip.src_addr_u32(), ip.dst_addr_u32(), ip.ttl(), ip.dscp());
-    if dst == svc.gateway || (pi.address != 0 && dst == pi.address) {
-        return Next::end(Outcome::PuntLocal);
-    }
     if ip.protocol().0 == UDP && !ip.is_fragment() {
         let hl = ip.header_len();
         if be16(ipd, hl + 2) == Some(DHCP_SERVER_PORT) {
@@ -564,27 +578,12 @@ fn hub_route<F: Frame>(
 /// service bound to the port/VLAN, routed in its hub table.
 fn hub_uplink<F: Frame>(t: &Tables, pi: &PortInfo, f: &mut F) -> Next {
     let d = f.data();
-    let Some((vlan, et, l3)) = parse_l2(d) else {
-        return Next::end(Outcome::Runt);
+    let (svc, _vlan, l3) = match access_ingress(t, pi, d) {
+        Ok(x) => x,
+        Err(o) => return Next::end(o),
     };
-    let sid = pi.vlan_service[vlan as usize];
-    let Some(svc) = t.services.get(sid as usize) else {
-        return Next::end(Outcome::UnknownService);
-    };
-    match et {
-        ETHERTYPE_IPV4 => {}
-        ETHERTYPE_ARP => return Next::end(Outcome::PuntArp),
-        _ => return Next::end(Outcome::NotIpv4),
-    }
-    let ipd = &d[l3..];
-    if let Err(o) = check_ipv4(ipd) {
-        return Next::end(o);
-    }
-    let ip = Ipv4Packet::new_unchecked(ipd);
+    let ip = Ipv4Packet::new_unchecked(&d[l3..]);
     let (dst, ttl, dscp) = (ip.dst_addr_u32(), ip.ttl(), ip.dscp());
-    if dst == svc.gateway || (pi.address != 0 && dst == pi.address) {
-        return Next::end(Outcome::PuntLocal);
-    }
     if ttl <= 1 {
         return Next::end(Outcome::TtlExpired);
     }

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use dataplane::{DataplaneSpec, ForwardMode, IdlePolicy, PortSpec, Running};
+use dataplane::{ForwardMode, Running};
 
 #[test]
 fn io_pcap_ring_pcap_conserves_packets_and_mbufs() {
@@ -30,28 +30,12 @@ fn io_pcap_ring_pcap_conserves_packets_and_mbufs() {
         dir.join("empty.pcap").display(),
         out.display()
     ));
-    let port = |name: &str, peer| PortSpec {
-        dpdk_name: name.into(),
-        rx_queues: 1,
-        mtu: None,
-        peer,
-    };
-    let spec = DataplaneSpec {
-        eal_args: eal,
-        workers: vec![1],
-        ports: vec![
-            port("net_pcap0", 1),
-            port("net_ring0", 2),
-            port("net_pcap1", 0),
-        ],
-        mode: ForwardMode::Io,
-        mbufs: Some(8191),
-        mbuf_cache: 128,
-        rx_desc: 512,
-        tx_desc: 512,
-        idle: IdlePolicy { max_sleep_us: 50 },
-        latency_every: Some(1),
-    };
+    let mut spec = spec(
+        eal,
+        &[("net_pcap0", 1), ("net_ring0", 2), ("net_pcap1", 0)],
+        ForwardMode::Io,
+    );
+    spec.latency_every = Some(1);
     let running = Running::start(&spec, None).expect("data plane starts");
     let done = wait_until(Duration::from_secs(30), || {
         let t = total(&running);

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use dataplane::{DataplaneSpec, ForwardMode, IdlePolicy, PortSpec, Running};
+use dataplane::{ForwardMode, Running};
 
 #[test]
 fn macswap_pcap_to_pcap_conserves_packets_and_mbufs() {
@@ -31,31 +31,11 @@ fn macswap_pcap_to_pcap_conserves_packets_and_mbufs() {
         dir.join("empty.pcap").display(),
         out.display()
     ));
-    let spec = DataplaneSpec {
-        eal_args: eal,
-        workers: vec![1],
-        ports: vec![
-            PortSpec {
-                dpdk_name: "net_pcap0".into(),
-                rx_queues: 1,
-                mtu: None,
-                peer: 1,
-            },
-            PortSpec {
-                dpdk_name: "net_pcap1".into(),
-                rx_queues: 1,
-                mtu: None,
-                peer: 0,
-            },
-        ],
-        mode: ForwardMode::MacSwap,
-        mbufs: Some(4095),
-        mbuf_cache: 128,
-        rx_desc: 512,
-        tx_desc: 512,
-        idle: IdlePolicy { max_sleep_us: 50 },
-        latency_every: None,
-    };
+    let spec = spec(
+        eal,
+        &[("net_pcap0", 1), ("net_pcap1", 0)],
+        ForwardMode::MacSwap,
+    );
     let running = Running::start(&spec, None).expect("data plane starts");
     let done = wait_until(Duration::from_secs(30), || {
         let t = total(&running);

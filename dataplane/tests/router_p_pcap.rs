@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use dataplane::pipeline::Outcome;
 use dataplane::topology::{self, Path};
-use dataplane::{DataplaneSpec, ForwardMode, IdlePolicy, PortSpec, Running};
+use dataplane::{ForwardMode, Running};
 
 #[test]
 fn p_swap_golden() {
@@ -34,24 +34,11 @@ fn p_swap_golden() {
         dir.join("empty.pcap").display(),
         dir.join("out.pcap").display()
     ));
-    let port = |name: &str, peer| PortSpec {
-        dpdk_name: name.into(),
-        rx_queues: 1,
-        mtu: None,
-        peer,
-    };
-    let spec = DataplaneSpec {
-        eal_args: eal,
-        workers: vec![1],
-        ports: vec![port("net_pcap0", 1), port("net_pcap1", 0)],
-        mode: ForwardMode::Router,
-        mbufs: Some(4095),
-        mbuf_cache: 128,
-        rx_desc: 512,
-        tx_desc: 512,
-        idle: IdlePolicy { max_sleep_us: 50 },
-        latency_every: None,
-    };
+    let spec = spec(
+        eal,
+        &[("net_pcap0", 1), ("net_pcap1", 0)],
+        ForwardMode::Router,
+    );
     let running = Running::start(&spec, Some(topology::tables(Path::PSwap, 32).unwrap())).unwrap();
     let mac1 = running.port_macs()[1].1;
     let want = with_bad.len() as u64;

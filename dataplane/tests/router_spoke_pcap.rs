@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use dataplane::pipeline::Outcome;
 use dataplane::topology::{self, Path};
-use dataplane::{DataplaneSpec, ForwardMode, IdlePolicy, PortSpec, Running};
+use dataplane::{ForwardMode, Running};
 use etherparse::{Ipv4HeaderSlice, SlicedPacket};
 
 const CLIENTS: u32 = 64;
@@ -70,24 +70,11 @@ fn spoke_upstream_and_downstream_golden() {
         dir.join("down.pcap").display(),
         dir.join("core_out.pcap").display()
     ));
-    let port = |name: &str, peer| PortSpec {
-        dpdk_name: name.into(),
-        rx_queues: 1,
-        mtu: None,
-        peer,
-    };
-    let spec = DataplaneSpec {
-        eal_args: eal,
-        workers: vec![1],
-        ports: vec![port("net_pcap0", 1), port("net_pcap1", 0)],
-        mode: ForwardMode::Router,
-        mbufs: Some(4095),
-        mbuf_cache: 128,
-        rx_desc: 512,
-        tx_desc: 512,
-        idle: IdlePolicy { max_sleep_us: 50 },
-        latency_every: None,
-    };
+    let spec = spec(
+        eal,
+        &[("net_pcap0", 1), ("net_pcap1", 0)],
+        ForwardMode::Router,
+    );
     let tables = topology::tables(Path::Upstream, CLIENTS).unwrap();
     let running = Running::start(&spec, Some(tables)).expect("data plane starts");
     let macs: Vec<[u8; 6]> = running.port_macs().into_iter().map(|(_, m)| m).collect();

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dataplane::{CoreSnapshot, Running};
+use dataplane::{CoreSnapshot, DataplaneSpec, ForwardMode, IdlePolicy, PortSpec, Running};
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 
 pub fn tmpdir(tag: &str) -> PathBuf {
@@ -93,4 +93,29 @@ pub fn eal_base() -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// One worker on lcore 1, single-queue ports `(dpdk name, peer)`, small
+/// pools and rings, idle back-off on (tests share the machine).
+pub fn spec(eal_args: Vec<String>, ports: &[(&str, usize)], mode: ForwardMode) -> DataplaneSpec {
+    DataplaneSpec {
+        eal_args,
+        workers: vec![1],
+        ports: ports
+            .iter()
+            .map(|&(name, peer)| PortSpec {
+                dpdk_name: name.into(),
+                rx_queues: 1,
+                mtu: None,
+                peer,
+            })
+            .collect(),
+        mode,
+        mbufs: Some(8191),
+        mbuf_cache: 128,
+        rx_desc: 512,
+        tx_desc: 512,
+        idle: IdlePolicy { max_sleep_us: 50 },
+        latency_every: None,
+    }
 }
