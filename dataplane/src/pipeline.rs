@@ -204,8 +204,31 @@ pub fn process<F: Frame>(t: &Tables, in_port: u16, f: &mut F) -> Next {
 }
 
 /// IPv4 checks shared by every path: header sane, checksum right.
+///
+/// The common header (no options) is checked on a fixed 20-byte array:
+/// lengths, then the one's-complement sum of its ten words (RFC 1071), with
+/// no bounds checks; anything else takes the general view's checks.
 #[inline(always)]
 fn check_ipv4(d: &[u8]) -> Result<(), Outcome> {
+    if let Some(h) = d.first_chunk::<20>() {
+        if h[0] == 0x45 {
+            let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+            if total < 20 || total > d.len() {
+                return Err(Outcome::Ipv4Header);
+            }
+            let mut sum: u32 = 0;
+            for w in h.chunks_exact(2) {
+                sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+            }
+            sum = (sum & 0xffff) + (sum >> 16);
+            sum = (sum & 0xffff) + (sum >> 16);
+            return if sum == 0xffff {
+                Ok(())
+            } else {
+                Err(Outcome::Ipv4Checksum)
+            };
+        }
+    }
     let ip = Ipv4Packet::new_checked(d).map_err(|_| Outcome::Ipv4Header)?;
     if !ip.verify_checksum() {
         return Err(Outcome::Ipv4Checksum);
@@ -214,14 +237,25 @@ fn check_ipv4(d: &[u8]) -> Result<(), Outcome> {
 }
 
 /// Sets the IPv4 TTL to `ttl`, fixing the checksum incrementally
-/// (RFC 1624). `d` starts at a checked IPv4 header.
+/// (RFC 1624 eqn. 3, `HC' = ~(~HC + ~m + m')` over the TTL/protocol word).
+/// `d` starts at a checked IPv4 header.
 #[inline(always)]
 fn set_ip_ttl(d: &mut [u8], ttl: u8) {
-    let mut ip = Ipv4Packet::new_unchecked(d);
-    let old = u16::from_be_bytes([ip.ttl(), ip.protocol().0]);
-    ip.set_ttl(ttl);
-    let new = u16::from_be_bytes([ttl, ip.protocol().0]);
-    ip.incremental_update(old, new);
+    let Some(h) = d.first_chunk_mut::<20>() else {
+        return;
+    };
+    let old = u16::from_be_bytes([h[8], h[9]]);
+    let new = u16::from_be_bytes([ttl, h[9]]);
+    // 0xFFFF and 0x0000 both verify; eqn. 3 needs the computed form.
+    let hc = match u16::from_be_bytes([h[10], h[11]]) {
+        0xffff => 0,
+        hc => hc,
+    };
+    let mut sum = u32::from(!hc) + u32::from(!old) + u32::from(new);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    h[8] = ttl;
+    h[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
 }
 
 /// Replaces the first `old_hdr` bytes of the frame with Ethernet (tagged
@@ -235,29 +269,32 @@ fn rewrite<F: Frame>(
     push: &[LabelStackEntry],
     ethertype: u16,
 ) -> bool {
-    let vlan = if nh.vlan != 0 { 4 } else { 0 };
-    let new_hdr = ETH_HDR + vlan + 4 * push.len();
-    if !f.shift_front(old_hdr as isize - new_hdr as isize) {
-        return false;
-    }
-    let Some(d) = f.data_mut().get_mut(..new_hdr) else {
-        return false;
-    };
-    d[0..6].copy_from_slice(&nh.dst_mac);
-    d[6..12].copy_from_slice(&src_mac);
+    // Largest header: Ethernet + VLAN + two labels.
+    let mut hdr = [0u8; ETH_HDR + 4 + 8];
+    hdr[0..6].copy_from_slice(&nh.dst_mac);
+    hdr[6..12].copy_from_slice(&src_mac);
     let mut o = 12;
-    if vlan != 0 {
-        d[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
-        d[14..16].copy_from_slice(&(nh.vlan & 0x0fff).to_be_bytes());
+    if nh.vlan != 0 {
+        hdr[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+        hdr[14..16].copy_from_slice(&(nh.vlan & 0x0fff).to_be_bytes());
         o = 16;
     }
-    d[o..o + 2].copy_from_slice(&ethertype.to_be_bytes());
+    hdr[o..o + 2].copy_from_slice(&ethertype.to_be_bytes());
     o += 2;
-    for lse in push {
-        d[o..o + 4].copy_from_slice(&lse.to_bytes());
+    for lse in push.iter().take(2) {
+        hdr[o..o + 4].copy_from_slice(&lse.to_bytes());
         o += 4;
     }
-    true
+    if !f.shift_front(old_hdr as isize - o as isize) {
+        return false;
+    }
+    match f.data_mut().get_mut(..o) {
+        Some(d) => {
+            d.copy_from_slice(&hdr[..o]);
+            true
+        }
+        None => false,
+    }
 }
 
 /// The label stack a next hop pushes, bottom of stack on the last entry.
