@@ -1288,73 +1288,7 @@ fn fmt_cpus(c: &[u32]) -> String {
 /// static swap and a penultimate-hop pop. Line numbers matter to the
 /// tests that edit it.
 #[cfg(test)]
-pub(crate) const SPOKE_EXAMPLE: &str = r#"[dataplane]
-workers = [1]
-forward_mode = "router"
-
-[router]
-role = "spoke"
-label_base = 1000
-label_count = 4096
-transport_label = 1000
-
-[[port]]
-name = "access0"
-device = "net_tap0"
-role = "access"
-
-[[port]]
-name = "core0"
-device = "net_tap1"
-role = "core"
-address = "192.0.2.1"
-
-[[next_hop]]
-name = "hub"
-port = "core0"
-mac = "02:40:00:00:00:09"
-labels = [100, 2001]
-
-[[next_hop]]
-name = "client-a"
-port = "access0"
-mac = "02:ca:00:00:00:0a"
-
-[[next_hop]]
-name = "client-b"
-port = "access0"
-mac = "02:cb:00:00:00:0b"
-vlan = 100
-
-[[next_hop]]
-name = "core-next"
-port = "core0"
-mac = "02:40:00:00:00:09"
-
-[[service]]
-name = "blue"
-gateway = "10.0.0.1"
-vpn_label = 1001
-ttl_mode = "uniform"
-anti_spoofing = true
-access = [ { port = "access0", vlan = 0 }, { port = "access0", vlan = 100 } ]
-upstream = [ { prefix = "0.0.0.0/0", next_hop = "hub" } ]
-downstream = [
-    { prefix = "10.0.0.10/32", next_hop = "client-a" },
-    { prefix = "10.0.0.20/32", next_hop = "client-b" },
-]
-
-[[label]]
-label = 1002
-action = "swap"
-out_label = 555
-next_hop = "core-next"
-
-[[label]]
-label = 1004
-action = "php"
-next_hop = "core-next"
-"#;
+pub(crate) const SPOKE_EXAMPLE: &str = include_str!("../../examples/spoke.toml");
 
 #[cfg(test)]
 mod tests {
