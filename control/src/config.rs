@@ -300,9 +300,6 @@ pub fn parse_device(s: &str) -> Result<Device, String> {
     }
     let name = s.split(',').next().unwrap_or("");
     if is_pci(name) {
-        if name != s {
-            // devargs on PCI devices are allowed by EAL (`-a BDF,args`).
-        }
         let full = if name.matches(':').count() == 1 {
             format!("0000:{name}")
         } else {
@@ -438,7 +435,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, LoadError> {
     if dp
         .forward_mode
         .get_ref()
-        .parse::<dataplane_mode::Mode>()
+        .parse::<dataplane::ForwardMode>()
         .is_err()
     {
         err(
@@ -1214,27 +1211,6 @@ fn check_pushed_label(
             field,
             format!("label {v} is reserved (0-15, RFC 3032) and cannot be pushed"),
         );
-    }
-}
-
-/// The `forward_mode` names: the data plane's testpmd-style modes, and
-/// `router`, the HD-VRF pipeline over the tables of [`crate::router`].
-mod dataplane_mode {
-    pub enum Mode {
-        Io,
-        MacSwap,
-        Router,
-    }
-    impl std::str::FromStr for Mode {
-        type Err = ();
-        fn from_str(s: &str) -> Result<Self, ()> {
-            match s {
-                "io" => Ok(Mode::Io),
-                "macswap" => Ok(Mode::MacSwap),
-                "router" => Ok(Mode::Router),
-                _ => Err(()),
-            }
-        }
     }
 }
 

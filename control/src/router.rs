@@ -270,6 +270,7 @@ mod tests {
     use dataplane::lpm::NO_ROUTE;
     use dataplane::pipeline::{process, Frame, Next, Outcome, VecFrame};
     use dataplane::tables::NO_SERVICE;
+    use dataplane::topology::{ethernet, ipv4_udp, lse};
     use std::path::Path;
 
     const MAC_ACCESS: [u8; 6] = [0x02, 0xa0, 0, 0, 0, 1];
@@ -287,43 +288,13 @@ mod tests {
         build_tables(&loaded, &[MAC_ACCESS, MAC_CORE]).expect("builds")
     }
 
-    fn csum(b: &[u8]) -> u16 {
-        let mut s: u32 = b
-            .chunks(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-            .sum();
-        while s > 0xffff {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        !(s as u16)
-    }
-
-    /// IPv4/UDP with a valid header checksum, DSCP 0.
+    /// IPv4/UDP with a valid header checksum, DSCP 0, to port 9.
     fn ipv4(src: &str, dst: &str, ttl: u8, payload: &[u8]) -> Vec<u8> {
-        let total = (20 + 8 + payload.len()) as u16;
-        let mut h = vec![0x45, 0];
-        h.extend_from_slice(&total.to_be_bytes());
-        h.extend_from_slice(&[0, 1, 0x40, 0, ttl, 17, 0, 0]);
-        h.extend_from_slice(&ip(src).to_be_bytes());
-        h.extend_from_slice(&ip(dst).to_be_bytes());
-        let c = csum(&h);
-        h[10..12].copy_from_slice(&c.to_be_bytes());
-        h.extend_from_slice(&[0x10, 0xe1, 0, 9]);
-        h.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
-        h.extend_from_slice(&[0, 0]);
-        h.extend_from_slice(payload);
-        h
+        ipv4_udp(ip(src), ip(dst), ttl, 0, 9, payload)
     }
 
     fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-        let mut f = [dst, src].concat();
-        f.extend_from_slice(&ethertype.to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    }
-
-    fn lse(label: u32, bos: bool, ttl: u8) -> [u8; 4] {
-        (label << 12 | u32::from(bos) << 8 | u32::from(ttl)).to_be_bytes()
+        ethernet(dst, src, 0, ethertype, payload)
     }
 
     fn mpls(labels: &[[u8; 4]], payload: &[u8]) -> Vec<u8> {
@@ -333,6 +304,11 @@ mod tests {
             0x8847,
             &[labels.concat(), payload.to_vec()].concat(),
         )
+    }
+
+    /// The Internet checksum over a header that holds its checksum: 0.
+    fn csum(b: &[u8]) -> u16 {
+        dataplane::wire::checksum::checksum(b)
     }
 
     fn run(t: &Tables, port: u16, bytes: &[u8]) -> (Next, Vec<u8>) {

@@ -290,7 +290,7 @@ impl Dir24Lpm {
         let p = prefix & mask(len);
         if let Some(old) = self.rules[len as usize].get(&p).copied() {
             self.rules[len as usize].insert(p, next_hop);
-            self.write(p, len, next_hop + 1)?;
+            self.write(p, len, next_hop + 1);
             return Ok(Some(old));
         }
         // Make room first so a failure leaves the table unchanged.
@@ -317,7 +317,7 @@ impl Dir24Lpm {
             let g = self.group_of(p).expect("ensured above");
             self.group_rules[g] += 1;
         }
-        self.write(p, len, next_hop + 1)?;
+        self.write(p, len, next_hop + 1);
         Ok(None)
     }
 
@@ -520,7 +520,7 @@ impl Dir24Lpm {
 
     /// Sets every entry covered by `p/len` whose own prefix is not longer
     /// than `len` to `val`.
-    fn write(&mut self, p: u32, len: u8, val: u32) -> Result<(), LpmError> {
+    fn write(&mut self, p: u32, len: u8, val: u32) {
         let s8 = (p >> 24) as usize;
         if len <= 8 {
             for i in s8..s8 + (1usize << (8 - len)) {
@@ -544,7 +544,6 @@ impl Dir24Lpm {
             let e = (p & 0xff) as usize;
             self.fill_group(g, e..e + (1 << (32 - len)), len, val);
         }
-        Ok(())
     }
 
     /// Sets the entries `r` of chunk `c` whose prefix is not longer than
@@ -577,17 +576,7 @@ impl Dir24Lpm {
         let lens = &mut self.chunk_len[range.clone()];
         let groups = self.groups.as_mut_slice();
         let group_len = &mut self.group_len;
-        let mut in_group = |g: usize| {
-            for (e, l) in groups[g * GROUP..(g + 1) * GROUP]
-                .iter_mut()
-                .zip(&mut group_len[g * GROUP..(g + 1) * GROUP])
-            {
-                if hit(*l) {
-                    *e = val;
-                    *l = to;
-                }
-            }
-        };
+        let mut in_group = |g: usize| update_group(groups, group_len, g, 0..GROUP, val, to, &hit);
         if self.chunk_wide[c] {
             for (e, l) in self.wide.as_mut_slice()[range].iter_mut().zip(lens) {
                 if *e & PTR != 0 {
@@ -612,23 +601,32 @@ impl Dir24Lpm {
 
     fn fill_group(&mut self, g: usize, r: std::ops::Range<usize>, len: u8, val: u32) {
         let groups = self.groups.as_mut_slice();
-        for e in r {
-            let idx = g << 8 | e;
-            if self.group_len[idx] <= len {
-                groups[idx] = val;
-                self.group_len[idx] = len;
-            }
-        }
+        update_group(groups, &mut self.group_len, g, r, val, len, |l| l <= len);
     }
 
     fn replace_group(&mut self, g: usize, r: std::ops::Range<usize>, len: u8, val: u32, to: u8) {
         let groups = self.groups.as_mut_slice();
-        for e in r {
-            let idx = g << 8 | e;
-            if self.group_len[idx] == len {
-                groups[idx] = val;
-                self.group_len[idx] = to;
-            }
+        update_group(groups, &mut self.group_len, g, r, val, to, |l| l == len);
+    }
+}
+
+/// Entries `r` of group `g` whose prefix length satisfies `hit` take
+/// `val` with length `to`.
+#[inline]
+fn update_group(
+    groups: &mut [u32],
+    group_len: &mut [u8],
+    g: usize,
+    r: std::ops::Range<usize>,
+    val: u32,
+    to: u8,
+    hit: impl Fn(u8) -> bool,
+) {
+    let range = g * GROUP + r.start..g * GROUP + r.end;
+    for (e, l) in groups[range.clone()].iter_mut().zip(&mut group_len[range]) {
+        if hit(*l) {
+            *e = val;
+            *l = to;
         }
     }
 }

@@ -16,8 +16,8 @@
 //! for a reason, or dropped for a reason. Nothing here allocates, locks or
 //! panics on packet contents: every offset is checked against the frame.
 
-use crate::lpm::NO_ROUTE;
 use crate::tables::{LabelAction, NextHop, PortInfo, PortRole, Role, Service, Tables, TtlMode};
+use crate::wire::checksum;
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::mpls::LabelStackEntry;
 
@@ -205,9 +205,8 @@ pub fn process<F: Frame>(t: &Tables, in_port: u16, f: &mut F) -> Next {
 
 /// IPv4 checks shared by every path: header sane, checksum right.
 ///
-/// The common header (no options) is checked on a fixed 20-byte array:
-/// lengths, then the one's-complement sum of its ten words (RFC 1071), with
-/// no bounds checks; anything else takes the general view's checks.
+/// The common header (no options) is checked on a fixed 20-byte array,
+/// without bounds checks; anything else takes the general view's checks.
 #[inline(always)]
 fn check_ipv4(d: &[u8]) -> Result<(), Outcome> {
     if let Some(h) = d.first_chunk::<20>() {
@@ -216,13 +215,7 @@ fn check_ipv4(d: &[u8]) -> Result<(), Outcome> {
             if total < 20 || total > d.len() {
                 return Err(Outcome::Ipv4Header);
             }
-            let mut sum: u32 = 0;
-            for w in h.chunks_exact(2) {
-                sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-            }
-            sum = (sum & 0xffff) + (sum >> 16);
-            sum = (sum & 0xffff) + (sum >> 16);
-            return if sum == 0xffff {
+            return if checksum::checksum(h) == 0 {
                 Ok(())
             } else {
                 Err(Outcome::Ipv4Checksum)
@@ -241,21 +234,15 @@ fn check_ipv4(d: &[u8]) -> Result<(), Outcome> {
 /// `d` starts at a checked IPv4 header.
 #[inline(always)]
 fn set_ip_ttl(d: &mut [u8], ttl: u8) {
+    // The view over a fixed-size array lets the compiler drop the bounds
+    // checks of the accessors.
     let Some(h) = d.first_chunk_mut::<20>() else {
         return;
     };
-    let old = u16::from_be_bytes([h[8], h[9]]);
-    let new = u16::from_be_bytes([ttl, h[9]]);
-    // 0xFFFF and 0x0000 both verify; eqn. 3 needs the computed form.
-    let hc = match u16::from_be_bytes([h[10], h[11]]) {
-        0xffff => 0,
-        hc => hc,
-    };
-    let mut sum = u32::from(!hc) + u32::from(!old) + u32::from(new);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    h[8] = ttl;
-    h[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let mut ip = Ipv4Packet::new_unchecked(h);
+    let old = u16::from_be_bytes([ip.ttl(), ip.protocol().0]);
+    ip.set_ttl(ttl);
+    ip.incremental_update(old, u16::from_be_bytes([ttl, ip.protocol().0]));
 }
 
 /// Replaces the first `old_hdr` bytes of the frame with Ethernet (tagged
@@ -668,15 +655,11 @@ impl Frame for VecFrame {
     }
 }
 
-/// Whether a next hop id names no next hop.
-pub fn is_no_route(id: u32) -> bool {
-    id == NO_ROUTE
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::tables::{LabelTable, NextHop, PortInfo, Service, NO_SERVICE};
+    use crate::topology::{self, ethernet as eth, lse};
     use proptest::prelude::*;
 
     const MAC_ACCESS: [u8; 6] = [0x02, 0xa0, 0, 0, 0, 1];
@@ -744,72 +727,19 @@ mod tests {
         }
     }
 
-    /// IPv4/UDP with a valid checksum (computed here, independently of
-    /// the wire module).
+    /// IPv4/UDP with DSCP EF (TOS 0xb8) and a valid checksum.
     fn ipv4(src: &str, dst: &str, ttl: u8, dport: u16, payload: &[u8]) -> Vec<u8> {
-        let total = 20 + 8 + payload.len();
-        let mut h = vec![
-            0x45,
-            0xb8,
-            (total >> 8) as u8,
-            total as u8,
-            0x12,
-            0x34,
-            0x40,
-            0,
-            ttl,
-            17,
-            0,
-            0,
-        ];
-        h.extend_from_slice(&ip(src).to_be_bytes());
-        h.extend_from_slice(&ip(dst).to_be_bytes());
-        let c = csum(&h);
-        h[10..12].copy_from_slice(&c.to_be_bytes());
-        h.extend_from_slice(&4321u16.to_be_bytes());
-        h.extend_from_slice(&dport.to_be_bytes());
-        h.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        h.extend_from_slice(&[0, 0]);
-        h.extend_from_slice(payload);
-        h
-    }
-
-    fn csum(b: &[u8]) -> u16 {
-        let mut s: u32 = b
-            .chunks(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-            .sum();
-        while s > 0xffff {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        !(s as u16)
-    }
-
-    fn eth(dst: [u8; 6], src: [u8; 6], vlan: u16, et: u16, payload: &[u8]) -> Vec<u8> {
-        let mut f = Vec::new();
-        f.extend_from_slice(&dst);
-        f.extend_from_slice(&src);
-        if vlan != 0 {
-            f.extend_from_slice(&[0x81, 0x00]);
-            f.extend_from_slice(&vlan.to_be_bytes());
-        }
-        f.extend_from_slice(&et.to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    }
-
-    fn lse(label: u32, bos: bool, ttl: u8) -> [u8; 4] {
-        let v = label << 12 | u32::from(bos) << 8 | u32::from(ttl);
-        v.to_be_bytes()
+        topology::ipv4_udp(ip(src), ip(dst), ttl, 0xb8, dport, payload)
     }
 
     fn mpls(labels: &[[u8; 4]], payload: &[u8]) -> Vec<u8> {
-        let mut f = eth(MAC_CORE, MAC_HUB, 0, 0x8847, &[]);
-        for l in labels {
-            f.extend_from_slice(l);
-        }
-        f.extend_from_slice(payload);
-        f
+        eth(
+            MAC_CORE,
+            MAC_HUB,
+            0,
+            0x8847,
+            &[labels.concat(), payload.to_vec()].concat(),
+        )
     }
 
     fn run(t: &Tables, port: u16, bytes: &[u8]) -> (Next, Vec<u8>) {
@@ -818,10 +748,16 @@ mod tests {
         (n, f.data().to_vec())
     }
 
-    /// Checks an IPv4 header independently: checksum and TTL.
+    /// Checks an IPv4 header with a decoder independent of ours
+    /// (etherparse): checksum and TTL.
     fn assert_ip(h: &[u8], ttl: u8) {
-        assert_eq!(h[8], ttl, "IPv4 TTL");
-        assert_eq!(csum(&h[..20]), 0, "IPv4 checksum");
+        let ip = etherparse::Ipv4HeaderSlice::from_slice(h).expect("IPv4 header");
+        assert_eq!(ip.ttl(), ttl, "IPv4 TTL");
+        assert_eq!(
+            ip.header_checksum(),
+            ip.to_header().calc_header_checksum(),
+            "IPv4 checksum"
+        );
     }
 
     #[test]

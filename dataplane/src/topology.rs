@@ -117,68 +117,75 @@ pub fn tables(path: Path, clients: u32) -> Result<Tables, LpmError> {
     })
 }
 
-fn checksum(b: &[u8]) -> u16 {
-    let mut s: u32 = b
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
-/// IPv4/UDP, `len` bytes in all (>= 28), valid checksum.
-pub fn ipv4_udp(src: u32, dst: u32, ttl: u8, len: usize) -> Vec<u8> {
-    let len = len.max(28);
-    let mut p = vec![0u8; len];
+/// IPv4/UDP from `src` to `dst` (port 1024 to `dport`) with `tos`, `ttl`
+/// and `payload`; the header checksum is filled in.
+pub fn ipv4_udp(src: u32, dst: u32, ttl: u8, tos: u8, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let len = 28 + payload.len();
+    let mut p = vec![0u8; 28];
     p[0] = 0x45;
+    p[1] = tos;
     p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
     p[8] = ttl;
     p[9] = 17;
     p[12..16].copy_from_slice(&src.to_be_bytes());
     p[16..20].copy_from_slice(&dst.to_be_bytes());
-    let c = checksum(&p[..20]);
+    let c = crate::wire::checksum::checksum(&p[..20]);
     p[10..12].copy_from_slice(&c.to_be_bytes());
     p[20..22].copy_from_slice(&1024u16.to_be_bytes());
-    p[22..24].copy_from_slice(&9u16.to_be_bytes());
+    p[22..24].copy_from_slice(&dport.to_be_bytes());
     p[24..26].copy_from_slice(&((len - 20) as u16).to_be_bytes());
+    p.extend_from_slice(payload);
     p
+}
+
+/// An Ethernet frame, 802.1Q-tagged when `vlan` is not 0.
+pub fn ethernet(dst: [u8; 6], src: [u8; 6], vlan: u16, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(18 + payload.len());
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    if vlan != 0 {
+        f.extend_from_slice(&0x8100u16.to_be_bytes());
+        f.extend_from_slice(&vlan.to_be_bytes());
+    }
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A label stack entry (RFC 3032) with traffic class 0.
+pub fn lse(label: u32, bos: bool, ttl: u8) -> [u8; 4] {
+    (label << 12 | u32::from(bos) << 8 | u32::from(ttl)).to_be_bytes()
 }
 
 /// Frame `i` of the traffic for `path` (60 bytes before labels: the
 /// 64-byte frames benchmarks use, FCS excluded).
 pub fn frame(path: Path, i: u32, clients: u32) -> Vec<u8> {
     let c = i % clients.max(1);
-    let mut f = Vec::with_capacity(72);
+    const TO_US: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
     match path {
+        // Client c to client c+1: client-to-client must still go to the
+        // hub (claim 2).
         Path::Upstream => {
-            // Client c to client c+1: client-to-client must still go to
-            // the hub (claim 2).
             let dst = client_addr((c + 1) % clients.max(1));
-            f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0xfe]);
-            f.extend_from_slice(&client_mac(c));
-            f.extend_from_slice(&0x0800u16.to_be_bytes());
-            f.extend_from_slice(&ipv4_udp(client_addr(c), dst, 64, 46));
+            let ip = ipv4_udp(client_addr(c), dst, 64, 0, 9, &[0; 18]);
+            ethernet(TO_US, client_mac(c), 0, 0x0800, &ip)
         }
-        Path::Downstream => {
-            f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0xfe]);
-            f.extend_from_slice(&HUB_MAC);
-            f.extend_from_slice(&0x8847u16.to_be_bytes());
-            f.extend_from_slice(&(LOCAL_TRANSPORT << 12 | 63).to_be_bytes());
-            f.extend_from_slice(&(LOCAL_VPN << 12 | 1 << 8 | 63).to_be_bytes());
-            f.extend_from_slice(&ipv4_udp(0x0808_0808, client_addr(c), 64, 38));
-        }
-        Path::PSwap => {
-            f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0xfe]);
-            f.extend_from_slice(&HUB_MAC);
-            f.extend_from_slice(&0x8847u16.to_be_bytes());
-            f.extend_from_slice(&(LOCAL_SWAP << 12 | 63).to_be_bytes());
-            f.extend_from_slice(&(HUB_VPN_LABEL << 12 | 1 << 8 | 63).to_be_bytes());
-            f.extend_from_slice(&ipv4_udp(0x0808_0808, client_addr(c), 64, 38));
+        Path::Downstream | Path::PSwap => {
+            let top = if path == Path::Downstream {
+                LOCAL_TRANSPORT
+            } else {
+                LOCAL_SWAP
+            };
+            let bottom = if path == Path::Downstream {
+                LOCAL_VPN
+            } else {
+                HUB_VPN_LABEL
+            };
+            let ip = ipv4_udp(0x0808_0808, client_addr(c), 64, 0, 9, &[0; 10]);
+            let payload = [&lse(top, false, 63)[..], &lse(bottom, true, 63), &ip].concat();
+            ethernet(TO_US, HUB_MAC, 0, 0x8847, &payload)
         }
     }
-    f
 }
 
 #[cfg(test)]
