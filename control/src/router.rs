@@ -236,13 +236,7 @@ pub fn build_tables(loaded: &Loaded, port_macs: &[[u8; 6]]) -> Result<Tables, St
         bind(*l.label.get_ref(), action, &format!("{field}.label"))?;
     }
 
-    Ok(Tables {
-        role,
-        ports,
-        services,
-        next_hops,
-        labels,
-    })
+    Ok(Tables::new(role, ports, services, next_hops, labels))
 }
 
 fn add_routes(
@@ -348,7 +342,7 @@ mod tests {
         assert!(s.hub.is_empty());
 
         assert_eq!(
-            t.next_hops,
+            t.next_hops(),
             [
                 NextHop {
                     port: 1,

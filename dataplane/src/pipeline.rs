@@ -16,8 +16,8 @@
 //! for a reason, or dropped for a reason. Nothing here allocates, locks or
 //! panics on packet contents: every offset is checked against the frame.
 
-use crate::tables::{LabelAction, NextHop, PortInfo, PortRole, Role, Service, Tables, TtlMode};
-use crate::wire::checksum;
+use crate::tables::{Adjacency, LabelAction, PortInfo, PortRole, Role, Service, Tables, TtlMode};
+
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::mpls::LabelStackEntry;
 
@@ -129,12 +129,15 @@ pub struct Next {
 }
 
 impl Next {
+    /// Forwarded out of `port` (only forwarding outcomes carry a port).
     #[inline(always)]
     fn tx(outcome: Outcome, port: u16) -> Next {
+        debug_assert!(outcome.kind() == OutcomeKind::Forward);
         Next { outcome, port }
     }
+    /// Punted or dropped: no port (`u16::MAX`).
     #[inline(always)]
-    fn end(outcome: Outcome) -> Next {
+    pub const fn end(outcome: Outcome) -> Next {
         Next {
             outcome,
             port: u16::MAX,
@@ -175,15 +178,24 @@ fn be16(d: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*d.get(at)?, *d.get(at + 1)?]))
 }
 
+#[inline(always)]
+fn be32(d: &[u8; 20], at: usize) -> u32 {
+    u32::from_be_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]])
+}
+
 /// Ethernet with at most one 802.1Q tag: (VLAN id or 0, ethertype,
 /// header length).
 #[inline(always)]
 fn parse_l2(d: &[u8]) -> Option<(u16, u16, usize)> {
-    let et = be16(d, 12)?;
+    let h = d.first_chunk::<14>()?;
+    let et = u16::from_be_bytes([h[12], h[13]]);
     if et == ETHERTYPE_VLAN {
-        let tci = be16(d, 14)?;
-        let inner = be16(d, 16)?;
-        Some((tci & 0x0fff, inner, ETH_HDR + 4))
+        let t = d.get(14..18)?;
+        Some((
+            u16::from_be_bytes([t[0], t[1]]) & 0x0fff,
+            u16::from_be_bytes([t[2], t[3]]),
+            ETH_HDR + 4,
+        ))
     } else {
         Some((0, et, ETH_HDR))
     }
@@ -203,187 +215,469 @@ pub fn process<F: Frame>(t: &Tables, in_port: u16, f: &mut F) -> Next {
     }
 }
 
-/// IPv4 checks shared by every path: header sane, checksum right.
-///
-/// The common header (no options) is checked on a fixed 20-byte array,
-/// without bounds checks; anything else takes the general view's checks.
-#[inline(always)]
-fn check_ipv4(d: &[u8]) -> Result<(), Outcome> {
-    if let Some(h) = d.first_chunk::<20>() {
-        if h[0] == 0x45 {
-            let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-            if total < 20 || total > d.len() {
-                return Err(Outcome::Ipv4Header);
-            }
-            return if checksum::checksum(h) == 0 {
-                Ok(())
-            } else {
-                Err(Outcome::Ipv4Checksum)
-            };
-        }
-    }
-    let ip = Ipv4Packet::new_checked(d).map_err(|_| Outcome::Ipv4Header)?;
-    if !ip.verify_checksum() {
-        return Err(Outcome::Ipv4Checksum);
-    }
-    Ok(())
+/// A burst of frames the pipeline walks by index.
+pub trait FrameBurst {
+    type Frame<'a>: Frame
+    where
+        Self: 'a;
+    fn frame(&mut self, i: usize) -> Self::Frame<'_>;
 }
 
-/// Sets the IPv4 TTL to `ttl`, fixing the checksum incrementally
-/// (RFC 1624 eqn. 3, `HC' = ~(~HC + ~m + m')` over the TTL/protocol word).
-/// `d` starts at a checked IPv4 header.
-#[inline(always)]
-fn set_ip_ttl(d: &mut [u8], ttl: u8) {
-    // The view over a fixed-size array lets the compiler drop the bounds
-    // checks of the accessors.
-    let Some(h) = d.first_chunk_mut::<20>() else {
+impl FrameBurst for [VecFrame] {
+    type Frame<'a> = &'a mut VecFrame;
+    fn frame(&mut self, i: usize) -> &mut VecFrame {
+        &mut self[i]
+    }
+}
+
+impl<F: Frame> Frame for &mut F {
+    #[inline(always)]
+    fn data(&self) -> &[u8] {
+        (**self).data()
+    }
+    #[inline(always)]
+    fn data_mut(&mut self) -> &mut [u8] {
+        (**self).data_mut()
+    }
+    #[inline(always)]
+    fn shift_front(&mut self, delta: isize) -> bool {
+        (**self).shift_front(delta)
+    }
+}
+
+/// Processes the first `next.len()` frames of a burst that arrived on
+/// `in_port`; packet `i`'s verdict goes to `next[i]`. The node is chosen
+/// once per burst (a port's role does not change within one), as VPP
+/// hands a frame of packets to one graph node.
+#[inline]
+pub fn process_burst<B: FrameBurst + ?Sized>(
+    t: &Tables,
+    in_port: u16,
+    frames: &mut B,
+    next: &mut [Next],
+) {
+    let Some(pi) = t.ports.get(in_port as usize) else {
+        next.fill(Next::end(Outcome::UnknownService));
         return;
     };
-    let mut ip = Ipv4Packet::new_unchecked(h);
-    let old = u16::from_be_bytes([ip.ttl(), ip.protocol().0]);
-    ip.set_ttl(ttl);
-    ip.incremental_update(old, u16::from_be_bytes([ttl, ip.protocol().0]));
+    match (t.role, pi.role) {
+        (Role::Spoke, PortRole::Access) => {
+            for (i, n) in next.iter_mut().enumerate() {
+                *n = spoke_upstream(t, pi, in_port, &mut frames.frame(i));
+            }
+        }
+        (_, PortRole::Core) => {
+            for (i, n) in next.iter_mut().enumerate() {
+                *n = core_input(t, pi, &mut frames.frame(i));
+            }
+        }
+        (Role::Hub, PortRole::Access) => {
+            for (i, n) in next.iter_mut().enumerate() {
+                *n = hub_uplink(t, pi, &mut frames.frame(i));
+            }
+        }
+        _ => next.fill(Next::end(Outcome::UnknownService)),
+    }
 }
 
-/// Replaces the first `old_hdr` bytes of the frame with Ethernet (tagged
-/// if the next hop has a VLAN) to `nh`, then `push` (outermost first).
+/// The IPv4 header fields the paths use, from a checked header.
+#[derive(Clone, Copy)]
+struct Ip4 {
+    src: u32,
+    dst: u32,
+    ttl: u8,
+    tos: u8,
+    protocol: u8,
+    fragment: bool,
+    /// Header length, options included.
+    hl: u8,
+}
+
+impl Ip4 {
+    /// The label traffic class: the DSCP's class selector bits.
+    #[inline(always)]
+    fn tc(&self) -> u8 {
+        self.tos >> 5
+    }
+}
+
+/// IPv4 checks shared by every path (header sane, checksum right) and
+/// the fields the paths need.
+///
+/// The common header (no options) is checked on a fixed 20-byte array,
+/// without bounds checks; options take the general view's checks.
+#[inline(always)]
+fn parse_ipv4(d: &[u8]) -> Result<Ip4, Outcome> {
+    let h = d.first_chunk::<20>().ok_or(Outcome::Ipv4Header)?;
+    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    let hl = if h[0] == 0x45 {
+        if total < 20 || total > d.len() {
+            return Err(Outcome::Ipv4Header);
+        }
+        if !header_sum_ok(h) {
+            return Err(Outcome::Ipv4Checksum);
+        }
+        20
+    } else {
+        let ip = Ipv4Packet::new_checked(d).map_err(|_| Outcome::Ipv4Header)?;
+        if !ip.verify_checksum() {
+            return Err(Outcome::Ipv4Checksum);
+        }
+        ip.header_len()
+    };
+    Ok(Ip4 {
+        src: be32(h, 12),
+        dst: be32(h, 16),
+        ttl: h[8],
+        tos: h[1],
+        protocol: h[9],
+        fragment: u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0,
+        hl: hl as u8,
+    })
+}
+
+/// Whether a 20-byte IPv4 header's checksum verifies: its one's
+/// complement sum is 0xFFFF. The sum does not depend on byte order
+/// (RFC 1071 section 2(B)), so the words are summed as the CPU loads them,
+/// without byte swaps, in a wide accumulator (2(C)). Folding reduces
+/// modulo 0xFFFF (2^16 = 1 mod 0xFFFF) and never yields 0 from a non-zero
+/// sum, so the folded sum is 0xFFFF exactly when the wide sum is a
+/// non-zero multiple of 0xFFFF: one multiply instead of the folds.
+#[inline(always)]
+fn header_sum_ok(h: &[u8; 20]) -> bool {
+    let w = |at: usize| u64::from(u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]));
+    let sum = w(0) + w(4) + w(8) + w(12) + w(16);
+    sum != 0 && sum % 0xffff == 0
+}
+
+/// The fast paths' IPv4 check: no options, lengths consistent with the
+/// `room` bytes from the header to the frame's end, checksum right.
+#[inline(always)]
+fn plain_ipv4_ok(ip: &[u8; 20], room: usize) -> bool {
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    ip[0] == 0x45 && total >= 20 && total <= room && header_sum_ok(ip)
+}
+
+/// Sets the IPv4 TTL of the header at `at` to `ttl`, fixing the checksum
+/// incrementally (RFC 1624 eqn. 3, `HC' = ~(~HC + ~m + m')` over the
+/// TTL/protocol word). One's complement arithmetic commutes with byte
+/// swapping, so the words stay in the CPU's byte order.
+#[inline(always)]
+fn set_ip_ttl(d: &mut [u8], at: usize, ttl: u8) {
+    let Some(h) = d.get_mut(at..).and_then(|d| d.first_chunk_mut::<20>()) else {
+        return;
+    };
+    let old = u16::from_ne_bytes([h[8], h[9]]);
+    let new = u16::from_ne_bytes([ttl, h[9]]);
+    // 0xFFFF verifies like 0x0000, but eqn. 3 needs the computed form.
+    let hc = match u16::from_ne_bytes([h[10], h[11]]) {
+        0xffff => 0,
+        hc => hc,
+    };
+    h[8] = ttl;
+    // At most 3 * 0xFFFF: two folds reach 16 bits.
+    let mut x = u32::from(!hc) + u32::from(!old) + u32::from(new);
+    x = (x & 0xffff) + (x >> 16);
+    x = (x & 0xffff) + (x >> 16);
+    h[10..12].copy_from_slice(&(!(x as u16)).to_ne_bytes());
+}
+
+/// Copies `src[..d.len()]` into `d` (14 to 32 bytes) with two fixed-size
+/// overlapping copies instead of a variable-length `memcpy` call.
+#[inline(always)]
+fn copy_header(d: &mut [u8], src: &[u8; 32]) {
+    let n = d.len();
+    if (16..=32).contains(&n) {
+        d[..16].copy_from_slice(&src[..16]);
+        d[n - 16..].copy_from_slice(&src[n - 16..n]);
+    } else if (8..16).contains(&n) {
+        d[..8].copy_from_slice(&src[..8]);
+        d[n - 8..].copy_from_slice(&src[n - 8..n]);
+    }
+}
+
+/// What a rewrite puts in front of the packet's payload.
+#[derive(Clone, Copy)]
+enum Encap {
+    /// The adjacency's Ethernet header and labels (TC, TTL); the
+    /// adjacency's ethertype (MPLS) stands.
+    Push { tc: u8, ttl: u8 },
+    /// The adjacency's Ethernet header only, with this ethertype.
+    L2(u16),
+    /// The adjacency's Ethernet header with its own ethertype (IPv4,
+    /// an adjacency without labels).
+    L2Own,
+}
+
+/// Replaces the first `old_hdr` bytes of the frame with the adjacency's
+/// header as `encap` says (RFC 3032 label stack entries), and when
+/// `ip_ttl` is set, sets the TTL of the IPv4 header that follows it.
 #[inline(always)]
 fn rewrite<F: Frame>(
     f: &mut F,
     old_hdr: usize,
-    src_mac: [u8; 6],
-    nh: &NextHop,
-    push: &[LabelStackEntry],
-    ethertype: u16,
+    a: &Adjacency,
+    encap: Encap,
+    ip_ttl: Option<u8>,
 ) -> bool {
-    // Largest header: Ethernet + VLAN + two labels.
-    let mut hdr = [0u8; ETH_HDR + 4 + 8];
-    hdr[0..6].copy_from_slice(&nh.dst_mac);
-    hdr[6..12].copy_from_slice(&src_mac);
-    let mut o = 12;
-    if nh.vlan != 0 {
-        hdr[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
-        hdr[14..16].copy_from_slice(&(nh.vlan & 0x0fff).to_be_bytes());
-        o = 16;
-    }
-    hdr[o..o + 2].copy_from_slice(&ethertype.to_be_bytes());
-    o += 2;
-    for lse in push.iter().take(2) {
-        hdr[o..o + 4].copy_from_slice(&lse.to_bytes());
-        o += 4;
-    }
-    if !f.shift_front(old_hdr as isize - o as isize) {
+    let l2 = usize::from(a.l2_len);
+    let len = match encap {
+        Encap::Push { .. } => l2 + 4 * usize::from(a.n_labels),
+        Encap::L2(_) | Encap::L2Own => l2,
+    };
+    if !f.shift_front(old_hdr as isize - len as isize) {
         return false;
     }
-    match f.data_mut().get_mut(..o) {
-        Some(d) => {
-            d.copy_from_slice(&hdr[..o]);
-            true
+    let d = f.data_mut();
+    if let Some(ttl) = ip_ttl {
+        set_ip_ttl(d, len, ttl);
+    }
+    let Some(h) = d.get_mut(..len) else {
+        return false;
+    };
+    copy_header(h, &a.header);
+    match encap {
+        Encap::Push { tc, ttl } => {
+            // Template entries have TC and TTL zero: OR the packet's in.
+            let pat = u32::from_ne_bytes([0, 0, (tc & 7) << 1, ttl]);
+            for i in 0..usize::from(a.n_labels).min(2) {
+                if let Some(e) = h
+                    .get_mut(l2 + 4 * i..)
+                    .and_then(|e| e.first_chunk_mut::<4>())
+                {
+                    *e = (u32::from_ne_bytes(*e) | pat).to_ne_bytes();
+                }
+            }
         }
-        None => false,
+        Encap::L2(et) => h[l2 - 2..l2].copy_from_slice(&et.to_be_bytes()),
+        Encap::L2Own => {}
     }
+    true
 }
 
-/// The label stack a next hop pushes, bottom of stack on the last entry.
-#[inline(always)]
-fn label_stack(nh: &NextHop, ttl: u8, tc: u8, out: &mut [LabelStackEntry; 2]) -> usize {
-    let labels = nh.labels();
-    for (i, &l) in labels.iter().enumerate() {
-        out[i] = LabelStackEntry::new(l, tc, i + 1 == labels.len(), ttl);
-    }
-    labels.len()
-}
-
-fn port_mac(t: &Tables, port: u16) -> Option<[u8; 6]> {
-    t.ports.get(port as usize).map(|p| p.mac)
-}
-
-/// Spoke, access port in: HD-VRF upstream. Claim 1: the route always
-/// comes from the upstream table; the downstream table is only consulted
-/// to check the source.
 /// The start every access-side packet shares: Ethernet (and VLAN) ->
 /// service, ARP punted, IPv4 checked, packets for the router punted.
-/// Returns the service, the VLAN and the IPv4 header's offset.
+/// Returns the service, the VLAN, the IPv4 header's offset and fields.
 #[inline(always)]
 fn access_ingress<'t>(
     t: &'t Tables,
     pi: &PortInfo,
     d: &[u8],
-) -> Result<(&'t Service, u16, usize), Outcome> {
+) -> Result<(&'t Service, u16, usize, Ip4), Outcome> {
     let (vlan, et, l3) = parse_l2(d).ok_or(Outcome::Runt)?;
-    let sid = pi.vlan_service[vlan as usize];
+    let sid = pi.vlan_service[usize::from(vlan)];
     let svc = t
         .services
-        .get(sid as usize)
+        .get(usize::from(sid))
         .ok_or(Outcome::UnknownService)?;
     match et {
         ETHERTYPE_IPV4 => {}
         ETHERTYPE_ARP => return Err(Outcome::PuntArp),
         _ => return Err(Outcome::NotIpv4),
     }
-    check_ipv4(&d[l3..])?;
-    let dst = Ipv4Packet::new_unchecked(&d[l3..]).dst_addr_u32();
-    if dst == svc.gateway || (pi.address != 0 && dst == pi.address) {
+    let ip = parse_ipv4(&d[l3..])?;
+    if ip.dst == svc.gateway || (pi.address != 0 && ip.dst == pi.address) {
         return Err(Outcome::PuntLocal);
     }
-    Ok((svc, vlan, l3))
+    Ok((svc, vlan, l3, ip))
 }
 
+/// Spoke, access port in: HD-VRF upstream. Claim 1: the route always
+/// comes from the upstream table; the downstream table is only consulted
+/// to check the source.
+#[inline(always)]
 fn spoke_upstream<F: Frame>(t: &Tables, pi: &PortInfo, in_port: u16, f: &mut F) -> Next {
+    let fast = match f.data().get(12..14) {
+        Some([0x08, 0x00]) => upstream_fast::<F, ETH_HDR>(t, pi, in_port, f),
+        Some([0x81, 0x00]) => upstream_fast::<F, { ETH_HDR + 4 }>(t, pi, in_port, f),
+        _ => None,
+    };
+    match fast {
+        Some(n) => n,
+        None => upstream_general(t, pi, in_port, f),
+    }
+}
+
+/// The common upstream packet, with its IPv4 header at `L3` (untagged or
+/// one 802.1Q tag): plain IPv4 with no options, not for the router, not
+/// DHCP, TTL above 1, source a session on this port, VLAN and MAC, and
+/// an upstream route with labels. Checked on fixed-size arrays, so without
+/// per-field bounds checks. Returns `None`, having changed nothing, for
+/// any other packet: [`upstream_general`] then decides, so both paths
+/// always agree (a property test holds them to it).
+#[inline(always)]
+fn upstream_fast<F: Frame, const L3: usize>(
+    t: &Tables,
+    pi: &PortInfo,
+    in_port: u16,
+    f: &mut F,
+) -> Option<Next> {
     let d = f.data();
-    let (svc, vlan, l3) = match access_ingress(t, pi, d) {
+    // Ethernet, an optional tag, IPv4, the UDP ports: 42 bytes at most.
+    let h = d.first_chunk::<42>()?;
+    let vlan = if L3 == ETH_HDR {
+        0
+    } else if h[16..18] == [0x08, 0x00] {
+        u16::from_be_bytes([h[14], h[15]]) & 0x0fff
+    } else {
+        return None;
+    };
+    let svc = t
+        .services
+        .get(usize::from(pi.vlan_service[usize::from(vlan)]))?;
+    let ip: &[u8; 20] = h[L3..L3 + 20].try_into().ok()?;
+    if !plain_ipv4_ok(ip, d.len() - L3) {
+        return None;
+    }
+    let (src, dst, ttl) = (be32(ip, 12), be32(ip, 16), ip[8]);
+    if dst == svc.gateway || (pi.address != 0 && dst == pi.address) || ttl <= 1 {
+        return None;
+    }
+    let unfragmented = ip[6] & 0x3f == 0 && ip[7] == 0;
+    if ip[9] == UDP && unfragmented && h[L3 + 22..L3 + 24] == DHCP_SERVER_PORT.to_be_bytes() {
+        return None;
+    }
+    if svc.anti_spoofing {
+        let a = t.adjacency(svc.downstream.lookup(src))?;
+        if a.port != in_port || a.vlan != vlan || h[6..12] != a.dst_mac()[..] {
+            return None;
+        }
+    }
+    let a = t.adjacency(svc.upstream.lookup(dst))?;
+    if !a.usable || a.n_labels == 0 {
+        return None;
+    }
+    let lse_ttl = match svc.ttl_mode {
+        TtlMode::Uniform => ttl - 1,
+        TtlMode::Pipe => 255,
+    };
+    let encap = Encap::Push {
+        tc: ip[1] >> 5,
+        ttl: lse_ttl,
+    };
+    Some(if rewrite(f, L3, a, encap, Some(ttl - 1)) {
+        Next::tx(Outcome::Upstream, a.port)
+    } else {
+        Next::end(Outcome::NoHeadroom)
+    })
+}
+
+/// Every upstream packet the fast path leaves: the checks one by one,
+/// each with its outcome.
+fn upstream_general<F: Frame>(t: &Tables, pi: &PortInfo, in_port: u16, f: &mut F) -> Next {
+    let d = f.data();
+    let (svc, vlan, l3, ip) = match access_ingress(t, pi, d) {
         Ok(x) => x,
         Err(o) => return Next::end(o),
     };
-    let ipd = &d[l3..];
-    let ip = Ipv4Packet::new_unchecked(ipd);
-    let (src, dst, ttl, dscp) = (ip.src_addr_u32(), ip.dst_addr_u32(), ip.ttl(), ip.dscp());
-    if ip.protocol().0 == UDP && !ip.is_fragment() {
-        let hl = ip.header_len();
-        if be16(ipd, hl + 2) == Some(DHCP_SERVER_PORT) {
-            return Next::end(Outcome::PuntDhcp);
-        }
+    if ip.protocol == UDP
+        && !ip.fragment
+        && be16(d, l3 + usize::from(ip.hl) + 2) == Some(DHCP_SERVER_PORT)
+    {
+        return Next::end(Outcome::PuntDhcp);
     }
-    if ttl <= 1 {
+    if ip.ttl <= 1 {
         return Next::end(Outcome::TtlExpired);
     }
     if svc.anti_spoofing {
-        let ok = t
-            .next_hop(svc.downstream.lookup(src))
-            .is_some_and(|nh| nh.port == in_port && nh.vlan == vlan && d[6..12] == nh.dst_mac);
+        let ok = match (t.adjacency(svc.downstream.lookup(ip.src)), d.get(6..12)) {
+            (Some(a), Some(mac)) => a.port == in_port && a.vlan == vlan && mac == a.dst_mac(),
+            _ => false,
+        };
         if !ok {
             return Next::end(Outcome::Spoofed);
         }
     }
-    let Some(nh) = t.next_hop(svc.upstream.lookup(dst)) else {
+    let Some(a) = t.adjacency(svc.upstream.lookup(ip.dst)) else {
         return Next::end(Outcome::NoRoute);
     };
-    if nh.n_labels == 0 {
-        // Client traffic never leaves a spoke unlabelled.
+    // Client traffic never leaves a spoke unlabelled.
+    if a.n_labels == 0 || !a.usable {
         return Next::end(Outcome::BadNextHop);
     }
-    let Some(src_mac) = port_mac(t, nh.port) else {
-        return Next::end(Outcome::BadNextHop);
-    };
-    let new_ttl = ttl - 1;
+    let new_ttl = ip.ttl - 1;
     let lse_ttl = match svc.ttl_mode {
         TtlMode::Uniform => new_ttl,
         TtlMode::Pipe => 255,
     };
-    let mut stack = [LabelStackEntry::from_bits(0); 2];
-    let n = label_stack(nh, lse_ttl, dscp >> 3, &mut stack);
-    let nh = *nh;
-    if let Some(ipd) = f.data_mut().get_mut(l3..) {
-        set_ip_ttl(ipd, new_ttl);
-    }
-    if !rewrite(f, l3, src_mac, &nh, &stack[..n], ETHERTYPE_MPLS) {
+    let encap = Encap::Push {
+        tc: ip.tc(),
+        ttl: lse_ttl,
+    };
+    if !rewrite(f, l3, a, encap, Some(new_ttl)) {
         return Next::end(Outcome::NoHeadroom);
     }
-    Next::tx(Outcome::Upstream, nh.port)
+    Next::tx(Outcome::Upstream, a.port)
 }
 
 /// Core port in: MPLS label processing (also ARP and packets for us).
+#[inline(always)]
 fn core_input<F: Frame>(t: &Tables, pi: &PortInfo, f: &mut F) -> Next {
+    match core_fast(t, f) {
+        Some(n) => n,
+        None => core_general(t, pi, f),
+    }
+}
+
+/// The common core packets, untagged: a label swap to an untagged next
+/// hop (P), or our transport label over a spoke service's VPN label over
+/// plain IPv4 that a host route delivers (downstream). Checked on
+/// fixed-size arrays. Returns `None`, having changed nothing, for any
+/// other packet, which [`core_general`] decides, so both paths always
+/// agree (a property test holds them to it).
+#[inline(always)]
+fn core_fast<F: Frame>(t: &Tables, f: &mut F) -> Option<Next> {
+    let d = f.data();
+    let h = d.first_chunk::<22>()?;
+    if h[12..14] != ETHERTYPE_MPLS.to_be_bytes() {
+        return None;
+    }
+    let lse0 = u32::from_be_bytes([h[14], h[15], h[16], h[17]]);
+    match t.labels.get(lse0 >> 12)? {
+        LabelAction::Swap { label, next_hop } => {
+            let ttl = lse0 as u8;
+            let a = t.adjacency(next_hop)?;
+            if ttl <= 1 || !a.usable || a.l2_len != ETH_HDR as u8 {
+                return None;
+            }
+            let out = (label & 0xf_ffff) << 12 | (lse0 & 0xf00) | u32::from(ttl - 1);
+            let h = f.data_mut().first_chunk_mut::<18>()?;
+            h[14..18].copy_from_slice(&out.to_be_bytes());
+            h[..12].copy_from_slice(&a.header[..12]);
+            Some(Next::tx(Outcome::LabelSwap, a.port))
+        }
+        LabelAction::PopContinue if lse0 & 0x100 == 0 => {
+            let lse1 = u32::from_be_bytes([h[18], h[19], h[20], h[21]]);
+            let LabelAction::PopDownstream { service } = t.labels.get(lse1 >> 12)? else {
+                return None;
+            };
+            let svc = t.services.get(usize::from(service))?;
+            let ip = d.get(22..).and_then(|ip| ip.first_chunk::<20>())?;
+            if lse1 & 0x100 == 0 || !plain_ipv4_ok(ip, d.len() - 22) {
+                return None;
+            }
+            let label_ttl = (lse0 as u8).min(lse1 as u8);
+            let ttl = match svc.ttl_mode {
+                TtlMode::Uniform => label_ttl.min(ip[8]),
+                TtlMode::Pipe => ip[8],
+            };
+            let a = t.adjacency(svc.downstream.lookup(be32(ip, 16)))?;
+            if ttl <= 1 || !a.to_access || a.n_labels != 0 {
+                return None;
+            }
+            Some(if rewrite(f, 22, a, Encap::L2Own, Some(ttl - 1)) {
+                Next::tx(Outcome::Downstream, a.port)
+            } else {
+                Next::end(Outcome::NoHeadroom)
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Every core packet the fast path leaves: the label stack walked entry
+/// by entry, each error with its outcome.
+fn core_general<F: Frame>(t: &Tables, pi: &PortInfo, f: &mut F) -> Next {
     let d = f.data();
     let Some((_vlan, et, l2)) = parse_l2(d) else {
         return Next::end(Outcome::Runt);
@@ -393,14 +687,10 @@ fn core_input<F: Frame>(t: &Tables, pi: &PortInfo, f: &mut F) -> Next {
         ETHERTYPE_ARP => return Next::end(Outcome::PuntArp),
         ETHERTYPE_IPV4 => {
             // BGP and other control traffic for the router itself.
-            let ipd = &d[l2..];
-            if check_ipv4(ipd).is_ok()
-                && pi.address != 0
-                && Ipv4Packet::new_unchecked(ipd).dst_addr_u32() == pi.address
-            {
-                return Next::end(Outcome::PuntLocal);
-            }
-            return Next::end(Outcome::NotMpls);
+            return match parse_ipv4(&d[l2..]) {
+                Ok(ip) if pi.address != 0 && ip.dst == pi.address => Next::end(Outcome::PuntLocal),
+                _ => Next::end(Outcome::NotMpls),
+            };
         }
         _ => return Next::end(Outcome::NotMpls),
     }
@@ -408,10 +698,10 @@ fn core_input<F: Frame>(t: &Tables, pi: &PortInfo, f: &mut F) -> Next {
     // Uniform mode carries the TTL of popped labels down the stack.
     let mut carried_ttl = u8::MAX;
     for _ in 0..MAX_LABELS {
-        let Some(b) = d.get(off..off + 4) else {
+        let Some(b) = d.get(off..).and_then(|b| b.first_chunk::<4>()) else {
             return Next::end(Outcome::MplsStack);
         };
-        let lse = LabelStackEntry::from_bytes([b[0], b[1], b[2], b[3]]);
+        let lse = LabelStackEntry::from_bytes(*b);
         let ttl = lse.ttl().min(carried_ttl);
         let Some(action) = t.labels.get(lse.label()) else {
             return Next::end(Outcome::UnknownLabel);
@@ -434,55 +724,48 @@ fn core_input<F: Frame>(t: &Tables, pi: &PortInfo, f: &mut F) -> Next {
                 if ttl <= 1 {
                     return Next::end(Outcome::MplsTtlExpired);
                 }
-                let Some(nh) = t.next_hop(next_hop).copied() else {
-                    return Next::end(Outcome::BadNextHop);
-                };
-                let Some(src_mac) = port_mac(t, nh.port) else {
+                let Some(a) = t.adjacency(next_hop).filter(|a| a.usable) else {
                     return Next::end(Outcome::BadNextHop);
                 };
                 let out = lse.with_label(label).with_ttl(ttl - 1).to_bytes();
                 if let Some(b) = f.data_mut().get_mut(off..off + 4) {
                     b.copy_from_slice(&out);
                 }
-                if !rewrite(f, off, src_mac, &nh, &[], ETHERTYPE_MPLS) {
+                if !rewrite(f, off, a, Encap::L2(ETHERTYPE_MPLS), None) {
                     return Next::end(Outcome::NoHeadroom);
                 }
-                return Next::tx(Outcome::LabelSwap, nh.port);
+                return Next::tx(Outcome::LabelSwap, a.port);
             }
             LabelAction::PopPhp { next_hop } => {
                 if ttl <= 1 {
                     return Next::end(Outcome::MplsTtlExpired);
                 }
-                let Some(nh) = t.next_hop(next_hop).copied() else {
-                    return Next::end(Outcome::BadNextHop);
-                };
-                let Some(src_mac) = port_mac(t, nh.port) else {
+                let Some(a) = t.adjacency(next_hop).filter(|a| a.usable) else {
                     return Next::end(Outcome::BadNextHop);
                 };
                 let below = off + 4;
+                let d = f.data_mut();
                 let et = if lse.bos() {
                     // The IPv4 packet surfaces: uniform copies the TTL in.
-                    let Some(ipd) = f.data_mut().get_mut(below..) else {
-                        return Next::end(Outcome::MplsStack);
+                    let ip = match d.get(below..).map(parse_ipv4) {
+                        Some(Ok(ip)) => ip,
+                        Some(Err(o)) => return Next::end(o),
+                        None => return Next::end(Outcome::MplsStack),
                     };
-                    if let Err(o) = check_ipv4(ipd) {
-                        return Next::end(o);
-                    }
-                    let ip_ttl = Ipv4Packet::new_unchecked(&*ipd).ttl();
-                    set_ip_ttl(ipd, (ttl - 1).min(ip_ttl));
+                    set_ip_ttl(d, below, (ttl - 1).min(ip.ttl));
                     ETHERTYPE_IPV4
                 } else {
-                    let Some(b) = f.data_mut().get_mut(below..below + 4) else {
+                    let Some(b) = d.get_mut(below..).and_then(|b| b.first_chunk_mut::<4>()) else {
                         return Next::end(Outcome::MplsStack);
                     };
-                    let next = LabelStackEntry::from_bytes([b[0], b[1], b[2], b[3]]);
-                    b.copy_from_slice(&next.with_ttl((ttl - 1).min(next.ttl())).to_bytes());
+                    let next = LabelStackEntry::from_bytes(*b);
+                    *b = next.with_ttl((ttl - 1).min(next.ttl())).to_bytes();
                     ETHERTYPE_MPLS
                 };
-                if !rewrite(f, below, src_mac, &nh, &[], et) {
+                if !rewrite(f, below, a, Encap::L2(et), None) {
                     return Next::end(Outcome::NoHeadroom);
                 }
-                return Next::tx(Outcome::LabelPop, nh.port);
+                return Next::tx(Outcome::LabelPop, a.port);
             }
         }
     }
@@ -497,6 +780,7 @@ enum Direction {
 
 /// Pops a VPN label (bottom of stack at `off`) and routes the IPv4 packet
 /// beneath in the service's downstream (spoke) or hub table.
+#[inline(always)]
 fn vpn_pop<F: Frame>(
     t: &Tables,
     f: &mut F,
@@ -509,22 +793,18 @@ fn vpn_pop<F: Frame>(
     if !lse.bos() {
         return Next::end(Outcome::MplsStack);
     }
-    let Some(svc) = t.services.get(service as usize) else {
+    let Some(svc) = t.services.get(usize::from(service)) else {
         return Next::end(Outcome::UnknownService);
     };
     let l3 = off + 4;
-    let d = f.data();
-    let Some(ipd) = d.get(l3..) else {
-        return Next::end(Outcome::MplsStack);
+    let ip = match f.data().get(l3..).map(parse_ipv4) {
+        Some(Ok(ip)) => ip,
+        Some(Err(o)) => return Next::end(o),
+        None => return Next::end(Outcome::MplsStack),
     };
-    if let Err(o) = check_ipv4(ipd) {
-        return Next::end(o);
-    }
-    let ip = Ipv4Packet::new_unchecked(ipd);
-    let (dst, ip_ttl, dscp) = (ip.dst_addr_u32(), ip.ttl(), ip.dscp());
     let ttl_in = match svc.ttl_mode {
-        TtlMode::Uniform => lse_ttl.min(ip_ttl),
-        TtlMode::Pipe => ip_ttl,
+        TtlMode::Uniform => lse_ttl.min(ip.ttl),
+        TtlMode::Pipe => ip.ttl,
     };
     if ttl_in <= 1 {
         return Next::end(Outcome::TtlExpired);
@@ -532,29 +812,22 @@ fn vpn_pop<F: Frame>(
     let new_ttl = ttl_in - 1;
     match dir {
         Direction::Downstream => {
-            let Some(nh) = t.next_hop(svc.downstream.lookup(dst)).copied() else {
+            let Some(a) = t.adjacency(svc.downstream.lookup(ip.dst)) else {
                 return Next::end(Outcome::NoRoute);
             };
-            let Some(out) = t.ports.get(nh.port as usize) else {
-                return Next::end(Outcome::BadNextHop);
-            };
-            if out.role != PortRole::Access || nh.n_labels != 0 {
+            if !a.to_access || a.n_labels != 0 {
                 return Next::end(Outcome::BadNextHop);
             }
-            let src_mac = out.mac;
-            if let Some(ipd) = f.data_mut().get_mut(l3..) {
-                set_ip_ttl(ipd, new_ttl);
-            }
-            if !rewrite(f, l3, src_mac, &nh, &[], ETHERTYPE_IPV4) {
+            if !rewrite(f, l3, a, Encap::L2Own, Some(new_ttl)) {
                 return Next::end(Outcome::NoHeadroom);
             }
-            Next::tx(Outcome::Downstream, nh.port)
+            Next::tx(Outcome::Downstream, a.port)
         }
         Direction::Hub => {
-            if !hub_policy_permits(svc, dst) {
+            if !hub_policy_permits(svc, ip.dst) {
                 return Next::end(Outcome::PolicyDeny);
             }
-            hub_route(t, svc, f, l3, dst, new_ttl, dscp)
+            hub_route(t, svc, f, l3, &ip, new_ttl)
         }
     }
 }
@@ -562,59 +835,56 @@ fn vpn_pop<F: Frame>(
 /// Hub: route an IPv4 packet (at `l3`, already checked, TTL to become
 /// `new_ttl`) in the service's hub table: back to a spoke (labels) or to
 /// the uplink (plain).
+#[inline(always)]
 fn hub_route<F: Frame>(
     t: &Tables,
     svc: &Service,
     f: &mut F,
     l3: usize,
-    dst: u32,
+    ip: &Ip4,
     new_ttl: u8,
-    dscp: u8,
 ) -> Next {
-    let Some(nh) = t.next_hop(svc.hub.lookup(dst)).copied() else {
+    let Some(a) = t.adjacency(svc.hub.lookup(ip.dst)) else {
         return Next::end(Outcome::NoRoute);
     };
-    let Some(src_mac) = port_mac(t, nh.port) else {
+    if !a.usable {
         return Next::end(Outcome::BadNextHop);
-    };
-    if let Some(ipd) = f.data_mut().get_mut(l3..) {
-        set_ip_ttl(ipd, new_ttl);
     }
-    if nh.n_labels == 0 {
-        if !rewrite(f, l3, src_mac, &nh, &[], ETHERTYPE_IPV4) {
+    if a.n_labels == 0 {
+        if !rewrite(f, l3, a, Encap::L2Own, Some(new_ttl)) {
             return Next::end(Outcome::NoHeadroom);
         }
-        return Next::tx(Outcome::HubToUplink, nh.port);
+        return Next::tx(Outcome::HubToUplink, a.port);
     }
     let lse_ttl = match svc.ttl_mode {
         TtlMode::Uniform => new_ttl,
         TtlMode::Pipe => 255,
     };
-    let mut stack = [LabelStackEntry::from_bits(0); 2];
-    let n = label_stack(&nh, lse_ttl, dscp >> 3, &mut stack);
-    if !rewrite(f, l3, src_mac, &nh, &stack[..n], ETHERTYPE_MPLS) {
+    let encap = Encap::Push {
+        tc: ip.tc(),
+        ttl: lse_ttl,
+    };
+    if !rewrite(f, l3, a, encap, Some(new_ttl)) {
         return Next::end(Outcome::NoHeadroom);
     }
-    Next::tx(Outcome::HubToSpoke, nh.port)
+    Next::tx(Outcome::HubToSpoke, a.port)
 }
 
 /// Hub, uplink (access-role) port in: plain IPv4 toward clients of the
 /// service bound to the port/VLAN, routed in its hub table.
+#[inline(always)]
 fn hub_uplink<F: Frame>(t: &Tables, pi: &PortInfo, f: &mut F) -> Next {
-    let d = f.data();
-    let (svc, _vlan, l3) = match access_ingress(t, pi, d) {
+    let (svc, _vlan, l3, ip) = match access_ingress(t, pi, f.data()) {
         Ok(x) => x,
         Err(o) => return Next::end(o),
     };
-    let ip = Ipv4Packet::new_unchecked(&d[l3..]);
-    let (dst, ttl, dscp) = (ip.dst_addr_u32(), ip.ttl(), ip.dscp());
-    if ttl <= 1 {
+    if ip.ttl <= 1 {
         return Next::end(Outcome::TtlExpired);
     }
-    if !hub_policy_permits(svc, dst) {
+    if !hub_policy_permits(svc, ip.dst) {
         return Next::end(Outcome::PolicyDeny);
     }
-    hub_route(t, svc, f, l3, dst, ttl - 1, dscp)
+    hub_route(t, svc, f, l3, &ip, ip.ttl - 1)
 }
 
 /// A frame in a plain buffer with headroom, for tests and slow paths.
@@ -660,6 +930,7 @@ mod tests {
     use super::*;
     use crate::tables::{LabelTable, NextHop, PortInfo, Service, NO_SERVICE};
     use crate::topology::{self, ethernet as eth, lse};
+    use crate::wire::checksum;
     use proptest::prelude::*;
 
     const MAC_ACCESS: [u8; 6] = [0x02, 0xa0, 0, 0, 0, 1];
@@ -712,11 +983,11 @@ mod tests {
         );
         labels.set(1003, LabelAction::PopHub { service: 0 });
         labels.set(1004, LabelAction::PopPhp { next_hop: 0 });
-        Tables {
-            role: Role::Spoke,
-            ports: vec![access, core],
-            services: vec![svc],
-            next_hops: vec![
+        Tables::new(
+            Role::Spoke,
+            vec![access, core],
+            vec![svc],
+            vec![
                 nh(1, 0, MAC_HUB, &[100, 2001]),
                 nh(0, 0, MAC_A, &[]),
                 nh(0, 100, MAC_B, &[]),
@@ -724,7 +995,7 @@ mod tests {
                 nh(0, 0, [0x02, 0xee, 0, 0, 0, 1], &[]),
             ],
             labels,
-        }
+        )
     }
 
     /// IPv4/UDP with DSCP EF (TOS 0xb8) and a valid checksum.
@@ -1055,6 +1326,67 @@ mod tests {
                 prop_assert_eq!(n.port, 1);
                 prop_assert_eq!(&out[0..6], &MAC_HUB);
                 prop_assert_eq!(&out[12..14], &[0x88, 0x47]);
+            }
+        }
+
+        /// The fast paths are an optimisation only: on valid frames and on
+        /// every one-byte corruption or truncation of them, `process`
+        /// (fast path, then the general path for what it leaves) gives the
+        /// same outcome and the same bytes as the general path alone.
+        #[test]
+        fn fast_and_general_paths_agree(which in 0usize..6, at in 0usize..64, byte in any::<u8>(),
+                                        cut in 0usize..80, corrupt in any::<bool>(), pipe in any::<bool>()) {
+            static T: std::sync::OnceLock<[Tables; 2]> = std::sync::OnceLock::new();
+            let t = &T.get_or_init(|| [spoke(TtlMode::Uniform), spoke(TtlMode::Pipe)])[usize::from(pipe)];
+            let ip_ab = ipv4("10.0.0.10", "10.0.0.20", 64, 9, &[1; 18]);
+            let ip_core = ipv4("198.51.100.1", "10.0.0.20", 64, 9, &[1; 10]);
+            let (port, mut bytes) = match which {
+                0 => (0, eth(MAC_ACCESS, MAC_A, 0, 0x0800, &ip_ab)),
+                1 => (0, eth(MAC_ACCESS, MAC_B, 100, 0x0800, &ipv4("10.0.0.20", "8.8.8.8", 9, 53, &[2; 18]))),
+                2 => (0, eth(MAC_ACCESS, MAC_A, 0, 0x0800, &ipv4("10.0.0.10", "10.0.0.1", 64, 67, &[3; 18]))),
+                3 => (1, mpls(&[lse(1000, false, 63), lse(1001, true, 40)], &ip_core)),
+                4 => (1, mpls(&[lse(1002, false, 63), lse(1001, true, 63)], &ip_core)),
+                _ => (1, mpls(&[lse(1000, false, 2), lse(1001, true, 63)], &ip_core)),
+            };
+            if corrupt && at < bytes.len() {
+                bytes[at] = byte;
+            }
+            bytes.truncate(bytes.len().min(cut.max(1) + 20));
+            let (n_all, out_all) = run(t, port, &bytes);
+            let mut g = VecFrame::new(&bytes);
+            let pi = &t.ports[usize::from(port)];
+            let n_gen = if pi.role == PortRole::Access {
+                upstream_general(t, pi, port, &mut g)
+            } else {
+                core_general(t, pi, &mut g)
+            };
+            prop_assert_eq!(n_all, n_gen);
+            prop_assert_eq!(out_all, g.data().to_vec());
+        }
+
+        /// The checksum shortcuts against the RFC 1071 reference: the
+        /// modulo test verifies exactly the headers whose checksum is
+        /// right, and the incremental TTL update (RFC 1624) equals a full
+        /// recomputation.
+        #[test]
+        fn ipv4_checksum_shortcuts_match_the_reference(mut h in any::<[u8; 20]>(), ttl in any::<u8>(), fix in any::<bool>()) {
+            if fix {
+                h[10] = 0;
+                h[11] = 0;
+                let c = checksum::checksum(&h);
+                h[10..12].copy_from_slice(&c.to_be_bytes());
+            }
+            prop_assert_eq!(header_sum_ok(&h), checksum::checksum(&h) == 0);
+            if fix {
+                let mut inc = h;
+                set_ip_ttl(&mut inc, 0, ttl);
+                let mut full = h;
+                full[8] = ttl;
+                full[10] = 0;
+                full[11] = 0;
+                let c = checksum::checksum(&full);
+                full[10..12].copy_from_slice(&c.to_be_bytes());
+                prop_assert_eq!(inc, full);
             }
         }
     }

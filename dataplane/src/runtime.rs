@@ -203,8 +203,8 @@ impl Running {
                         ports.len()
                     )));
                 }
-                for (info, port) in t.ports.iter_mut().zip(&ports) {
-                    info.mac = port.mac();
+                for (i, port) in ports.iter().enumerate() {
+                    t.set_port_mac(i, port.mac());
                 }
                 Some(Arc::new(t))
             }

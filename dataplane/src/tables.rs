@@ -176,22 +176,131 @@ impl PortInfo {
     }
 }
 
+/// The fast path's view of a next hop (VPP's adjacency): where it goes,
+/// for checks, and its outgoing header precomputed, so that a rewrite is
+/// a fixed-size copy plus the per-packet TTL and TC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, align(64))]
+pub struct Adjacency {
+    /// Destination MAC, source MAC (the out port's), the 802.1Q tag if
+    /// any, the ethertype (MPLS when labels are pushed, else IPv4), then
+    /// the labels, outermost first, with TC and TTL zero and bottom of
+    /// stack on the last.
+    pub header: [u8; 32],
+    /// Ethernet header length, ethertype included (14 or 18).
+    pub l2_len: u8,
+    pub n_labels: u8,
+    pub port: u16,
+    pub vlan: u16,
+    /// The out port exists (a next hop naming another one is unusable).
+    pub usable: bool,
+    /// The out port faces subscribers.
+    pub to_access: bool,
+}
+
+impl Adjacency {
+    fn new(nh: &NextHop, ports: &[PortInfo]) -> Adjacency {
+        let out = ports.get(nh.port as usize);
+        let mut header = [0u8; 32];
+        header[0..6].copy_from_slice(&nh.dst_mac);
+        header[6..12].copy_from_slice(&out.map_or([0; 6], |p| p.mac));
+        let mut at = 12;
+        if nh.vlan != 0 {
+            header[12..14].copy_from_slice(&0x8100u16.to_be_bytes());
+            header[14..16].copy_from_slice(&(nh.vlan & 0x0fff).to_be_bytes());
+            at = 16;
+        }
+        let labels = nh.labels();
+        let ethertype: u16 = if labels.is_empty() { 0x0800 } else { 0x8847 };
+        header[at..at + 2].copy_from_slice(&ethertype.to_be_bytes());
+        let l2_len = at + 2;
+        for (i, &l) in labels.iter().enumerate() {
+            let bos = u32::from(i + 1 == labels.len());
+            let o = l2_len + 4 * i;
+            header[o..o + 4].copy_from_slice(&((l & 0xf_ffff) << 12 | bos << 8).to_be_bytes());
+        }
+        Adjacency {
+            header,
+            l2_len: l2_len as u8,
+            n_labels: labels.len() as u8,
+            port: nh.port,
+            vlan: nh.vlan,
+            usable: out.is_some(),
+            to_access: out.is_some_and(|p| p.role == PortRole::Access),
+        }
+    }
+
+    /// The next hop's MAC address.
+    #[inline(always)]
+    pub fn dst_mac(&self) -> &[u8; 6] {
+        self.header.first_chunk::<6>().expect("32 >= 6")
+    }
+}
+
 /// Everything the pipeline reads.
 pub struct Tables {
     pub role: Role,
     pub ports: Vec<PortInfo>,
     pub services: Vec<Service>,
-    pub next_hops: Vec<NextHop>,
     pub labels: LabelTable,
+    next_hops: Vec<NextHop>,
+    /// `next_hops[i]` as the fast path uses it; rebuilt whenever a next
+    /// hop or a port MAC changes.
+    adjacencies: Vec<Adjacency>,
 }
 
 impl Tables {
+    pub fn new(
+        role: Role,
+        ports: Vec<PortInfo>,
+        services: Vec<Service>,
+        next_hops: Vec<NextHop>,
+        labels: LabelTable,
+    ) -> Tables {
+        let mut t = Tables {
+            role,
+            ports,
+            services,
+            labels,
+            next_hops,
+            adjacencies: Vec::new(),
+        };
+        t.rebuild_adjacencies();
+        t
+    }
+
+    fn rebuild_adjacencies(&mut self) {
+        self.adjacencies = self
+            .next_hops
+            .iter()
+            .map(|nh| Adjacency::new(nh, &self.ports))
+            .collect();
+    }
+
+    pub fn next_hops(&self) -> &[NextHop] {
+        &self.next_hops
+    }
+
+    /// Sets port `port`'s MAC address (the source of what leaves it).
+    pub fn set_port_mac(&mut self, port: usize, mac: [u8; 6]) {
+        if let Some(p) = self.ports.get_mut(port) {
+            p.mac = mac;
+            self.rebuild_adjacencies();
+        }
+    }
+
     /// The next hop `id`, if it exists.
     #[inline(always)]
     pub fn next_hop(&self, id: u32) -> Option<&NextHop> {
-        if id == NO_ROUTE {
-            return None;
-        }
         self.next_hops.get(id as usize)
+    }
+
+    /// The adjacency of next hop `id` ([`NO_ROUTE`] has none).
+    #[inline(always)]
+    pub fn adjacency(&self, id: u32) -> Option<&Adjacency> {
+        // NO_ROUTE (u32::MAX) is beyond any table: one bounds check
+        // covers both.
+        const _: () = assert!(NO_ROUTE == u32::MAX);
+        self.adjacencies.get(id as usize)
     }
 }

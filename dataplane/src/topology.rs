@@ -104,17 +104,12 @@ pub fn tables(path: Path, clients: u32) -> Result<Tables, LpmError> {
             next_hop: 0,
         },
     );
-    Ok(Tables {
-        role: if path == Path::PSwap {
-            Role::P
-        } else {
-            Role::Spoke
-        },
-        ports,
-        services: vec![svc],
-        next_hops,
-        labels,
-    })
+    let role = if path == Path::PSwap {
+        Role::P
+    } else {
+        Role::Spoke
+    };
+    Ok(Tables::new(role, ports, vec![svc], next_hops, labels))
 }
 
 /// IPv4/UDP from `src` to `dst` (port 1024 to `dport`) with `tos`, `ttl`

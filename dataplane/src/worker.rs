@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use crate::counters::{CoreCounters, CoreSnapshot};
 use crate::dpdk::{tsc, Burst, RxQueue, TxQueue, BURST_SIZE};
 use crate::forward::{macswap, ForwardMode};
-use crate::pipeline::{process, OutcomeKind};
+use crate::pipeline::{process_burst, Next, Outcome};
 use crate::tables::Tables;
 
 /// One rx queue a worker polls, the port it belongs to, and the port
@@ -73,6 +73,7 @@ impl Worker {
         // every rx burst (so a staging burst never overflows).
         let mut outs: Vec<Burst> = (0..self.tx.len()).map(|_| Burst::new()).collect();
         let mut targets = [u16::MAX; BURST_SIZE];
+        let mut next = [Next::end(Outcome::Runt); BURST_SIZE];
         let mask = latency
             .as_ref()
             .map(|(_, every)| every.saturating_sub(1))
@@ -101,21 +102,33 @@ impl Worker {
                 c.bursts += 1;
                 match (self.mode, tables.as_deref()) {
                     (ForwardMode::Router, Some(t)) => {
-                        for (i, target) in targets.iter_mut().enumerate().take(n) {
-                            let next = process(t, s.in_port, &mut burst.frame(i));
-                            c.outcomes[next.outcome as usize] += 1;
-                            *target = if next.outcome.kind() == OutcomeKind::Forward {
-                                next.port
-                            } else {
-                                u16::MAX
-                            };
+                        process_burst(t, s.in_port, &mut burst, &mut next[..n]);
+                        // Only forwarded packets carry a port (the rest
+                        // have u16::MAX). The usual burst goes one way
+                        // whole: send it as it is, without sorting.
+                        let first = next[0].port;
+                        let mut one_way = true;
+                        for (nx, target) in next[..n].iter().zip(targets.iter_mut()) {
+                            c.outcomes[nx.outcome as usize] += 1;
+                            *target = nx.port;
+                            one_way &= nx.port == first;
                         }
-                        c.tx_full_drops += burst.distribute(&targets[..n], &mut outs) as u64;
-                        for (o, tx) in outs.iter_mut().zip(&self.tx) {
-                            if !o.is_empty() {
-                                let (sent, dropped) = tx.tx_or_drop(o);
+                        match self.tx.get(usize::from(first)) {
+                            Some(tx) if one_way => {
+                                let (sent, dropped) = tx.tx_or_drop(&mut burst);
                                 c.tx_packets += sent as u64;
                                 c.tx_full_drops += dropped as u64;
+                            }
+                            _ => {
+                                c.tx_full_drops +=
+                                    burst.distribute(&targets[..n], &mut outs) as u64;
+                                for (o, tx) in outs.iter_mut().zip(&self.tx) {
+                                    if !o.is_empty() {
+                                        let (sent, dropped) = tx.tx_or_drop(o);
+                                        c.tx_packets += sent as u64;
+                                        c.tx_full_drops += dropped as u64;
+                                    }
+                                }
                             }
                         }
                     }

@@ -1,7 +1,7 @@
 use std::ptr::NonNull;
 
 use super::mbuf::Mbuf;
-use crate::pipeline::Frame;
+use crate::pipeline::{Frame, FrameBurst};
 
 /// Packets moved per rx/tx call, as in testpmd and l3fwd.
 pub const BURST_SIZE: usize = 32;
@@ -95,7 +95,11 @@ impl Burst {
     #[inline(always)]
     pub fn frame(&mut self, i: usize) -> MbufFrame<'_> {
         assert!(i < self.len, "burst index out of range");
-        MbufFrame { burst: self, i }
+        // SAFETY: entries below `len` are valid mbufs the burst owns, and
+        // `&mut self` makes the reference unique while the frame lives.
+        MbufFrame {
+            m: unsafe { &mut *self.pkts[i] },
+        }
     }
 
     /// Moves every packet to `outs[targets[i]]`, or frees it when the
@@ -177,48 +181,72 @@ impl Drop for Burst {
     }
 }
 
+impl FrameBurst for Burst {
+    type Frame<'a> = MbufFrame<'a>;
+    #[inline(always)]
+    fn frame(&mut self, i: usize) -> MbufFrame<'_> {
+        Burst::frame(self, i)
+    }
+}
+
 /// One packet of a burst, seen by the pipeline.
 pub struct MbufFrame<'a> {
-    burst: &'a mut Burst,
-    i: usize,
+    m: &'a mut dpdk_sys::rte_mbuf,
 }
 
 impl Frame for MbufFrame<'_> {
     #[inline(always)]
     fn data(&self) -> &[u8] {
-        self.burst.data(self.i)
+        // SAFETY: buf_addr + data_off .. + data_len is inside the mbuf's
+        // buffer by mbuf invariants (kept by `shift_front`); the burst owns
+        // the mbuf and `&self` excludes writers.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.m
+                    .buf_addr
+                    .cast::<u8>()
+                    .add(usize::from(self.m.data_off)),
+                usize::from(self.m.data_len),
+            )
+        }
     }
 
     #[inline(always)]
     fn data_mut(&mut self) -> &mut [u8] {
-        self.burst.data_mut(self.i)
+        // SAFETY: as in `data`; `&mut self` makes the borrow unique.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.m
+                    .buf_addr
+                    .cast::<u8>()
+                    .add(usize::from(self.m.data_off)),
+                usize::from(self.m.data_len),
+            )
+        }
     }
 
-    /// `rte_pktmbuf_prepend` / `rte_pktmbuf_adj` on the first segment.
+    /// `rte_pktmbuf_prepend` / `rte_pktmbuf_adj` on the first segment:
+    /// the checks keep data_off within the headroom and data_len
+    /// non-negative, as the DPDK functions do.
     #[inline(always)]
     fn shift_front(&mut self, delta: isize) -> bool {
-        // SAFETY: entry `i` is a valid mbuf the burst owns and `&mut self`
-        // makes this the only reference; the checks keep data_off within
-        // the headroom and data_len non-negative, as the DPDK functions do.
-        unsafe {
-            let m = &mut *self.burst.pkts[self.i];
-            if delta < 0 {
-                let n = delta.unsigned_abs();
-                if n > m.data_off as usize {
-                    return false;
-                }
-                m.data_off -= n as u16;
-                m.data_len += n as u16;
-                m.pkt_len += n as u32;
-            } else {
-                let n = delta as usize;
-                if n > m.data_len as usize {
-                    return false;
-                }
-                m.data_off += n as u16;
-                m.data_len -= n as u16;
-                m.pkt_len -= n as u32;
+        let m = &mut *self.m;
+        if delta < 0 {
+            let n = delta.unsigned_abs();
+            if n > usize::from(m.data_off) {
+                return false;
             }
+            m.data_off -= n as u16;
+            m.data_len += n as u16;
+            m.pkt_len += n as u32;
+        } else {
+            let n = delta as usize;
+            if n > usize::from(m.data_len) {
+                return false;
+            }
+            m.data_off += n as u16;
+            m.data_len -= n as u16;
+            m.pkt_len -= n as u32;
         }
         true
     }
