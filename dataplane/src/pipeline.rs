@@ -12,6 +12,13 @@
 //!   the penultimate hop.
 //! - hub uplink in (plain IPv4): route in the service's hub table.
 //!
+//! Each node runs over a whole burst ([`process_burst`]), and each path
+//! has two halves: a fast path for the common packet, checked on
+//! fixed-size arrays against precomputed adjacency headers, and the
+//! general path, which re-examines anything the fast path declines (the
+//! fast path changes nothing before it commits). A property test holds
+//! the two to the same outcome and bytes.
+//!
 //! Every packet ends in exactly one [`Outcome`]: forwarded one way, punted
 //! for a reason, or dropped for a reason. Nothing here allocates, locks or
 //! panics on packet contents: every offset is checked against the frame.
@@ -40,6 +47,8 @@ pub trait Frame {
     /// at the front, positive trims it. False (and no change) if the
     /// headroom or the packet is too small.
     fn shift_front(&mut self, delta: isize) -> bool;
+    /// Bytes free in front of the packet.
+    fn headroom(&self) -> usize;
 }
 
 macro_rules! outcomes {
@@ -243,6 +252,10 @@ impl<F: Frame> Frame for &mut F {
     fn shift_front(&mut self, delta: isize) -> bool {
         (**self).shift_front(delta)
     }
+    #[inline(always)]
+    fn headroom(&self) -> usize {
+        (**self).headroom()
+    }
 }
 
 /// Processes the first `next.len()` frames of a burst that arrived on
@@ -364,21 +377,27 @@ fn plain_ipv4_ok(ip: &[u8; 20], room: usize) -> bool {
 /// swapping, so the words stay in the CPU's byte order.
 #[inline(always)]
 fn set_ip_ttl(d: &mut [u8], at: usize, ttl: u8) {
-    let Some(h) = d.get_mut(at..).and_then(|d| d.first_chunk_mut::<20>()) else {
-        return;
-    };
-    let old = u16::from_ne_bytes([h[8], h[9]]);
-    let new = u16::from_ne_bytes([ttl, h[9]]);
+    if let Some(h) = d.get_mut(at..).and_then(|d| d.first_chunk_mut::<20>()) {
+        set_ttl(h, ttl);
+    }
+}
+
+/// [`set_ip_ttl`] on a header known to be there.
+#[inline(always)]
+fn set_ttl(h: &mut [u8; 20], ttl: u8) {
+    // `~m + m'`: the protocol byte cancels, leaving 0xFFFF plus the TTL
+    // change in its byte position.
+    let at_ttl = |t: u8| u32::from(u16::from_ne_bytes([t, 0]));
     // 0xFFFF verifies like 0x0000, but eqn. 3 needs the computed form.
     let hc = match u16::from_ne_bytes([h[10], h[11]]) {
         0xffff => 0,
         hc => hc,
     };
-    h[8] = ttl;
     // At most 3 * 0xFFFF: two folds reach 16 bits.
-    let mut x = u32::from(!hc) + u32::from(!old) + u32::from(new);
+    let mut x = u32::from(!hc) + 0xffff + at_ttl(ttl) - at_ttl(h[8]);
     x = (x & 0xffff) + (x >> 16);
     x = (x & 0xffff) + (x >> 16);
+    h[8] = ttl;
     h[10..12].copy_from_slice(&(!(x as u16)).to_ne_bytes());
 }
 
@@ -551,15 +570,33 @@ fn upstream_fast<F: Frame, const L3: usize>(
         TtlMode::Uniform => ttl - 1,
         TtlMode::Pipe => 255,
     };
-    let encap = Encap::Push {
-        tc: ip[1] >> 5,
-        ttl: lse_ttl,
+    let tc = ip[1] >> 5;
+    let l2 = usize::from(a.l2_len);
+    let len = l2 + 4 * usize::from(a.n_labels.min(2));
+    if f.headroom() < len.saturating_sub(L3) {
+        return None;
+    }
+    // The TTL in place, then the front grows into the headroom for the
+    // next hop's header and labels.
+    let d = f.data_mut().first_chunk_mut::<42>()?;
+    let ip: &mut [u8; 20] = (&mut d[L3..L3 + 20]).try_into().ok()?;
+    set_ttl(ip, ttl - 1);
+    // The packet has changed: from here it leaves forwarded or dropped,
+    // never back to the general path.
+    let h = match f.shift_front(L3 as isize - len as isize) {
+        true => f.data_mut().get_mut(..len),
+        false => None,
     };
-    Some(if rewrite(f, L3, a, encap, Some(ttl - 1)) {
-        Next::tx(Outcome::Upstream, a.port)
-    } else {
-        Next::end(Outcome::NoHeadroom)
-    })
+    let Some(h) = h else {
+        return Some(Next::end(Outcome::NoHeadroom));
+    };
+    copy_header(h, &a.header);
+    let pat = u32::from_ne_bytes([0, 0, (tc & 7) << 1, lse_ttl]);
+    for e in h[l2..].chunks_exact_mut(4) {
+        let v = u32::from_ne_bytes([e[0], e[1], e[2], e[3]]) | pat;
+        e.copy_from_slice(&v.to_ne_bytes());
+    }
+    Some(Next::tx(Outcome::Upstream, a.port))
 }
 
 /// Every upstream packet the fast path leaves: the checks one by one,
@@ -665,11 +702,19 @@ fn core_fast<F: Frame>(t: &Tables, f: &mut F) -> Option<Next> {
             if ttl <= 1 || !a.to_access || a.n_labels != 0 {
                 return None;
             }
-            Some(if rewrite(f, 22, a, Encap::L2Own, Some(ttl - 1)) {
-                Next::tx(Outcome::Downstream, a.port)
+            // In place: the TTL, then the client's Ethernet header right
+            // before the IPv4 header, then the front moves past the rest.
+            let d = f.data_mut().first_chunk_mut::<42>()?;
+            set_ttl(d.last_chunk_mut::<20>()?, ttl - 1);
+            let l2 = if a.l2_len == 14 {
+                d[8..22].copy_from_slice(&a.header[..14]);
+                14
             } else {
-                Next::end(Outcome::NoHeadroom)
-            })
+                d[4..22].copy_from_slice(&a.header[..18]);
+                18
+            };
+            f.shift_front(22 - l2);
+            Some(Next::tx(Outcome::Downstream, a.port))
         }
         _ => None,
     }
@@ -914,6 +959,9 @@ impl Frame for VecFrame {
     }
     fn data_mut(&mut self) -> &mut [u8] {
         &mut self.buf[self.start..]
+    }
+    fn headroom(&self) -> usize {
+        self.start
     }
     fn shift_front(&mut self, delta: isize) -> bool {
         let s = self.start as isize + delta;

@@ -225,6 +225,11 @@ impl Frame for MbufFrame<'_> {
         }
     }
 
+    #[inline(always)]
+    fn headroom(&self) -> usize {
+        usize::from(self.m.data_off)
+    }
+
     /// `rte_pktmbuf_prepend` / `rte_pktmbuf_adj` on the first segment:
     /// the checks keep data_off within the headroom and data_len
     /// non-negative, as the DPDK functions do.
