@@ -6,6 +6,7 @@ pub mod dpdk;
 pub mod forward;
 pub mod lpm;
 pub mod pipeline;
+pub mod publish;
 pub mod runtime;
 pub mod tables;
 pub mod topology;
