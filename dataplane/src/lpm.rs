@@ -133,6 +133,40 @@ impl Dir24Lpm {
         })
     }
 
+    /// A deep copy (the second buffer of table publication). Only the
+    /// chunks and groups in use are copied, each in the form lookups read
+    /// (narrow or wide), so the copy costs memory in proportion to its
+    /// routes, as the original does.
+    pub fn try_clone(&self) -> Result<Dir24Lpm, LpmError> {
+        let mut t = Dir24Lpm::new(self.max_groups)?;
+        for (c, &wide) in self.chunk_wide.iter().enumerate() {
+            let r = c * CHUNK..(c + 1) * CHUNK;
+            if wide {
+                t.wide.as_mut_slice()[r.clone()].copy_from_slice(&self.wide.as_slice()[r]);
+            } else {
+                t.narrow.as_mut_slice()[r.clone()].copy_from_slice(&self.narrow.as_slice()[r]);
+            }
+        }
+        let g = self.group_slots as usize * GROUP;
+        t.groups.as_mut_slice()[..g].copy_from_slice(&self.groups.as_slice()[..g]);
+        t.root.copy_from_slice(&self.root[..]);
+        t.root_val = self.root_val;
+        t.root_len = self.root_len;
+        t.root_rules = self.root_rules;
+        t.chunk_wide.clone_from(&self.chunk_wide);
+        t.chunk_owner.clone_from(&self.chunk_owner);
+        t.chunk_len.clone_from(&self.chunk_len);
+        t.chunk_slots = self.chunk_slots;
+        t.chunk_free.clone_from(&self.chunk_free);
+        t.group_len.clone_from(&self.group_len);
+        t.group_rules.clone_from(&self.group_rules);
+        t.group_slots = self.group_slots;
+        t.group_free.clone_from(&self.group_free);
+        t.rules.clone_from(&self.rules);
+        t.n_rules = self.n_rules;
+        Ok(t)
+    }
+
     /// Number of prefixes in the table.
     pub fn len(&self) -> usize {
         self.n_rules
@@ -892,6 +926,54 @@ mod tests {
             prop_assert_eq!(t.groups_in_use(), 0);
             Ok(())
             })?;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 5_000, failure_persistence: None, .. ProptestConfig::default() })]
+
+        /// A copy made part way through a sequence of adds and deletes
+        /// behaves as the original for the rest of it: the same answers,
+        /// the same chunks and groups in use.
+        #[test]
+        fn a_copy_continues_like_the_original(ops in proptest::collection::vec(op(), 2..24),
+                                             split in 0usize..24,
+                                             probes in proptest::collection::vec(addr(), 16)) {
+            let split = split % ops.len();
+            let mut a = Dir24Lpm::new(64).unwrap();
+            let mut added: Vec<(u32, u8)> = Vec::new();
+            let mut b = None;
+            for (k, o) in ops.iter().enumerate() {
+                if k == split {
+                    b = Some(a.try_clone().unwrap());
+                }
+                let run = |t: &mut Dir24Lpm, added: &[(u32, u8)]| match *o {
+                    Op::Add(x, l, nh) => t.add(x, l, nh).is_ok(),
+                    Op::Del(x, l) => t.delete(x, l).is_ok(),
+                    Op::DelNth(i) => match added.get(i % added.len().max(1)) {
+                        Some(&(x, l)) => t.delete(x, l).is_ok(),
+                        None => false,
+                    },
+                };
+                let ra = run(&mut a, &added);
+                if let Some(b) = b.as_mut() {
+                    prop_assert_eq!(run(b, &added), ra);
+                }
+                if let Op::Add(x, l, _) = *o {
+                    added.push((x, l));
+                }
+            }
+            let b = b.unwrap();
+            for &k in &probes {
+                prop_assert_eq!(a.lookup(k), b.lookup(k));
+            }
+            for &(x, l) in &added {
+                prop_assert_eq!(a.lookup(x), b.lookup(x));
+                prop_assert_eq!(a.lookup(x | !mask(l)), b.lookup(x | !mask(l)));
+            }
+            prop_assert_eq!(a.len(), b.len());
+            prop_assert_eq!(a.chunks_in_use(), b.chunks_in_use());
+            prop_assert_eq!(a.groups_in_use(), b.groups_in_use());
         }
     }
 }

@@ -139,6 +139,28 @@ pub struct Service {
 }
 
 impl Service {
+    /// A deep copy (the second buffer of table publication).
+    pub fn try_clone(&self) -> Result<Service, LpmError> {
+        Ok(Service {
+            name: self.name.clone(),
+            upstream: self.upstream.try_clone()?,
+            downstream: self.downstream.try_clone()?,
+            hub: self.hub.try_clone()?,
+            gateway: self.gateway,
+            ttl_mode: self.ttl_mode,
+            anti_spoofing: self.anti_spoofing,
+        })
+    }
+
+    /// One of the service's route tables.
+    pub fn table_mut(&mut self, which: RouteTable) -> &mut Dir24Lpm {
+        match which {
+            RouteTable::Upstream => &mut self.upstream,
+            RouteTable::Downstream => &mut self.downstream,
+            RouteTable::Hub => &mut self.hub,
+        }
+    }
+
     pub fn new(name: &str, gateway: u32, ttl_mode: TtlMode) -> Result<Service, LpmError> {
         Ok(Service {
             name: name.to_owned(),
@@ -152,10 +174,41 @@ impl Service {
     }
 }
 
+/// Which of a service's route tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteTable {
+    Upstream,
+    Downstream,
+    Hub,
+}
+
+/// One change to the forwarding tables. Changes travel in batches that
+/// the publisher applies to each of the two copies in turn, so they are
+/// data, applied the same way twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableOp {
+    /// Adds (or replaces) `prefix/len -> next_hop` in a service's table.
+    AddRoute {
+        service: u16,
+        table: RouteTable,
+        prefix: u32,
+        len: u8,
+        next_hop: u32,
+    },
+    /// Deletes `prefix/len` from a service's table.
+    DeleteRoute {
+        service: u16,
+        table: RouteTable,
+        prefix: u32,
+        len: u8,
+    },
+}
+
 /// No service bound to a (port, VLAN).
 pub const NO_SERVICE: u16 = u16::MAX;
 
 /// A port as the pipeline sees it.
+#[derive(Clone)]
 pub struct PortInfo {
     pub role: PortRole,
     pub mac: [u8; 6],
@@ -247,6 +300,9 @@ pub struct Tables {
     /// `next_hops[i]` as the fast path uses it; rebuilt whenever a next
     /// hop or a port MAC changes.
     adjacencies: Vec<Adjacency>,
+    /// Ops of the last batch that could not be applied (unknown service
+    /// or next hop, table full, no such route), for the writer to report.
+    rejected: Vec<(TableOp, String)>,
 }
 
 impl Tables {
@@ -264,6 +320,7 @@ impl Tables {
             labels,
             next_hops,
             adjacencies: Vec::new(),
+            rejected: Vec::new(),
         };
         t.rebuild_adjacencies();
         t
@@ -275,6 +332,71 @@ impl Tables {
             .iter()
             .map(|nh| Adjacency::new(nh, &self.ports))
             .collect();
+    }
+
+    /// A deep copy (the second buffer of table publication).
+    pub fn try_clone(&self) -> Result<Tables, LpmError> {
+        Ok(Tables {
+            role: self.role,
+            ports: self.ports.clone(),
+            services: self
+                .services
+                .iter()
+                .map(Service::try_clone)
+                .collect::<Result<_, _>>()?,
+            labels: self.labels.clone(),
+            next_hops: self.next_hops.clone(),
+            adjacencies: self.adjacencies.clone(),
+            rejected: Vec::new(),
+        })
+    }
+
+    /// Applies a batch of changes in order. Ops that cannot be applied
+    /// change nothing and are listed in [`Tables::rejected`]; applying the
+    /// same batch to an equal copy rejects the same ops.
+    pub fn apply(&mut self, ops: &[TableOp]) {
+        self.rejected.clear();
+        for &op in ops {
+            if let Err(e) = self.apply_one(op) {
+                self.rejected.push((op, e));
+            }
+        }
+    }
+
+    fn apply_one(&mut self, op: TableOp) -> Result<(), String> {
+        let (service, table) = match op {
+            TableOp::AddRoute { service, table, .. }
+            | TableOp::DeleteRoute { service, table, .. } => (service, table),
+        };
+        let n_next_hops = self.next_hops.len();
+        let svc = self
+            .services
+            .get_mut(usize::from(service))
+            .ok_or_else(|| format!("no service {service}"))?;
+        let t = svc.table_mut(table);
+        match op {
+            TableOp::AddRoute {
+                prefix,
+                len,
+                next_hop,
+                ..
+            } => {
+                if next_hop as usize >= n_next_hops {
+                    return Err(format!("no next hop {next_hop}"));
+                }
+                t.add(prefix, len, next_hop)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+            TableOp::DeleteRoute { prefix, len, .. } => {
+                t.delete(prefix, len).map(drop).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The ops of the last [`Tables::apply`] that were not applied, and why.
+    pub fn rejected(&self) -> &[(TableOp, String)] {
+        &self.rejected
     }
 
     pub fn next_hops(&self) -> &[NextHop] {
@@ -302,5 +424,79 @@ impl Tables {
         // covers both.
         const _: () = assert!(NO_ROUTE == u32::MAX);
         self.adjacencies.get(id as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tables() -> Tables {
+        let mut svc = Service::new("blue", 0x0a00_0001, TtlMode::Uniform).unwrap();
+        svc.upstream.add(0, 0, 0).unwrap();
+        let nh = NextHop {
+            port: 0,
+            vlan: 0,
+            dst_mac: [2, 0, 0, 0, 0, 1],
+            labels: [100, 200],
+            n_labels: 2,
+        };
+        Tables::new(
+            Role::Spoke,
+            vec![PortInfo::new(PortRole::Core, [2, 0, 0, 0, 0, 9])],
+            vec![svc],
+            vec![nh, NextHop { n_labels: 0, ..nh }],
+            LabelTable::new(1000, 16),
+        )
+    }
+
+    #[test]
+    fn batches_apply_in_order_and_report_what_they_reject() {
+        let mut t = tables();
+        let add = |prefix, len, next_hop| TableOp::AddRoute {
+            service: 0,
+            table: RouteTable::Downstream,
+            prefix,
+            len,
+            next_hop,
+        };
+        t.apply(&[
+            add(0x0a00_000a, 32, 1),
+            add(0x0a00_000b, 32, 7),
+            TableOp::DeleteRoute {
+                service: 0,
+                table: RouteTable::Upstream,
+                prefix: 0,
+                len: 0,
+            },
+            TableOp::DeleteRoute {
+                service: 3,
+                table: RouteTable::Hub,
+                prefix: 0,
+                len: 0,
+            },
+        ]);
+        let s = &t.services[0];
+        assert_eq!(s.downstream.lookup(0x0a00_000a), 1);
+        assert_eq!(s.downstream.lookup(0x0a00_000b), NO_ROUTE);
+        assert_eq!(s.upstream.lookup(0x0808_0808), NO_ROUTE);
+        let why: Vec<&str> = t.rejected().iter().map(|(_, w)| w.as_str()).collect();
+        assert_eq!(why, ["no next hop 7", "no service 3"]);
+    }
+
+    #[test]
+    fn a_copy_has_the_same_routes_and_adjacencies_and_then_lives_apart() {
+        let mut t = tables();
+        let c = t.try_clone().unwrap();
+        assert_eq!(c.services[0].upstream.lookup(1), 0);
+        assert_eq!(c.adjacency(0), t.adjacency(0));
+        t.apply(&[TableOp::DeleteRoute {
+            service: 0,
+            table: RouteTable::Upstream,
+            prefix: 0,
+            len: 0,
+        }]);
+        assert_eq!(t.services[0].upstream.lookup(1), NO_ROUTE);
+        assert_eq!(c.services[0].upstream.lookup(1), 0);
     }
 }
