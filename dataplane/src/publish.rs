@@ -261,6 +261,9 @@ pub enum CommitError {
     /// table they have.
     #[error("the standby table is still shared (publication protocol bug)")]
     StandbyShared,
+    /// There is nothing to publish to (a data plane not in router mode).
+    #[error("no forwarding tables (not in router mode)")]
+    NoTables,
 }
 
 impl<T, Op> Publisher<T, Op>

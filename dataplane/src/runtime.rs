@@ -19,7 +19,11 @@ use crate::dpdk::{
     DpdkError, Eal, LinkState, Mempool, Port, PortConfig, PortStats, BURST_SIZE, SOCKET_ID_ANY,
 };
 use crate::forward::ForwardMode;
-use crate::tables::Tables;
+use crate::publish::{self, CommitError, PublishStats, Publisher};
+use crate::tables::{TableOp, Tables};
+
+/// The control side's handle on the workers' tables.
+pub type TablePublisher = Publisher<Tables, TableOp>;
 use crate::worker::{IdlePolicy, Stream, Worker, WorkerReport};
 
 /// One port as the runtime needs it.
@@ -77,6 +81,8 @@ pub struct Running {
     workers: Vec<(u32, Arc<CoreCounters>)>,
     stop: Arc<AtomicBool>,
     reports: mpsc::Receiver<WorkerReport>,
+    /// Router mode: the writer side of the workers' tables.
+    publisher: Option<TablePublisher>,
     /// `None` once torn down.
     eal: Option<Eal>,
 }
@@ -194,7 +200,7 @@ impl Running {
                 .map_err(|e| StartError::Port { port: i, source: e })?;
         }
 
-        let tables: Option<Arc<Tables>> = match tables {
+        let publisher: Option<TablePublisher> = match tables {
             Some(mut t) => {
                 if t.ports.len() != ports.len() {
                     return Err(StartError::Tables(format!(
@@ -206,7 +212,14 @@ impl Running {
                 for (i, port) in ports.iter().enumerate() {
                     t.set_port_mac(i, port.mac());
                 }
-                Some(Arc::new(t))
+                let standby = t
+                    .try_clone()
+                    .map_err(|e| StartError::Tables(format!("second table copy: {e}")))?;
+                Some(publish::channel(
+                    t,
+                    standby,
+                    |t: &mut Tables, ops: &[TableOp]| t.apply(ops),
+                ))
             }
             None if spec.mode == ForwardMode::Router => {
                 return Err(StartError::Tables("router mode without tables".into()))
@@ -246,7 +259,7 @@ impl Running {
                 streams,
                 tx,
                 mode: spec.mode,
-                tables: tables.clone(),
+                tables: publisher.as_ref().map(|p| p.reader()),
                 idle: spec.idle,
                 counters: counters.clone(),
                 stop: stop.clone(),
@@ -266,6 +279,7 @@ impl Running {
             workers,
             stop,
             reports,
+            publisher,
             eal: Some(eal),
         })
     }
@@ -282,6 +296,22 @@ impl Running {
             .iter()
             .map(|p| (p.name().to_owned(), p.stats(), p.link()))
             .collect()
+    }
+
+    /// Applies a batch of table changes on every worker without stopping
+    /// any (router mode): published once, visible to all workers when it
+    /// returns. Ops that could not be applied are in
+    /// `tables().rejected()`.
+    pub fn commit(&mut self, ops: &[TableOp]) -> Result<PublishStats, CommitError> {
+        match self.publisher.as_mut() {
+            Some(p) => p.commit(ops),
+            None => Err(CommitError::NoTables),
+        }
+    }
+
+    /// The tables the workers use now (router mode).
+    pub fn tables(&self) -> Option<&Tables> {
+        self.publisher.as_ref().map(|p| p.active())
     }
 
     pub fn port_macs(&self) -> Vec<(String, [u8; 6])> {

@@ -15,6 +15,7 @@ use crate::counters::{CoreCounters, CoreSnapshot};
 use crate::dpdk::{tsc, Burst, RxQueue, TxQueue, BURST_SIZE};
 use crate::forward::{macswap, ForwardMode};
 use crate::pipeline::{process_burst, Next, Outcome};
+use crate::publish::Reader;
 use crate::tables::Tables;
 
 /// One rx queue a worker polls, the port it belongs to, and the port
@@ -43,7 +44,8 @@ pub struct Worker {
     pub tx: Vec<TxQueue>,
     pub mode: ForwardMode,
     /// Router mode: the forwarding state (read-only here).
-    pub tables: Option<Arc<Tables>>,
+    /// Router mode: this worker's reader of the published tables.
+    pub tables: Option<Reader<Tables>>,
     pub idle: IdlePolicy,
     pub counters: Arc<CoreCounters>,
     pub stop: Arc<AtomicBool>,
@@ -68,7 +70,7 @@ impl Worker {
         let mut sleep_us: u32 = 1;
         let mut sample_tick: u32 = 0;
         let mut latency = self.latency.take();
-        let tables = self.tables.take();
+        let mut tables = self.tables.take();
         // Router mode: one staging burst per output port, flushed after
         // every rx burst (so a staging burst never overflows).
         let mut outs: Vec<Burst> = (0..self.tx.len()).map(|_| Burst::new()).collect();
@@ -100,8 +102,11 @@ impl Worker {
                 };
                 c.rx_packets += n as u64;
                 c.bursts += 1;
-                match (self.mode, tables.as_deref()) {
-                    (ForwardMode::Router, Some(t)) => {
+                match (self.mode, tables.as_mut()) {
+                    (ForwardMode::Router, Some(reader)) => {
+                        // One generation check per burst; the table stays
+                        // the same for the whole burst.
+                        let t = reader.current();
                         process_burst(t, s.in_port, &mut burst, &mut next[..n]);
                         // Only forwarded packets carry a port (the rest
                         // have u16::MAX). The usual burst goes one way
@@ -155,6 +160,11 @@ impl Worker {
                 }
             }
             if got == 0 {
+                // Idle workers still report, so table updates never wait
+                // for traffic.
+                if let Some(r) = tables.as_mut() {
+                    r.quiesce();
+                }
                 c.empty_polls += 1;
                 empty_run += 1;
                 if self.idle.max_sleep_us > 0 && empty_run >= EMPTY_POLLS_BEFORE_SLEEP {
