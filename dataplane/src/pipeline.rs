@@ -210,18 +210,12 @@ fn parse_l2(d: &[u8]) -> Option<(u16, u16, usize)> {
     }
 }
 
-/// Processes one frame that arrived on `in_port`.
+/// Processes one frame that arrived on `in_port` (a burst of one).
 #[inline]
 pub fn process<F: Frame>(t: &Tables, in_port: u16, f: &mut F) -> Next {
-    let Some(pi) = t.ports.get(in_port as usize) else {
-        return Next::end(Outcome::UnknownService);
-    };
-    match (t.role, pi.role) {
-        (Role::Spoke, PortRole::Access) => spoke_upstream(t, pi, in_port, f),
-        (_, PortRole::Core) => core_input(t, pi, f),
-        (Role::Hub, PortRole::Access) => hub_uplink(t, pi, f),
-        _ => Next::end(Outcome::UnknownService),
-    }
+    let mut next = [Next::end(Outcome::UnknownService)];
+    process_burst(t, in_port, std::slice::from_mut(f), &mut next);
+    next[0]
 }
 
 /// A burst of frames the pipeline walks by index.
@@ -232,9 +226,13 @@ pub trait FrameBurst {
     fn frame(&mut self, i: usize) -> Self::Frame<'_>;
 }
 
-impl FrameBurst for [VecFrame] {
-    type Frame<'a> = &'a mut VecFrame;
-    fn frame(&mut self, i: usize) -> &mut VecFrame {
+impl<F: Frame> FrameBurst for [F] {
+    type Frame<'a>
+        = &'a mut F
+    where
+        F: 'a;
+    #[inline(always)]
+    fn frame(&mut self, i: usize) -> &mut F {
         &mut self[i]
     }
 }
@@ -415,6 +413,16 @@ fn copy_header(d: &mut [u8], src: &[u8; 32]) {
     }
 }
 
+/// The TTL of pushed labels (RFC 3443): the IP TTL after the decrement in
+/// uniform mode, 255 in pipe mode.
+#[inline(always)]
+fn pushed_label_ttl(mode: TtlMode, new_ttl: u8) -> u8 {
+    match mode {
+        TtlMode::Uniform => new_ttl,
+        TtlMode::Pipe => 255,
+    }
+}
+
 /// What a rewrite puts in front of the packet's payload.
 #[derive(Clone, Copy)]
 enum Encap {
@@ -441,7 +449,7 @@ fn rewrite<F: Frame>(
 ) -> bool {
     let l2 = usize::from(a.l2_len);
     let len = match encap {
-        Encap::Push { .. } => l2 + 4 * usize::from(a.n_labels),
+        Encap::Push { .. } => a.pushed_len(),
         Encap::L2(_) | Encap::L2Own => l2,
     };
     if !f.shift_front(old_hdr as isize - len as isize) {
@@ -451,27 +459,33 @@ fn rewrite<F: Frame>(
     if let Some(ttl) = ip_ttl {
         set_ip_ttl(d, len, ttl);
     }
-    let Some(h) = d.get_mut(..len) else {
-        return false;
-    };
+    match d.get_mut(..len) {
+        Some(h) => {
+            write_header(h, a, encap);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Writes the adjacency's header into `h` (exactly the header's length,
+/// labels included when `encap` pushes them).
+#[inline(always)]
+fn write_header(h: &mut [u8], a: &Adjacency, encap: Encap) {
+    let l2 = usize::from(a.l2_len);
     copy_header(h, &a.header);
     match encap {
         Encap::Push { tc, ttl } => {
             // Template entries have TC and TTL zero: OR the packet's in.
             let pat = u32::from_ne_bytes([0, 0, (tc & 7) << 1, ttl]);
-            for i in 0..usize::from(a.n_labels).min(2) {
-                if let Some(e) = h
-                    .get_mut(l2 + 4 * i..)
-                    .and_then(|e| e.first_chunk_mut::<4>())
-                {
-                    *e = (u32::from_ne_bytes(*e) | pat).to_ne_bytes();
-                }
+            for e in h[l2..].chunks_exact_mut(4) {
+                let v = u32::from_ne_bytes([e[0], e[1], e[2], e[3]]) | pat;
+                e.copy_from_slice(&v.to_ne_bytes());
             }
         }
         Encap::L2(et) => h[l2 - 2..l2].copy_from_slice(&et.to_be_bytes()),
         Encap::L2Own => {}
     }
-    true
 }
 
 /// The start every access-side packet shares: Ethernet (and VLAN) ->
@@ -566,13 +580,11 @@ fn upstream_fast<F: Frame, const L3: usize>(
     if !a.usable || a.n_labels == 0 {
         return None;
     }
-    let lse_ttl = match svc.ttl_mode {
-        TtlMode::Uniform => ttl - 1,
-        TtlMode::Pipe => 255,
+    let encap = Encap::Push {
+        tc: ip[1] >> 5,
+        ttl: pushed_label_ttl(svc.ttl_mode, ttl - 1),
     };
-    let tc = ip[1] >> 5;
-    let l2 = usize::from(a.l2_len);
-    let len = l2 + 4 * usize::from(a.n_labels.min(2));
+    let len = a.pushed_len();
     if f.headroom() < len.saturating_sub(L3) {
         return None;
     }
@@ -590,12 +602,7 @@ fn upstream_fast<F: Frame, const L3: usize>(
     let Some(h) = h else {
         return Some(Next::end(Outcome::NoHeadroom));
     };
-    copy_header(h, &a.header);
-    let pat = u32::from_ne_bytes([0, 0, (tc & 7) << 1, lse_ttl]);
-    for e in h[l2..].chunks_exact_mut(4) {
-        let v = u32::from_ne_bytes([e[0], e[1], e[2], e[3]]) | pat;
-        e.copy_from_slice(&v.to_ne_bytes());
-    }
+    write_header(h, a, encap);
     Some(Next::tx(Outcome::Upstream, a.port))
 }
 
@@ -633,13 +640,9 @@ fn upstream_general<F: Frame>(t: &Tables, pi: &PortInfo, in_port: u16, f: &mut F
         return Next::end(Outcome::BadNextHop);
     }
     let new_ttl = ip.ttl - 1;
-    let lse_ttl = match svc.ttl_mode {
-        TtlMode::Uniform => new_ttl,
-        TtlMode::Pipe => 255,
-    };
     let encap = Encap::Push {
         tc: ip.tc(),
-        ttl: lse_ttl,
+        ttl: pushed_label_ttl(svc.ttl_mode, new_ttl),
     };
     if !rewrite(f, l3, a, encap, Some(new_ttl)) {
         return Next::end(Outcome::NoHeadroom);
@@ -901,13 +904,9 @@ fn hub_route<F: Frame>(
         }
         return Next::tx(Outcome::HubToUplink, a.port);
     }
-    let lse_ttl = match svc.ttl_mode {
-        TtlMode::Uniform => new_ttl,
-        TtlMode::Pipe => 255,
-    };
     let encap = Encap::Push {
         tc: ip.tc(),
-        ttl: lse_ttl,
+        ttl: pushed_label_ttl(svc.ttl_mode, new_ttl),
     };
     if !rewrite(f, l3, a, encap, Some(new_ttl)) {
         return Next::end(Outcome::NoHeadroom);

@@ -283,6 +283,12 @@ impl Adjacency {
         }
     }
 
+    /// The header's length with its labels pushed.
+    #[inline(always)]
+    pub fn pushed_len(&self) -> usize {
+        usize::from(self.l2_len) + 4 * usize::from(self.n_labels)
+    }
+
     /// The next hop's MAC address.
     #[inline(always)]
     pub fn dst_mac(&self) -> &[u8; 6] {

@@ -65,21 +65,6 @@ fn hub_tables() -> Tables {
     )
 }
 
-fn lse_fields(b: &[u8]) -> (u32, u8, bool, u8) {
-    let v = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-    (v >> 12, ((v >> 9) & 7) as u8, v & 0x100 != 0, v as u8)
-}
-
-fn ipv4_ok(b: &[u8]) -> Ipv4HeaderSlice<'_> {
-    let h = Ipv4HeaderSlice::from_slice(b).expect("IPv4 header");
-    assert_eq!(
-        h.header_checksum(),
-        h.to_header().calc_header_checksum(),
-        "IPv4 checksum"
-    );
-    h
-}
-
 #[test]
 fn hub_return_path_and_uplink_golden() {
     let dir = tmpdir("router-hub");

@@ -19,23 +19,6 @@ use etherparse::{Ipv4HeaderSlice, SlicedPacket};
 const CLIENTS: u32 = 64;
 const N: u32 = 500;
 
-fn lse(b: &[u8]) -> (u32, u8, bool, u8) {
-    let v = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-    (v >> 12, ((v >> 9) & 7) as u8, v & 0x100 != 0, v as u8)
-}
-
-/// The IPv4 header at `b`: valid checksum (etherparse recomputes it),
-/// and its TTL.
-fn ipv4_ok(b: &[u8]) -> Ipv4HeaderSlice<'_> {
-    let h = Ipv4HeaderSlice::from_slice(b).expect("IPv4 header");
-    assert_eq!(
-        h.header_checksum(),
-        h.to_header().calc_header_checksum(),
-        "IPv4 checksum"
-    );
-    h
-}
-
 #[test]
 fn spoke_upstream_and_downstream_golden() {
     let dir = tmpdir("router-spoke");
@@ -102,12 +85,12 @@ fn spoke_upstream_and_downstream_golden() {
         assert_eq!(o[6..12], macs[1], "frame {i} src MAC");
         assert_eq!(o[12..14], [0x88, 0x47], "frame {i} ethertype");
         assert_eq!(
-            lse(&o[14..18]),
+            lse_fields(&o[14..18]),
             (topology::TRANSPORT_LABEL, 0, false, 63),
             "frame {i} transport label"
         );
         assert_eq!(
-            lse(&o[18..22]),
+            lse_fields(&o[18..22]),
             (topology::HUB_VPN_LABEL, 0, true, 63),
             "frame {i} VPN label"
         );

@@ -59,22 +59,6 @@ impl Burst {
         NonNull::new(p).map(|p| unsafe { Mbuf::from_raw(p) })
     }
 
-    /// The first-segment bytes of packet `i`.
-    #[inline(always)]
-    pub fn data(&self, i: usize) -> &[u8] {
-        assert!(i < self.len, "burst index out of range");
-        // SAFETY: entries below `len` are valid mbufs the burst owns; the
-        // range buf_addr + data_off .. + data_len is inside the mbuf buffer
-        // by mbuf invariants, and `&self` excludes writers.
-        unsafe {
-            let m = &*self.pkts[i];
-            std::slice::from_raw_parts(
-                m.buf_addr.cast::<u8>().add(m.data_off as usize),
-                m.data_len as usize,
-            )
-        }
-    }
-
     /// The first-segment bytes of packet `i` for in-place rewriting.
     #[inline(always)]
     pub fn data_mut(&mut self, i: usize) -> &mut [u8] {

@@ -119,3 +119,22 @@ pub fn spec(eal_args: Vec<String>, ports: &[(&str, usize)], mode: ForwardMode) -
         latency_every: None,
     }
 }
+
+/// A label stack entry's fields, decoded by hand (etherparse has no
+/// MPLS): (label, TC, bottom of stack, TTL).
+pub fn lse_fields(b: &[u8]) -> (u32, u8, bool, u8) {
+    let v = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    (v >> 12, ((v >> 9) & 7) as u8, v & 0x100 != 0, v as u8)
+}
+
+/// The IPv4 header at `b`, decoded by etherparse, whose checksum must
+/// match etherparse's recomputation.
+pub fn ipv4_ok(b: &[u8]) -> etherparse::Ipv4HeaderSlice<'_> {
+    let h = etherparse::Ipv4HeaderSlice::from_slice(b).expect("IPv4 header");
+    assert_eq!(
+        h.header_checksum(),
+        h.to_header().calc_header_checksum(),
+        "IPv4 checksum"
+    );
+    h
+}
