@@ -15,7 +15,7 @@ use dataplane::tables::{
     LabelAction, LabelTable, NextHop, PortInfo, PortRole, Role, Service, Tables, TtlMode,
 };
 use dataplane::topology::{ethernet, ipv4_udp, lse};
-use etherparse::{Ipv4HeaderSlice, SlicedPacket, VlanSlice};
+use etherparse::{SlicedPacket, VlanSlice};
 
 const SPOKE_MAC: [u8; 6] = [0x02, 0x53, 0x50, 0x4b, 0, 1];
 const UPLINK_MAC: [u8; 6] = [0x02, 0x55, 0x50, 0x4c, 0, 1];
