@@ -29,7 +29,11 @@
 //! and the rules themselves per length, which is what makes deletes exact:
 //! deleting a /24 uncovers whatever shorter prefix lies beneath it.
 
-use std::collections::HashMap;
+// The rules are only the control side's record, but an 800k-route load
+// hashes every prefix several times: FxHash (rustc-hash) instead of std's
+// SipHash, which guards against hash flooding that route prefixes cannot
+// mount (the control plane validates them, and their count is bounded).
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::dpdk::{prefetch, Zeroed, ZeroedU32};
 
@@ -96,7 +100,7 @@ pub struct Dir24Lpm {
     group_slots: u32,
     group_free: Vec<u32>,
     max_groups: u32,
-    rules: Vec<HashMap<u32, u32>>,
+    rules: Rules,
     n_rules: usize,
 }
 
@@ -128,7 +132,7 @@ impl Dir24Lpm {
             group_slots: 0,
             group_free: Vec::new(),
             max_groups,
-            rules: vec![HashMap::new(); 33],
+            rules: Rules::new(),
             n_rules: 0,
         })
     }
@@ -179,11 +183,7 @@ impl Dir24Lpm {
     /// Bytes the table uses: lookup structures committed so far plus the
     /// writer's shadow lengths and rule maps.
     pub fn memory_bytes(&self) -> usize {
-        let rules: usize = self
-            .rules
-            .iter()
-            .map(|m| m.capacity() * (std::mem::size_of::<(u32, u32)>() + 1))
-            .sum();
+        let rules = self.rules.memory_bytes();
         std::mem::size_of::<Self>()
             + 256 * 4
             + self
@@ -309,7 +309,7 @@ impl Dir24Lpm {
         if len > 32 {
             return None;
         }
-        self.rules[len as usize].get(&(prefix & mask(len))).copied()
+        self.rules.get(prefix & mask(len), len)
     }
 
     /// Adds or replaces `prefix/len -> next_hop`; returns the next hop it
@@ -322,9 +322,11 @@ impl Dir24Lpm {
             return Err(LpmError::NextHopTooLarge(next_hop));
         }
         let p = prefix & mask(len);
-        if let Some(old) = self.rules[len as usize].get(&p).copied() {
-            self.rules[len as usize].insert(p, next_hop);
-            self.write(p, len, next_hop + 1);
+        if let Some(old) = self.rules.get_mut(p, len) {
+            let old = std::mem::replace(old, next_hop);
+            if old != next_hop {
+                self.write(p, len, next_hop + 1);
+            }
             return Ok(Some(old));
         }
         // Make room first so a failure leaves the table unchanged.
@@ -342,7 +344,7 @@ impl Dir24Lpm {
         } else if len > 8 {
             self.ensure_chunk(s8);
         }
-        self.rules[len as usize].insert(p, next_hop);
+        self.rules.insert(p, len, next_hop);
         self.n_rules += 1;
         if len > 8 {
             self.root_rules[s8] += 1;
@@ -362,17 +364,14 @@ impl Dir24Lpm {
             return Err(LpmError::BadLength(len));
         }
         let p = prefix & mask(len);
-        let old = self.rules[len as usize]
-            .remove(&p)
+        let old = self
+            .rules
+            .remove(p, len)
             .ok_or(LpmError::NotFound(p.into(), len))?;
         self.n_rules -= 1;
         let (rval, rlen) = (0..len)
             .rev()
-            .find_map(|l| {
-                self.rules[l as usize]
-                    .get(&(p & mask(l)))
-                    .map(|nh| (nh + 1, l))
-            })
+            .find_map(|l| self.rules.get(p & mask(l), l).map(|nh| (nh + 1, l)))
             .unwrap_or((0, 0));
         let s8 = (p >> 24) as usize;
         if len <= 8 {
@@ -608,6 +607,34 @@ impl Dir24Lpm {
         let base = c << 16;
         let range = base + r.start..base + r.end;
         let lens = &mut self.chunk_len[range.clone()];
+        // Most ranges hold no group pointer (none at all in a table
+        // without prefixes longer than /24): then one branch-free pass that
+        // the compiler vectorises does it, which matters because a short
+        // prefix rewrites up to 65536 entries. Finding out is one more
+        // vectorised pass, reading only.
+        if self.chunk_wide[c] {
+            let s = &mut self.wide.as_mut_slice()[range.clone()];
+            if s.iter().fold(0, |a, e| a | e) & PTR == 0 {
+                for (e, l) in s.iter_mut().zip(lens) {
+                    let h = hit(*l);
+                    *e = if h { val } else { *e };
+                    *l = if h { to } else { *l };
+                }
+                return;
+            }
+        } else {
+            let nv = narrow_val.expect("a narrow chunk takes a narrow value");
+            let s = &mut self.narrow.as_mut_slice()[range.clone()];
+            if s.iter().fold(0, |a, e| a | e) & NPTR == 0 {
+                for (e, l) in s.iter_mut().zip(lens) {
+                    let h = hit(*l);
+                    *e = if h { nv } else { *e };
+                    *l = if h { to } else { *l };
+                }
+                return;
+            }
+        }
+        let lens = &mut self.chunk_len[range.clone()];
         let groups = self.groups.as_mut_slice();
         let group_len = &mut self.group_len;
         let mut in_group = |g: usize| update_group(groups, group_len, g, 0..GROUP, val, to, &hit);
@@ -662,6 +689,80 @@ fn update_group(
             *e = val;
             *l = to;
         }
+    }
+}
+
+/// The rules (network, length -> next hop): the writer's record, which
+/// deletes consult for what a prefix uncovers. Kept per /8 so that a batch
+/// applied /8 by /8 (`Tables::apply`) works in one small map at a time; in
+/// one map per length, a full table's maps outgrow the cache and nearly
+/// every insert misses.
+#[derive(Clone)]
+struct Rules {
+    /// /0 to /8, keyed by `top octet << 8 | len`.
+    short: HashMap<u32, u32>,
+    /// /9 to /32 in each /8, keyed by `low 24 bits << 6 | len`.
+    by8: Vec<HashMap<u32, u32>>,
+}
+
+impl Rules {
+    fn new() -> Rules {
+        Rules {
+            short: HashMap::default(),
+            by8: vec![HashMap::default(); 256],
+        }
+    }
+
+    /// The map and key of `net/len` (host bits already clear).
+    #[inline]
+    fn slot(&self, net: u32, len: u8) -> (&HashMap<u32, u32>, u32) {
+        if len <= 8 {
+            (&self.short, (net >> 24) << 8 | u32::from(len))
+        } else {
+            (
+                &self.by8[(net >> 24) as usize],
+                (net & 0x00ff_ffff) << 6 | u32::from(len),
+            )
+        }
+    }
+
+    #[inline]
+    fn slot_mut(&mut self, net: u32, len: u8) -> (&mut HashMap<u32, u32>, u32) {
+        if len <= 8 {
+            (&mut self.short, (net >> 24) << 8 | u32::from(len))
+        } else {
+            (
+                &mut self.by8[(net >> 24) as usize],
+                (net & 0x00ff_ffff) << 6 | u32::from(len),
+            )
+        }
+    }
+
+    fn get(&self, net: u32, len: u8) -> Option<u32> {
+        let (m, k) = self.slot(net, len);
+        m.get(&k).copied()
+    }
+
+    fn get_mut(&mut self, net: u32, len: u8) -> Option<&mut u32> {
+        let (m, k) = self.slot_mut(net, len);
+        m.get_mut(&k)
+    }
+
+    fn insert(&mut self, net: u32, len: u8, next_hop: u32) {
+        let (m, k) = self.slot_mut(net, len);
+        m.insert(k, next_hop);
+    }
+
+    fn remove(&mut self, net: u32, len: u8) -> Option<u32> {
+        let (m, k) = self.slot_mut(net, len);
+        m.remove(&k)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        let map = |m: &HashMap<u32, u32>| m.capacity() * (std::mem::size_of::<(u32, u32)>() + 1);
+        map(&self.short)
+            + self.by8.capacity() * std::mem::size_of::<HashMap<u32, u32>>()
+            + self.by8.iter().map(map).sum::<usize>()
     }
 }
 
