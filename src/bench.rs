@@ -16,7 +16,10 @@ use dataplane::dpdk::tsc_hz;
 use dataplane::topology::{self, Path as TopoPath};
 use dataplane::ForwardMode;
 
+use crate::churn::Churn;
 use crate::run::say;
+use dataplane::publish::PublishStats;
+use dataplane::tables::{RouteTable, TableOp};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -52,6 +55,25 @@ pub struct BenchArgs {
     /// Record the latency of one burst in this many (power of two).
     #[arg(long, default_value_t = 64)]
     latency_every: u32,
+    /// Upstream mode: routes (`a.b.c.d/len nexthop` lines, as from
+    /// scripts/gen-routes) loaded into the running router's upstream table
+    /// in one commit; the time until every worker sees them is reported.
+    /// Next hops map onto the topology's hub paths.
+    #[arg(long)]
+    routes: Option<PathBuf>,
+    /// Upstream mode: route updates per second, applied in every other
+    /// measured second (the others are the reference without updates).
+    #[arg(long, default_value_t = 0)]
+    churn: u32,
+}
+
+/// Route commits while measuring: how many, and how long each took to be
+/// visible on every worker.
+#[derive(Default)]
+struct CommitLog {
+    ops: u64,
+    visible_after: Vec<f64>,
+    busy: f64,
 }
 
 /// The median of `v` (sorted in place).
@@ -129,8 +151,11 @@ device = "net_null0,no-rx=1"
         }
         None => None,
     };
+    if (a.routes.is_some() || a.churn > 0) && path != Some(TopoPath::Upstream) {
+        bail!("--routes and --churn need --mode upstream");
+    }
     let term = crate::run::term_flag()?;
-    let running = crate::run::start(&loaded, &spec, tables)?;
+    let mut running = crate::run::start(&loaded, &spec, tables)?;
     let memory = if spec.eal_args.iter().any(|x| x == "--no-huge") {
         "no-huge"
     } else {
@@ -142,16 +167,63 @@ device = "net_null0,no-rx=1"
         pcap_s
     );
 
+    let mut routes = Vec::new();
+    if let Some(file) = &a.routes {
+        routes = crate::bench_lookup::read_routes(file)?;
+        for r in &mut routes {
+            r.2 = topology::hub_next_hop(r.2 % topology::HUB_PATHS, a.clients);
+        }
+        let ops = routes
+            .iter()
+            .map(|&(prefix, len, next_hop)| TableOp::AddRoute {
+                service: 0,
+                table: RouteTable::Upstream,
+                prefix,
+                len,
+                next_hop,
+            })
+            .collect::<Vec<_>>();
+        let st = commit(&mut running, &ops)?;
+        say!(
+            "bench: loaded {} routes into the running upstream table: visible on every worker after {:.3} s, both copies done after {:.3} s",
+            ops.len(),
+            st.quiesced_after.as_secs_f64(),
+            st.elapsed.as_secs_f64()
+        );
+        say!("load_s={:.3}", st.quiesced_after.as_secs_f64());
+    }
+    let mut churn = (a.churn > 0).then(|| Churn::new(&routes, a.clients, 0x5eed));
+    drop(routes);
+    let mut log = CommitLog::default();
+    let mut ops = Vec::new();
+
     let tx_of = |r: &dataplane::Running| crate::run::sum(&r.cores()).tx_packets;
     let mut samples = Vec::new();
+    let mut churn_samples = Vec::new();
     let total = a.warmup + a.seconds;
     let mut prev = tx_of(&running);
     let mut t_prev = Instant::now();
     for s in 1..=total {
         let until = t_prev + Duration::from_secs(1);
+        // With --churn, every other measured second changes routes.
+        let churning = s > a.warmup && (s - a.warmup) % 2 == 0 && churn.is_some();
+        let mut done = 0u64;
         while Instant::now() < until {
             if term.load(Ordering::Relaxed) {
                 break;
+            }
+            if let (true, Some(c)) = (churning, churn.as_mut()) {
+                // Paced to the rate: what is due by now, in one batch.
+                let due = (t_prev.elapsed().as_secs_f64() * f64::from(a.churn)) as u64;
+                if due > done {
+                    ops.clear();
+                    c.ops((due - done) as usize, &mut ops);
+                    let st = commit(&mut running, &ops)?;
+                    log.ops += ops.len() as u64;
+                    log.visible_after.push(st.quiesced_after.as_secs_f64());
+                    log.busy += st.elapsed.as_secs_f64();
+                    done = due;
+                }
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -163,9 +235,17 @@ device = "net_null0,no-rx=1"
         let rate = (now - prev) as f64 / (t_now - t_prev).as_secs_f64() / 1e6;
         prev = now;
         t_prev = t_now;
-        let tag = if s <= a.warmup { " (warm-up)" } else { "" };
+        let tag = if s <= a.warmup {
+            " (warm-up)"
+        } else if churning {
+            " (route churn)"
+        } else {
+            ""
+        };
         say!("bench: {s:>3}s {rate:8.3} Mpps{tag}");
-        if s > a.warmup {
+        if churning {
+            churn_samples.push(rate);
+        } else if s > a.warmup {
             samples.push(rate);
         }
     }
@@ -185,6 +265,39 @@ device = "net_null0,no-rx=1"
     }
     if samples.is_empty() {
         bail!("interrupted before any measured second");
+    }
+    if churn.is_some() {
+        if churn_samples.is_empty() {
+            bail!("--churn: no second with route updates was measured (use --seconds 2 or more)");
+        }
+        // rx = tx + counted drops, and in this topology nothing may drop.
+        let lost =
+            i128::from(total.rx_packets) - i128::from(total.tx_packets) - i128::from(total.drops());
+        let q = median(&mut samples.clone());
+        let c = median(&mut churn_samples);
+        let v = &mut log.visible_after;
+        let vis = |q: f64, v: &[f64]| v[((v.len() - 1) as f64 * q) as usize] * 1e3;
+        v.sort_by(|a, b| a.total_cmp(b));
+        if !v.is_empty() {
+            say!(
+                "bench: {} route updates in {} commits ({:.1} % of the updating seconds spent committing); visible on every worker after ms p50={:.3} p99={:.3} max={:.3}",
+                log.ops,
+                v.len(),
+                log.busy * 100.0 / churn_samples.len() as f64,
+                vis(0.5, v),
+                vis(0.99, v),
+                vis(1.0, v)
+            );
+        }
+        say!(
+            "bench: Mpps median without updates {q:.3}, with {} updates/s {c:.3}",
+            a.churn
+        );
+        say!(
+            "churn_ratio={:.3} lost={lost} unexpected_drops={}",
+            c / q,
+            total.drops()
+        );
     }
     let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
     let max = samples.iter().copied().fold(0.0, f64::max);
@@ -223,6 +336,18 @@ pub struct PcapArgs {
     /// Subscribers (must match `hdvrf bench --clients`).
     #[arg(long, default_value_t = 512)]
     clients: u32,
+}
+
+/// Commits `ops` and insists that every one applied: the bench's changes
+/// are all valid, so a rejection is a bug worth stopping for.
+fn commit(running: &mut dataplane::Running, ops: &[TableOp]) -> Result<PublishStats> {
+    let st = running
+        .commit(ops)
+        .map_err(|e| anyhow!("route commit: {e}"))?;
+    if let Some((op, why)) = running.tables().and_then(|t| t.rejected().first()) {
+        bail!("route commit: {op:?} rejected: {why}");
+    }
+    Ok(st)
 }
 
 /// Writes the bench topology's traffic for one path as a pcap.

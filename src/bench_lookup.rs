@@ -47,7 +47,7 @@ fn parse_addr(s: &str) -> Option<u32> {
     s.parse::<std::net::Ipv4Addr>().ok().map(u32::from)
 }
 
-fn read_routes(path: &Path) -> Result<Vec<(u32, u8, u32)>> {
+pub(crate) fn read_routes(path: &Path) -> Result<Vec<(u32, u8, u32)>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {

@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_lookup;
+mod churn;
 mod run;
 
 use std::path::PathBuf;
@@ -44,7 +45,7 @@ enum Cmd {
     Check { config: PathBuf },
     /// testpmd-style throughput: a pcap replayed forever through the
     /// forwarding mode to net_null; `bench lookup` for the route table.
-    Bench(BenchCmd),
+    Bench(Box<BenchCmd>),
 }
 
 #[derive(clap::Args)]
@@ -69,15 +70,17 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Run { config, duration } => run::run(&config, duration),
         Cmd::Check { config } => run::check(&config),
-        Cmd::Bench(BenchCmd {
-            sub: Some(BenchSub::Lookup(args)),
-            ..
-        }) => bench_lookup::bench_lookup(&args),
-        Cmd::Bench(BenchCmd {
-            sub: Some(BenchSub::Pcap(args)),
-            ..
-        }) => bench::write_pcap(&args),
-        Cmd::Bench(BenchCmd { sub: None, forward }) => bench::bench(&forward),
+        Cmd::Bench(b) => match *b {
+            BenchCmd {
+                sub: Some(BenchSub::Lookup(args)),
+                ..
+            } => bench_lookup::bench_lookup(&args),
+            BenchCmd {
+                sub: Some(BenchSub::Pcap(args)),
+                ..
+            } => bench::write_pcap(&args),
+            BenchCmd { sub: None, forward } => bench::bench(&forward),
+        },
     };
     match res {
         Ok(code) => code,

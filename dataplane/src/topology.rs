@@ -25,6 +25,26 @@ pub const SWAP_OUT: u32 = 555;
 pub const GATEWAY: u32 = 0x0a00_0001; // 10.0.0.1
 /// Clients are 10.0.0.2 onward.
 pub const FIRST_CLIENT: u32 = 0x0a00_0002;
+/// Next hops toward the hub over the core port: next hop 0 (VPN label
+/// [`HUB_VPN_LABEL`]) and, after the clients' next hops, `HUB_PATHS - 1`
+/// more with VPN labels `HUB_VPN_LABEL + k`, so that route churn in the
+/// upstream table has somewhere to point and each packet shows which
+/// route it left by.
+pub const HUB_PATHS: u32 = 8;
+
+/// The id of hub path `k` (0..[`HUB_PATHS`]) with `clients` subscribers.
+pub fn hub_next_hop(k: u32, clients: u32) -> u32 {
+    if k == 0 {
+        0
+    } else {
+        clients + k
+    }
+}
+
+/// The VPN label packets get on hub path `k`.
+pub fn hub_vpn_label(k: u32) -> u32 {
+    HUB_VPN_LABEL + k
+}
 
 /// The MAC of client `i`.
 pub fn client_mac(i: u32) -> [u8; 6] {
@@ -85,6 +105,17 @@ pub fn tables(path: Path, clients: u32) -> Result<Tables, LpmError> {
             n_labels: 0,
         });
         svc.downstream.add(client_addr(i), 32, i + 1)?;
+    }
+    if path == Path::Upstream {
+        for k in 1..HUB_PATHS {
+            next_hops.push(NextHop {
+                port: core_port,
+                vlan: 0,
+                dst_mac: HUB_MAC,
+                labels: [TRANSPORT_LABEL, hub_vpn_label(k)],
+                n_labels: 2,
+            });
+        }
     }
     let mut ports = vec![
         PortInfo::new(PortRole::Core, [0; 6]),
