@@ -15,5 +15,5 @@ pub mod worker;
 
 pub use counters::{CoreCounters, CoreSnapshot};
 pub use forward::ForwardMode;
-pub use runtime::{DataplaneSpec, PortSpec, Running, ShutdownReport, StartError};
+pub use runtime::{DataplaneSpec, PortSpec, PublicationStats, Running, ShutdownReport, StartError};
 pub use worker::IdlePolicy;

@@ -264,6 +264,10 @@ pub enum CommitError {
     /// There is nothing to publish to (a data plane not in router mode).
     #[error("no forwarding tables (not in router mode)")]
     NoTables,
+    /// This binary was built with the `static-tables` feature (a benchmark
+    /// reference whose workers never pick up a new table).
+    #[error("tables are static in this build (feature static-tables)")]
+    StaticBuild,
 }
 
 impl<T, Op> Publisher<T, Op>
@@ -461,6 +465,14 @@ impl<T> Reader<T> {
     #[inline]
     pub fn quiesce(&mut self) {
         let _ = self.current();
+    }
+
+    /// The copy this reader holds, without looking for a newer one. Only
+    /// the `static-tables` comparison build uses it (see `worker.rs`): it
+    /// is what a worker with tables fixed at start would read.
+    #[inline]
+    pub fn held(&self) -> &T {
+        &self.table
     }
 
     /// The generation of the table this reader last moved to.

@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
@@ -83,8 +84,24 @@ pub struct Running {
     reports: mpsc::Receiver<WorkerReport>,
     /// Router mode: the writer side of the workers' tables.
     publisher: Option<TablePublisher>,
+    publications: PublicationStats,
     /// `None` once torn down.
     eal: Option<Eal>,
+}
+
+/// Table publication so far: how many commits, of how many ops, and how
+/// long they took to reach every worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PublicationStats {
+    pub commits: u64,
+    pub ops: u64,
+    /// Commits that failed (stalled readers or a protocol error).
+    pub failed: u64,
+    /// Submit to visible on every worker: the last commit's and the worst.
+    pub last_visible_after: Duration,
+    pub max_visible_after: Duration,
+    /// The last commit as a whole, both copies updated.
+    pub last_elapsed: Duration,
 }
 
 /// What shutdown found.
@@ -280,6 +297,7 @@ impl Running {
             stop,
             reports,
             publisher,
+            publications: PublicationStats::default(),
             eal: Some(eal),
         })
     }
@@ -303,10 +321,30 @@ impl Running {
     /// returns. Ops that could not be applied are in
     /// `tables().rejected()`.
     pub fn commit(&mut self, ops: &[TableOp]) -> Result<PublishStats, CommitError> {
-        match self.publisher.as_mut() {
+        if cfg!(feature = "static-tables") {
+            return Err(CommitError::StaticBuild);
+        }
+        let res = match self.publisher.as_mut() {
             Some(p) => p.commit(ops),
             None => Err(CommitError::NoTables),
+        };
+        let s = &mut self.publications;
+        match &res {
+            Ok(st) => {
+                s.commits += 1;
+                s.ops += st.ops as u64;
+                s.last_visible_after = st.quiesced_after;
+                s.max_visible_after = s.max_visible_after.max(st.quiesced_after);
+                s.last_elapsed = st.elapsed;
+            }
+            Err(_) => s.failed += 1,
         }
+        res
+    }
+
+    /// Table publication counters since start.
+    pub fn publication_stats(&self) -> PublicationStats {
+        self.publications
     }
 
     /// The tables the workers use now (router mode).

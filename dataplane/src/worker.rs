@@ -43,7 +43,6 @@ pub struct Worker {
     /// This worker's own tx queue on every port, by port index.
     pub tx: Vec<TxQueue>,
     pub mode: ForwardMode,
-    /// Router mode: the forwarding state (read-only here).
     /// Router mode: this worker's reader of the published tables.
     pub tables: Option<Reader<Tables>>,
     pub idle: IdlePolicy,
@@ -105,8 +104,14 @@ impl Worker {
                 match (self.mode, tables.as_mut()) {
                     (ForwardMode::Router, Some(reader)) => {
                         // One generation check per burst; the table stays
-                        // the same for the whole burst.
+                        // the same for the whole burst. The static-tables
+                        // build (a benchmark reference only: commits wait
+                        // for it forever) skips the check, to measure what
+                        // publication costs the reader.
+                        #[cfg(not(feature = "static-tables"))]
                         let t = reader.current();
+                        #[cfg(feature = "static-tables")]
+                        let t = reader.held();
                         process_burst(t, s.in_port, &mut burst, &mut next[..n]);
                         // Only forwarded packets carry a port (the rest
                         // have u16::MAX). The usual burst goes one way
@@ -162,6 +167,7 @@ impl Worker {
             if got == 0 {
                 // Idle workers still report, so table updates never wait
                 // for traffic.
+                #[cfg(not(feature = "static-tables"))]
                 if let Some(r) = tables.as_mut() {
                     r.quiesce();
                 }

@@ -166,6 +166,9 @@ fn every_packet_leaves_by_a_route_of_a_table_the_worker_held() {
             std::thread::yield_now();
         }
     }
+    let st = running.publication_stats();
+    assert_eq!((st.commits, st.failed), (COMMITS as u64, 0));
+    assert!(st.ops >= COMMITS as u64 && st.max_visible_after >= st.last_visible_after);
     // Everything sent from here on was read with the last table.
     let after_last = sent(&running);
     assert!(wait_until(Duration::from_secs(30), || sent(&running)
