@@ -11,9 +11,8 @@
 
 use std::collections::HashMap;
 
-use dataplane::lpm::Dir24Lpm;
 use dataplane::tables::{
-    LabelAction, LabelTable, NextHop, PortInfo, PortRole, Role, Service, Tables, TtlMode,
+    LabelAction, LabelTable, NextHop, PortInfo, PortRole, Role, Service, SharedLpm, Tables, TtlMode,
 };
 
 use crate::config::{parse_ipv4, parse_mac, parse_prefix, Loaded, RouteCfg};
@@ -240,7 +239,7 @@ pub fn build_tables(loaded: &Loaded, port_macs: &[[u8; 6]]) -> Result<Tables, St
 }
 
 fn add_routes(
-    table: &mut Dir24Lpm,
+    table: &mut SharedLpm,
     routes: &[RouteCfg],
     field: &str,
     nh_id: &impl Fn(&str, &str) -> Result<u32, String>,

@@ -9,6 +9,7 @@
 //! downstream table; it may only *check* a source against it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::lpm::{Dir24Lpm, LpmError, NO_ROUTE};
 
@@ -124,13 +125,68 @@ impl LabelTable {
     }
 }
 
+/// A route table that the two copies of the tables share until a batch
+/// changes it: the copy being changed then gets its own (copy on write),
+/// and the other copy, no longer sharing, changes in place. So the second
+/// buffer costs nothing for tables no batch touches (services at rest,
+/// unused directions), and each copy's own tables cost memory in
+/// proportion to their routes.
+///
+/// The two copies are only ever changed by the control thread; workers
+/// read through the `Arc` and never clone or drop it.
+pub struct SharedLpm(Arc<Dir24Lpm>);
+
+impl SharedLpm {
+    pub fn new(t: Dir24Lpm) -> SharedLpm {
+        SharedLpm(Arc::new(t))
+    }
+
+    /// The table to change, copied first if the other copy shares it.
+    pub fn make_mut(&mut self) -> Result<&mut Dir24Lpm, LpmError> {
+        if Arc::get_mut(&mut self.0).is_none() {
+            self.0 = Arc::new(self.0.try_clone()?);
+        }
+        // Unique now: the copy above is ours alone.
+        Arc::get_mut(&mut self.0).ok_or_else(|| LpmError::Memory("table still shared".into()))
+    }
+
+    /// Whether the other copy of the tables shares this table.
+    pub fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
+    }
+
+    /// Adds or replaces a route (see [`Dir24Lpm::add`]).
+    pub fn add(&mut self, prefix: u32, len: u8, next_hop: u32) -> Result<Option<u32>, LpmError> {
+        self.make_mut()?.add(prefix, len, next_hop)
+    }
+
+    /// Removes a route (see [`Dir24Lpm::delete`]).
+    pub fn delete(&mut self, prefix: u32, len: u8) -> Result<u32, LpmError> {
+        self.make_mut()?.delete(prefix, len)
+    }
+
+    /// Another handle on the same table.
+    fn share(&self) -> SharedLpm {
+        SharedLpm(Arc::clone(&self.0))
+    }
+}
+
+impl std::ops::Deref for SharedLpm {
+    type Target = Dir24Lpm;
+
+    #[inline(always)]
+    fn deref(&self) -> &Dir24Lpm {
+        &self.0
+    }
+}
+
 /// One VPN as this router serves it.
 pub struct Service {
     pub name: String,
-    pub upstream: Dir24Lpm,
-    pub downstream: Dir24Lpm,
+    pub upstream: SharedLpm,
+    pub downstream: SharedLpm,
     /// The hub role's table: routes back to spokes and to the uplink.
-    pub hub: Dir24Lpm,
+    pub hub: SharedLpm,
     /// The service's gateway address (host order): packets to it are for
     /// the router itself.
     pub gateway: u32,
@@ -141,34 +197,46 @@ pub struct Service {
 }
 
 impl Service {
-    /// A deep copy (the second buffer of table publication).
+    /// The second buffer of table publication: a copy that shares every
+    /// route table with this one until a batch changes it.
     pub fn try_clone(&self) -> Result<Service, LpmError> {
         Ok(Service {
             name: self.name.clone(),
-            upstream: self.upstream.try_clone()?,
-            downstream: self.downstream.try_clone()?,
-            hub: self.hub.try_clone()?,
+            upstream: self.upstream.share(),
+            downstream: self.downstream.share(),
+            hub: self.hub.share(),
             gateway: self.gateway,
             ttl_mode: self.ttl_mode,
             anti_spoofing: self.anti_spoofing,
         })
     }
 
-    /// One of the service's route tables.
-    pub fn table_mut(&mut self, which: RouteTable) -> &mut Dir24Lpm {
+    /// One of the service's route tables, to change (copied first if the
+    /// other buffer shares it).
+    pub fn table_mut(&mut self, which: RouteTable) -> Result<&mut Dir24Lpm, LpmError> {
         match which {
             RouteTable::Upstream => &mut self.upstream,
             RouteTable::Downstream => &mut self.downstream,
             RouteTable::Hub => &mut self.hub,
+        }
+        .make_mut()
+    }
+
+    /// One of the service's route tables.
+    pub fn table(&self, which: RouteTable) -> &Dir24Lpm {
+        match which {
+            RouteTable::Upstream => &self.upstream,
+            RouteTable::Downstream => &self.downstream,
+            RouteTable::Hub => &self.hub,
         }
     }
 
     pub fn new(name: &str, gateway: u32, ttl_mode: TtlMode) -> Result<Service, LpmError> {
         Ok(Service {
             name: name.to_owned(),
-            upstream: Dir24Lpm::new(1024)?,
-            downstream: Dir24Lpm::new(1 << 16)?,
-            hub: Dir24Lpm::new(1 << 16)?,
+            upstream: SharedLpm::new(Dir24Lpm::new(1024)?),
+            downstream: SharedLpm::new(Dir24Lpm::new(1 << 16)?),
+            hub: SharedLpm::new(Dir24Lpm::new(1 << 16)?),
             gateway,
             ttl_mode,
             anti_spoofing: true,
@@ -464,7 +532,7 @@ impl Tables {
             .services
             .get_mut(usize::from(service))
             .ok_or_else(|| format!("no service {service}"))?;
-        let t = svc.table_mut(table);
+        let t = svc.table_mut(table).map_err(|e| e.to_string())?;
         match op {
             TableOp::AddRoute {
                 prefix,
@@ -616,7 +684,7 @@ mod tests {
             rb.sort();
             proptest::prop_assert_eq!(ra, rb);
             for tbl in [RouteTable::Upstream, RouteTable::Downstream, RouteTable::Hub] {
-                let (x, y) = (a.services[0].table_mut(tbl), b.services[0].table_mut(tbl));
+                let (x, y) = (a.services[0].table(tbl), b.services[0].table(tbl));
                 proptest::prop_assert_eq!(x.len(), y.len());
                 for p in 0..8u32 {
                     let addr = (p % 4) << 24 | (p / 4) << 16 | (p & 1) << 7 | 1;
@@ -629,18 +697,34 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_has_the_same_routes_and_adjacencies_and_then_lives_apart() {
+    fn a_copy_shares_its_tables_until_a_batch_changes_one() {
         let mut t = tables();
-        let c = t.try_clone().unwrap();
+        let mut c = t.try_clone().unwrap();
         assert_eq!(c.services[0].upstream.lookup(1), 0);
         assert_eq!(c.adjacency(0), t.adjacency(0));
-        t.apply(&[TableOp::DeleteRoute {
+        let shared = |t: &Tables| {
+            let s = &t.services[0];
+            [&s.upstream, &s.downstream, &s.hub].map(|x| x.is_shared())
+        };
+        assert_eq!(shared(&t), [true; 3]);
+        let delete_default = [TableOp::DeleteRoute {
             service: 0,
             table: RouteTable::Upstream,
             prefix: 0,
             len: 0,
-        }]);
+        }];
+        // The changed copy gets its own upstream table; the other keeps
+        // the old one, now alone, and the untouched tables stay shared.
+        t.apply(&delete_default);
         assert_eq!(t.services[0].upstream.lookup(1), NO_ROUTE);
         assert_eq!(c.services[0].upstream.lookup(1), 0);
+        assert_eq!(shared(&t), [false, true, true]);
+        assert_eq!(shared(&c), [false, true, true]);
+        // The replay on the other copy changes its table in place.
+        let before: *const Dir24Lpm = &*c.services[0].upstream;
+        c.apply(&delete_default);
+        assert!(c.rejected().is_empty());
+        assert_eq!(c.services[0].upstream.lookup(1), NO_ROUTE);
+        assert!(std::ptr::eq(before, &*c.services[0].upstream));
     }
 }
