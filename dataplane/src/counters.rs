@@ -53,6 +53,23 @@ impl Default for CoreSnapshot {
 }
 
 impl CoreSnapshot {
+    /// What was counted since `base` (an earlier snapshot of the same
+    /// core): how `clear stats` works without writing to the workers'
+    /// counters.
+    pub fn since(&self, base: &CoreSnapshot) -> CoreSnapshot {
+        let mut d = *self;
+        d.rx_packets = d.rx_packets.saturating_sub(base.rx_packets);
+        d.tx_packets = d.tx_packets.saturating_sub(base.tx_packets);
+        d.tx_full_drops = d.tx_full_drops.saturating_sub(base.tx_full_drops);
+        d.runt_drops = d.runt_drops.saturating_sub(base.runt_drops);
+        d.bursts = d.bursts.saturating_sub(base.bursts);
+        d.empty_polls = d.empty_polls.saturating_sub(base.empty_polls);
+        for (o, b) in d.outcomes.iter_mut().zip(&base.outcomes) {
+            *o = o.saturating_sub(*b);
+        }
+        d
+    }
+
     /// Every packet received is either sent or dropped (or punted, which
     /// frees it until the host path exists) for a counted reason:
     /// `rx == tx + drops()`.

@@ -304,6 +304,20 @@ impl Dir24Lpm {
         }
     }
 
+    /// Every route, (network, length, next hop), in no particular order.
+    pub fn routes(&self) -> impl Iterator<Item = (u32, u8, u32)> + '_ {
+        let short = self
+            .rules
+            .short
+            .iter()
+            .map(|(&k, &nh)| ((k >> 8) << 24, (k & 0xff) as u8, nh));
+        let long = self.rules.by8.iter().enumerate().flat_map(|(s8, m)| {
+            m.iter()
+                .map(move |(&k, &nh)| ((s8 as u32) << 24 | k >> 6, (k & 0x3f) as u8, nh))
+        });
+        short.chain(long)
+    }
+
     /// The next hop of exactly `prefix/len`, if that rule exists.
     pub fn get(&self, prefix: u32, len: u8) -> Option<u32> {
         if len > 32 {
@@ -1018,6 +1032,11 @@ mod tests {
                 }
                 prop_assert_eq!(t.len(), n.0.len());
             }
+            let mut listed: Vec<(u32, u8, u32)> = t.routes().collect();
+            let mut want = n.0.clone();
+            listed.sort_unstable();
+            want.sort_unstable();
+            prop_assert_eq!(listed, want, "routes()");
             // Everything deleted: no chunk or group may be left behind.
             for (a, l) in added {
                 let _ = t.delete(a, l);
