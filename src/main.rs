@@ -5,6 +5,8 @@
 mod bench;
 mod bench_lookup;
 mod churn;
+mod ctl;
+mod mgmt;
 mod run;
 
 use std::path::PathBuf;
@@ -43,6 +45,8 @@ enum Cmd {
     },
     /// Validate a configuration file; print every error with its place.
     Check { config: PathBuf },
+    /// Talk to a running hdvrf: show state, clear counters, change routes.
+    Ctl(ctl::CtlArgs),
     /// testpmd-style throughput: a pcap replayed forever through the
     /// forwarding mode to net_null; `bench lookup` for the route table.
     Bench(Box<BenchCmd>),
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Run { config, duration } => run::run(&config, duration),
         Cmd::Check { config } => run::check(&config),
+        Cmd::Ctl(args) => ctl::ctl(args),
         Cmd::Bench(b) => match *b {
             BenchCmd {
                 sub: Some(BenchSub::Lookup(args)),

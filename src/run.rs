@@ -1,7 +1,9 @@
 //! `hdvrf run` and `hdvrf check`.
 
+use std::cell::RefCell;
 use std::path::Path;
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +12,8 @@ use anyhow::{anyhow, Context, Result};
 use control::config::{self, LoadError, Loaded};
 use control::eal_args::{self, Hugepages};
 use dataplane::{CoreSnapshot, DataplaneSpec, IdlePolicy, PortSpec, Running, StartError};
+
+use crate::mgmt::Control;
 
 pub fn check(path: &Path) -> Result<ExitCode> {
     let loaded = load(path)?;
@@ -167,26 +171,85 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
                 .join(":")
         );
     }
+    // The control thread is this one, on the main lcore (EAL pinned it
+    // there; no worker uses it): a single-threaded tokio runtime serves
+    // the management socket between the stats and stop checks.
+    let socket = match &loaded.config.control.socket {
+        Some(s) if s.get_ref().is_empty() => None,
+        Some(s) => Some((std::path::PathBuf::from(s.get_ref()), true)),
+        None => Some((config::DEFAULT_CONTROL_SOCKET.into(), false)),
+    };
+    let names = control::mgmt::Names::from_config(&loaded.config);
+    let devices = spec.ports.iter().map(|p| p.dpdk_name.clone()).collect();
+    let state = Rc::new(RefCell::new(Some(Control::new(running, names, devices))));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("control thread runtime")?;
+    let local = tokio::task::LocalSet::new();
+    let bound = local.block_on(&rt, async {
+        let bound = match &socket {
+            Some((path, configured)) => crate::mgmt::bind(path, *configured)?,
+            None => None,
+        };
+        if let Some((listener, path)) = bound {
+            say!("hdvrf: management socket {}", path.display());
+            tokio::task::spawn_local(crate::mgmt::serve(listener, state.clone()));
+            Ok::<_, anyhow::Error>(Some(path))
+        } else {
+            Ok(None)
+        }
+    });
+    let bound = match bound {
+        Ok(b) => b,
+        Err(e) => {
+            if let Some(c) = state.borrow_mut().take() {
+                c.running.shutdown();
+            }
+            return Err(e);
+        }
+    };
     let interval = Duration::from_millis(loaded.config.dataplane.stats_interval_ms);
     let started = Instant::now();
-    let mut last = Instant::now();
-    let mut prev: Vec<(u32, CoreSnapshot)> = running.cores();
-    loop {
-        std::thread::sleep(Duration::from_millis(20));
-        if term.load(Ordering::Relaxed) {
-            break;
+    local.block_on(&rt, async {
+        let mut last = Instant::now();
+        let mut prev = state
+            .borrow()
+            .as_ref()
+            .map(|c| c.cores())
+            .unwrap_or_default();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            if term.load(Ordering::Relaxed) {
+                break;
+            }
+            if duration.is_some_and(|d| started.elapsed().as_secs_f64() >= d) {
+                break;
+            }
+            if !interval.is_zero() && last.elapsed() >= interval {
+                let now = state
+                    .borrow()
+                    .as_ref()
+                    .map(|c| c.cores())
+                    .unwrap_or_default();
+                let dt = last.elapsed();
+                last = Instant::now();
+                print_stats(&prev, &now, dt);
+                prev = now;
+            }
         }
-        if duration.is_some_and(|d| started.elapsed().as_secs_f64() >= d) {
-            break;
-        }
-        if !interval.is_zero() && last.elapsed() >= interval {
-            let now = running.cores();
-            let dt = last.elapsed();
-            last = Instant::now();
-            print_stats(&prev, &now, dt);
-            prev = now;
-        }
+    });
+    // Requests still in flight get "shutting down"; the socket goes first
+    // so no new client finds a dying router.
+    if let Some(path) = &bound {
+        let _ = std::fs::remove_file(path);
     }
+    let running = match state.borrow_mut().take() {
+        Some(c) => c.running,
+        None => return Err(anyhow!("control state lost")),
+    };
+    drop(local);
     let ports = running.port_stats();
     let t0 = Instant::now();
     let report = running.shutdown();

@@ -502,3 +502,218 @@ downstream = [
     }
     assert_eq!(core.len(), 50);
 }
+
+/// `hdvrf ctl` with `args` against `sock`: (exit code, stdout, stderr).
+fn ctl(sock: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .arg("ctl")
+        .arg("--socket")
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `hdvrf ctl -j` that must succeed, parsed.
+fn ctl_json(sock: &Path, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["-j"];
+    a.extend_from_slice(args);
+    let (code, out, err) = ctl(sock, &a);
+    assert_eq!(code, 0, "ctl {args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("ctl {args:?}: {e}: {out}"))
+}
+
+fn outcome(stats: &serde_json::Value, name: &str) -> u64 {
+    stats["total"]["outcomes"][name].as_u64().unwrap_or(0)
+}
+
+/// Polls until `cond` holds (30 s hang guard).
+fn poll(what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn ctl_shows_counters_and_changes_routes_under_traffic() {
+    let d = tmp("ctl");
+    let a_mac = [0x02, 0xca, 0, 0, 0, 0x0a];
+    let frames: Vec<Vec<u8>> = (0..64)
+        .map(|_| client_frame(a_mac, [10, 0, 0, 10], [10, 0, 0, 20]))
+        .collect();
+    write_pcap(&d.join("in.pcap"), &frames);
+    let sock = d.join("ctl.sock");
+    let body = format!(
+        r#"[dataplane]
+workers = [1]
+forward_mode = "router"
+hugepages = "off"
+memory_mb = 256
+stats_interval_ms = 0
+
+[control]
+socket = "{sock}"
+
+[router]
+role = "spoke"
+label_base = 1000
+label_count = 64
+transport_label = 1000
+
+[[port]]
+name = "access0"
+device = "net_pcap0,rx_pcap={inp},infinite_rx=1"
+role = "access"
+
+[[port]]
+name = "core0"
+device = "net_null1,no-rx=1"
+role = "core"
+
+[[next_hop]]
+name = "hub"
+port = "core0"
+mac = "02:40:00:00:00:09"
+labels = [100, 2001]
+
+[[next_hop]]
+name = "hub2"
+port = "core0"
+mac = "02:40:00:00:00:0a"
+labels = [100, 2002]
+
+[[next_hop]]
+name = "client-a"
+port = "access0"
+mac = "02:ca:00:00:00:0a"
+
+[[service]]
+name = "blue"
+gateway = "10.0.0.1"
+vpn_label = 1001
+access = [ {{ port = "access0", vlan = 0 }} ]
+upstream = [ {{ prefix = "0.0.0.0/0", next_hop = "hub" }} ]
+downstream = [ {{ prefix = "10.0.0.10/32", next_hop = "client-a" }} ]
+"#,
+        sock = sock.display(),
+        inp = d.join("in.pcap").display(),
+    );
+    let mut h = Hdvrf::start(&config(&d, &body));
+    h.wait_line("the management socket", |l| {
+        l.starts_with("hdvrf: management socket")
+    });
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+
+    // Counters come from the workers, summed per core by control.
+    poll("traffic forwarded", || {
+        outcome(&ctl_json(&sock, &["show", "stats"]), "fwd_upstream") > 10_000
+    });
+    let st = ctl_json(&sock, &["show", "stats"]);
+    assert_eq!(st["cores"][0]["lcore"], 1);
+    assert!(st["total"]["rx"].as_u64().unwrap() >= outcome(&st, "fwd_upstream"));
+    assert_eq!(st["ports"][1]["name"], "core0");
+    let (code, out, _) = ctl(&sock, &["show", "stats"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("fwd_upstream"), "{out}");
+
+    // The only upstream route goes: from the reply on, nothing is
+    // forwarded and packets count as "no route".
+    let (code, out, err) = ctl(&sock, &["route", "del", "blue", "upstream", "0.0.0.0/0"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("table generation 1"), "{out}");
+    let frozen = outcome(&ctl_json(&sock, &["show", "stats"]), "fwd_upstream");
+    let drops0 = ctl_json(&sock, &["show", "drops"])["reasons"]["drop_no_route"]
+        .as_u64()
+        .unwrap();
+    poll("no-route drops", || {
+        ctl_json(&sock, &["show", "drops"])["reasons"]["drop_no_route"]
+            .as_u64()
+            .unwrap()
+            > drops0 + 10_000
+    });
+    assert_eq!(
+        outcome(&ctl_json(&sock, &["show", "stats"]), "fwd_upstream"),
+        frozen
+    );
+
+    // A more specific route to the second hub path: traffic follows it.
+    let (code, _, err) = ctl(
+        &sock,
+        &["route", "add", "blue", "upstream", "10.0.0.0/24", "hub2"],
+    );
+    assert_eq!(code, 0, "{err}");
+    poll("forwarding again", || {
+        outcome(&ctl_json(&sock, &["show", "stats"]), "fwd_upstream") > frozen + 10_000
+    });
+    let routes = ctl_json(&sock, &["show", "routes", "blue", "upstream"]);
+    assert_eq!(
+        routes,
+        serde_json::json!([{"service": "blue", "table": "upstream",
+                            "prefix": "10.0.0.0/24", "next_hop": "hub2"}])
+    );
+    let nh = ctl_json(&sock, &["show", "next-hops"]);
+    assert_eq!(nh[1]["labels"], serde_json::json!([100, 2002]));
+    let svc = ctl_json(&sock, &["show", "services"]);
+    assert_eq!(svc[0]["routes"]["upstream"], 1);
+    let st = ctl_json(&sock, &["show", "stats"]);
+    assert_eq!(st["publication"]["commits"], 2);
+
+    // Refusals name what is wrong and exit 1; nothing changes.
+    for (args, want) in [
+        (
+            vec!["route", "add", "blue", "upstream", "10.0.0.1/24", "hub2"],
+            "host bits",
+        ),
+        (
+            vec!["route", "add", "green", "upstream", "10.0.0.0/24", "hub2"],
+            "no service named \"green\" (services: blue)",
+        ),
+        (
+            vec!["route", "add", "blue", "upstream", "10.0.0.0/24", "nowhere"],
+            "no next hop named \"nowhere\"",
+        ),
+        (
+            vec!["route", "del", "blue", "upstream", "10.9.0.0/16"],
+            "no route 10.9.0.0/16",
+        ),
+        (vec!["show", "routes", "blue", "sideways"], "unknown table"),
+    ] {
+        let (code, _, err) = ctl(&sock, &args);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert_eq!(
+        ctl_json(&sock, &["show", "stats"])["publication"]["commits"],
+        2
+    );
+
+    // clear stats: counting starts again from zero.
+    let before = ctl_json(&sock, &["show", "stats"])["total"]["rx"]
+        .as_u64()
+        .unwrap();
+    let (code, _, _) = ctl(&sock, &["clear", "stats"]);
+    assert_eq!(code, 0);
+    let after = ctl_json(&sock, &["show", "stats"])["total"]["rx"]
+        .as_u64()
+        .unwrap();
+    assert!(after < before, "rx {after} after clear, {before} before");
+
+    let (status, _, stderr) = h.interrupt();
+    assert!(status.success(), "{stderr}");
+    assert!(!sock.exists(), "socket left behind");
+    assert!(h.line("hdvrf: mbufs:").contains("back in the pool"));
+    // Nobody home: exit 2 with the socket named.
+    let (code, _, err) = ctl(&sock, &["show", "stats"]);
+    assert_eq!(code, 2);
+    assert!(err.contains(&sock.display().to_string()), "{err}");
+    std::fs::remove_dir_all(&d).ok();
+}

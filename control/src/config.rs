@@ -31,6 +31,22 @@ pub struct Config {
     /// actions on a PE).
     #[serde(default, rename = "label")]
     pub labels: Vec<LabelCfg>,
+    /// `[control]`: the management API.
+    #[serde(default)]
+    pub control: ControlCfg,
+}
+
+/// Where `hdvrf ctl` reaches a running hdvrf when no socket is configured.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/hdvrf/hdvrf.sock";
+
+/// `[control]`: the management API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlCfg {
+    /// The unix socket `hdvrf ctl` talks to (mode 0600); default
+    /// [`DEFAULT_CONTROL_SOCKET`]; "" turns the API off.
+    #[serde(default)]
+    pub socket: Option<Spanned<String>>,
 }
 
 fn default_main_lcore() -> Spanned<u32> {
@@ -456,6 +472,19 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, LoadError> {
                 dp.hugepages.get_ref()
             ),
         );
+    }
+    if let Some(sock) = &config.control.socket {
+        // sockaddr_un's path holds 107 bytes and a NUL.
+        if sock.get_ref().len() > 107 {
+            err(
+                sock.span(),
+                "control.socket".into(),
+                format!(
+                    "{} bytes: a unix socket path holds at most 107",
+                    sock.get_ref().len()
+                ),
+            );
+        }
     }
     let workers = dp.workers.get_ref();
     let cpus = available_cpus();
@@ -1499,6 +1528,8 @@ peer = "a"
             ("bad gateway", SPOKE_EXAMPLE.replace("gateway = \"10.0.0.1\"", "gateway = \"10.0.0.1/24\""), "", "service[0].gateway", 46, "is not an IPv4 address"),
             ("bad ttl mode", SPOKE_EXAMPLE.replace("\"uniform\"", "\"short\""), "", "service[0].ttl_mode", 48, "\"short\": expected \"uniform\" or \"pipe\""),
             ("unknown service field", SPOKE_EXAMPLE.replace("anti_spoofing = true", "anti_spoof = true"), "", "service[0].anti_spoof", 49, "unknown field `anti_spoof`"),
+            ("control socket path too long", format!("{SPOKE_EXAMPLE}\n[control]\nsocket = \"/run/{}.sock\"\n", "x".repeat(100)), "", "control.socket", 69, "110 bytes: a unix socket path holds at most 107"),
+            ("unknown control field", format!("{SPOKE_EXAMPLE}\n[control]\nsock = \"/run/x.sock\"\n"), "", "control.sock", 69, "unknown field `sock`"),
             ("unknown route field", SPOKE_EXAMPLE.replace("{ prefix = \"0.0.0.0/0\", next_hop", "{ prefix = \"0.0.0.0/0\", nexthop"), "", "service[0].upstream[0].nexthop", 51, "unknown field `nexthop`"),
         ];
         let mut seen = std::collections::HashSet::new();

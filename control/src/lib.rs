@@ -4,4 +4,5 @@
 
 pub mod config;
 pub mod eal_args;
+pub mod mgmt;
 pub mod router;

@@ -1,0 +1,224 @@
+//! The management API's protocol: one JSON request per line on a unix
+//! socket, one JSON reply per line (`hdvrf ctl` is one client; `socat` or
+//! any JSON-lines client is another). Requests name things as the
+//! configuration does (services, next hops, tables) and the server maps
+//! the names to table ids.
+//!
+//! ```text
+//! -> {"cmd":"route-add","service":"blue","table":"upstream","prefix":"10.9.0.0/16","next_hop":"hub"}
+//! <- {"ok":true,"result":{"generation":3,"visible_after_us":41,...}}
+//! -> {"cmd":"show-routes","service":"nope"}
+//! <- {"ok":false,"error":"no service named \"nope\" (services: blue)"}
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{parse_prefix, Config};
+use dataplane::tables::RouteTable;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// Per-core and total packet counters, port counters, publication.
+    ShowStats,
+    /// Every drop and punt reason with its count.
+    ShowDrops,
+    ShowPorts,
+    ShowServices,
+    ShowNextHops,
+    /// Routes of one service (all when `None`), one table (all when
+    /// `None`).
+    ShowRoutes {
+        #[serde(default)]
+        service: Option<String>,
+        #[serde(default)]
+        table: Option<String>,
+    },
+    /// Counters shown from now on start at zero (the workers' own counters
+    /// are never written by anyone else).
+    ClearStats,
+    RouteAdd {
+        service: String,
+        table: String,
+        prefix: String,
+        next_hop: String,
+    },
+    RouteDel {
+        service: String,
+        table: String,
+        prefix: String,
+    },
+}
+
+/// The reply: `result` when `ok`, else `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub result: serde_json::Value,
+}
+
+impl Reply {
+    pub fn from_result(r: Result<serde_json::Value, String>) -> Reply {
+        match r {
+            Ok(result) => Reply {
+                ok: true,
+                error: None,
+                result,
+            },
+            Err(e) => Reply {
+                ok: false,
+                error: Some(e),
+                result: serde_json::Value::Null,
+            },
+        }
+    }
+}
+
+/// A table's name as requests and replies spell it.
+pub fn table_name(t: RouteTable) -> &'static str {
+    match t {
+        RouteTable::Upstream => "upstream",
+        RouteTable::Downstream => "downstream",
+        RouteTable::Hub => "hub",
+    }
+}
+
+pub fn parse_table(s: &str) -> Result<RouteTable, String> {
+    match s {
+        "upstream" => Ok(RouteTable::Upstream),
+        "downstream" => Ok(RouteTable::Downstream),
+        "hub" => Ok(RouteTable::Hub),
+        o => Err(format!("unknown table {o:?} (upstream, downstream or hub)")),
+    }
+}
+
+/// The configuration's names for table ids.
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    pub ports: Vec<String>,
+    pub services: Vec<String>,
+    pub next_hops: Vec<String>,
+}
+
+impl Names {
+    pub fn from_config(c: &Config) -> Names {
+        Names {
+            ports: c.ports.iter().map(|p| p.name.get_ref().clone()).collect(),
+            services: c
+                .services
+                .iter()
+                .map(|s| s.name.get_ref().clone())
+                .collect(),
+            next_hops: c
+                .next_hops
+                .iter()
+                .map(|n| n.name.get_ref().clone())
+                .collect(),
+        }
+    }
+
+    pub fn service(&self, name: &str) -> Result<u16, String> {
+        find(&self.services, name, "service")
+            .and_then(|i| u16::try_from(i).map_err(|_| "service id out of range".into()))
+    }
+
+    pub fn next_hop(&self, name: &str) -> Result<u32, String> {
+        find(&self.next_hops, name, "next hop").map(|i| i as u32)
+    }
+
+    pub fn next_hop_name(&self, id: u32) -> String {
+        self.next_hops
+            .get(id as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("#{id}"))
+    }
+
+    pub fn port_name(&self, id: u16) -> String {
+        self.ports
+            .get(usize::from(id))
+            .cloned()
+            .unwrap_or_else(|| format!("#{id}"))
+    }
+}
+
+fn find(list: &[String], name: &str, what: &str) -> Result<usize, String> {
+    list.iter().position(|n| n == name).ok_or_else(|| {
+        format!(
+            "no {what} named {name:?} ({what}s: {})",
+            if list.is_empty() {
+                "none".to_owned()
+            } else {
+                list.join(", ")
+            }
+        )
+    })
+}
+
+/// `a.b.c.d/len`, with the configuration's rules (no host bits).
+pub fn parse_route_prefix(s: &str) -> Result<(u32, u8), String> {
+    parse_prefix(s).map_err(|m| format!("prefix {s:?}: {m}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_in_their_wire_form() {
+        let r: Request = serde_json::from_str(
+            r#"{"cmd":"route-add","service":"blue","table":"upstream","prefix":"10.9.0.0/16","next_hop":"hub"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Request::RouteAdd {
+                service: "blue".into(),
+                table: "upstream".into(),
+                prefix: "10.9.0.0/16".into(),
+                next_hop: "hub".into()
+            }
+        );
+        let s = serde_json::to_string(&Request::ShowRoutes {
+            service: Some("blue".into()),
+            table: None,
+        })
+        .unwrap();
+        assert_eq!(s, r#"{"cmd":"show-routes","service":"blue","table":null}"#);
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"show-routes"}"#).unwrap(),
+            Request::ShowRoutes {
+                service: None,
+                table: None
+            }
+        );
+        let e = serde_json::from_str::<Request>(r#"{"cmd":"show-everything"}"#).unwrap_err();
+        assert!(e.to_string().contains("show-everything"), "{e}");
+        // A misspelt field is an error, not silently a default.
+        let e = serde_json::from_str::<Request>(r#"{"cmd":"show-routes","servcie":"blue"}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn names_resolve_or_list_what_exists() {
+        let n = Names {
+            ports: vec!["a".into()],
+            services: vec!["blue".into(), "red".into()],
+            next_hops: vec!["hub".into()],
+        };
+        assert_eq!(n.service("red"), Ok(1));
+        assert_eq!(
+            n.service("green").unwrap_err(),
+            "no service named \"green\" (services: blue, red)"
+        );
+        assert_eq!(n.next_hop("hub"), Ok(0));
+        assert_eq!(n.next_hop_name(7), "#7");
+        assert_eq!(parse_table("hub"), Ok(RouteTable::Hub));
+        assert!(parse_table("up").unwrap_err().contains("upstream"));
+        assert!(parse_route_prefix("10.0.0.0/33").is_err());
+        assert_eq!(parse_route_prefix("10.1.0.0/16"), Ok((0x0a01_0000, 16)));
+    }
+}

@@ -1,0 +1,345 @@
+//! `hdvrf ctl`: one request to a running hdvrf's management socket, the
+//! reply as a table for people or, with `-j`, as JSON for scripts (like
+//! `gobgp -j`). Exit status 0 on success, 1 when the router refused the
+//! request (the reason on stderr), 2 when it could not be reached.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Subcommand};
+use control::mgmt::{Reply, Request};
+use serde_json::Value;
+
+use crate::run::say;
+
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// The router's management socket (its control.socket).
+    #[arg(short, long, default_value = control::config::DEFAULT_CONTROL_SOCKET)]
+    socket: PathBuf,
+    /// Print the reply as JSON.
+    #[arg(short, long)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: CtlCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlCmd {
+    /// Show state: stats, drops, ports, services, next-hops, routes.
+    Show {
+        #[command(subcommand)]
+        what: Show,
+    },
+    /// Reset the shown counters to zero.
+    Clear {
+        #[command(subcommand)]
+        what: Clear,
+    },
+    /// Add or delete a route (applied to every worker without a pause).
+    Route {
+        #[command(subcommand)]
+        op: RouteOp,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Show {
+    Stats,
+    Drops,
+    Ports,
+    Services,
+    NextHops,
+    /// Routes of one service (or all), one table (or all).
+    Routes {
+        service: Option<String>,
+        /// upstream, downstream or hub.
+        table: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Clear {
+    Stats,
+}
+
+#[derive(Subcommand, Debug)]
+enum RouteOp {
+    /// route add SERVICE TABLE PREFIX NEXT_HOP
+    Add {
+        service: String,
+        table: String,
+        prefix: String,
+        next_hop: String,
+    },
+    /// route del SERVICE TABLE PREFIX
+    Del {
+        service: String,
+        table: String,
+        prefix: String,
+    },
+}
+
+fn request(cmd: CtlCmd) -> Request {
+    match cmd {
+        CtlCmd::Show { what } => match what {
+            Show::Stats => Request::ShowStats,
+            Show::Drops => Request::ShowDrops,
+            Show::Ports => Request::ShowPorts,
+            Show::Services => Request::ShowServices,
+            Show::NextHops => Request::ShowNextHops,
+            Show::Routes { service, table } => Request::ShowRoutes { service, table },
+        },
+        CtlCmd::Clear { what: Clear::Stats } => Request::ClearStats,
+        CtlCmd::Route { op } => match op {
+            RouteOp::Add {
+                service,
+                table,
+                prefix,
+                next_hop,
+            } => Request::RouteAdd {
+                service,
+                table,
+                prefix,
+                next_hop,
+            },
+            RouteOp::Del {
+                service,
+                table,
+                prefix,
+            } => Request::RouteDel {
+                service,
+                table,
+                prefix,
+            },
+        },
+    }
+}
+
+/// Sends one request and reads its reply.
+pub fn call(socket: &std::path::Path, req: &Request) -> Result<Reply> {
+    let mut s = UnixStream::connect(socket).with_context(|| {
+        format!(
+            "{}: cannot reach hdvrf (is it running? --socket names its control.socket)",
+            socket.display()
+        )
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    s.write_all(&line)?;
+    let mut reply = String::new();
+    BufReader::new(&s)
+        .read_line(&mut reply)
+        .with_context(|| format!("{}: reading the reply", socket.display()))?;
+    if reply.is_empty() {
+        return Err(anyhow!("{}: hdvrf closed the connection", socket.display()));
+    }
+    serde_json::from_str(&reply).with_context(|| format!("reply {reply:?}"))
+}
+
+pub fn ctl(a: CtlArgs) -> Result<ExitCode> {
+    let req = request(a.cmd);
+    let reply = call(&a.socket, &req)?;
+    if !reply.ok {
+        eprintln!(
+            "hdvrf ctl: {}",
+            reply.error.as_deref().unwrap_or("refused without a reason")
+        );
+        return Ok(ExitCode::from(1));
+    }
+    if a.json {
+        say!("{}", serde_json::to_string_pretty(&reply.result)?);
+    } else {
+        human(&req, &reply.result);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        o => o.to_string(),
+    }
+}
+
+/// Columns padded to their widest cell.
+fn table(head: &[&str], rows: Vec<Vec<String>>) {
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    say!("{}", line(head.iter().map(|h| h.to_string()).collect()));
+    for r in rows {
+        say!("{}", line(r));
+    }
+}
+
+fn human(req: &Request, v: &Value) {
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    match req {
+        Request::ShowStats => {
+            table(
+                &["lcore", "rx", "tx", "drops", "bursts", "empty polls"],
+                list(&v["cores"])
+                    .iter()
+                    .map(|c| {
+                        ["lcore", "rx", "tx", "drops", "bursts", "empty_polls"]
+                            .iter()
+                            .map(|k| s(&c[*k]))
+                            .collect()
+                    })
+                    .collect(),
+            );
+            let t = &v["total"];
+            say!(
+                "total: rx {} tx {} drops {}",
+                u(&t["rx"]),
+                u(&t["tx"]),
+                u(&t["drops"])
+            );
+            if let Some(o) = t["outcomes"].as_object() {
+                for (k, n) in o {
+                    say!("  {k:<24} {}", u(n));
+                }
+            }
+            let p = &v["publication"];
+            say!(
+                "tables: {} commits ({} ops, {} failed), last visible on every worker after {} us, worst {} us",
+                u(&p["commits"]),
+                u(&p["ops"]),
+                u(&p["failed"]),
+                u(&p["last_visible_after_us"]),
+                u(&p["max_visible_after_us"])
+            );
+        }
+        Request::ShowDrops => {
+            let rows = v["reasons"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter(|(_, n)| u(n) != 0)
+                        .map(|(k, n)| vec![k.clone(), u(n).to_string()])
+                        .collect()
+                })
+                .unwrap_or_default();
+            table(&["reason", "packets"], rows);
+            say!("total: {}", u(&v["total"]));
+        }
+        Request::ShowPorts => table(
+            &[
+                "port",
+                "device",
+                "link",
+                "rx",
+                "tx",
+                "missed",
+                "rx errors",
+                "tx errors",
+                "no mbuf",
+            ],
+            list(v)
+                .iter()
+                .map(|p| {
+                    [
+                        "name",
+                        "device",
+                        "link",
+                        "rx",
+                        "tx",
+                        "missed",
+                        "rx_errors",
+                        "tx_errors",
+                        "rx_nombuf",
+                    ]
+                    .iter()
+                    .map(|k| s(&p[*k]))
+                    .collect()
+                })
+                .collect(),
+        ),
+        Request::ShowServices => table(
+            &[
+                "service",
+                "gateway",
+                "ttl",
+                "anti-spoofing",
+                "upstream",
+                "downstream",
+                "hub",
+            ],
+            list(v)
+                .iter()
+                .map(|x| {
+                    vec![
+                        s(&x["name"]),
+                        s(&x["gateway"]),
+                        s(&x["ttl_mode"]),
+                        s(&x["anti_spoofing"]),
+                        s(&x["routes"]["upstream"]),
+                        s(&x["routes"]["downstream"]),
+                        s(&x["routes"]["hub"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Request::ShowNextHops => table(
+            &["next hop", "port", "vlan", "mac", "labels"],
+            list(v)
+                .iter()
+                .map(|x| {
+                    vec![
+                        s(&x["name"]),
+                        s(&x["port"]),
+                        s(&x["vlan"]),
+                        s(&x["mac"]),
+                        list(&x["labels"])
+                            .iter()
+                            .map(s)
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    ]
+                })
+                .collect(),
+        ),
+        Request::ShowRoutes { .. } => table(
+            &["service", "table", "prefix", "next hop"],
+            list(v)
+                .iter()
+                .map(|x| {
+                    ["service", "table", "prefix", "next_hop"]
+                        .iter()
+                        .map(|k| s(&x[*k]))
+                        .collect()
+                })
+                .collect(),
+        ),
+        Request::ClearStats => say!("counters cleared"),
+        Request::RouteAdd { .. } | Request::RouteDel { .. } => say!(
+            "done: table generation {}, visible on every worker after {} us",
+            u(&v["generation"]),
+            u(&v["visible_after_us"])
+        ),
+    }
+}

@@ -1,0 +1,409 @@
+//! The management server on the control thread: `hdvrf run` serves the
+//! JSON-lines protocol of `control::mgmt` on a unix socket (mode 0600).
+//! Requests are handled one at a time on the control thread, which owns
+//! the data plane and its table writer: a route change is a commit through
+//! the publication mechanism, visible on every worker when the reply goes
+//! out. Counters are read from the workers' per-core blocks and summed
+//! here; nothing a request does touches a worker.
+
+use std::cell::RefCell;
+use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use anyhow::{anyhow, Context, Result};
+use control::mgmt::{self, Names, Reply, Request};
+use dataplane::pipeline::{Outcome, OutcomeKind};
+use dataplane::tables::{RouteTable, TableOp};
+use dataplane::{CoreSnapshot, Running};
+use serde_json::{json, Map, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// What the control thread owns: the running data plane and what the
+/// management API needs to speak about it in the configuration's names.
+pub struct Control {
+    pub running: Running,
+    names: Names,
+    devices: Vec<String>,
+    /// Counters at the last `clear stats`, per core.
+    base: Vec<(u32, CoreSnapshot)>,
+}
+
+/// A request longer than this is refused (a route change is ~150 bytes).
+const MAX_REQUEST: usize = 64 * 1024;
+
+impl Control {
+    pub fn new(running: Running, names: Names, devices: Vec<String>) -> Control {
+        let base = running
+            .cores()
+            .into_iter()
+            .map(|(l, _)| (l, CoreSnapshot::default()))
+            .collect();
+        Control {
+            running,
+            names,
+            devices,
+            base,
+        }
+    }
+
+    /// Per-core counters since the last `clear stats`.
+    pub fn cores(&self) -> Vec<(u32, CoreSnapshot)> {
+        self.running
+            .cores()
+            .into_iter()
+            .zip(&self.base)
+            .map(|((l, c), (_, b))| (l, c.since(b)))
+            .collect()
+    }
+
+    pub fn handle(&mut self, req: Request) -> Result<Value, String> {
+        match req {
+            Request::ShowStats => Ok(self.stats()),
+            Request::ShowDrops => Ok(self.drops()),
+            Request::ShowPorts => Ok(self.ports()),
+            Request::ShowServices => self.services(),
+            Request::ShowNextHops => self.next_hops(),
+            Request::ShowRoutes { service, table } => self.routes(service, table),
+            Request::ClearStats => {
+                self.base = self.running.cores();
+                Ok(json!({ "cleared": true }))
+            }
+            Request::RouteAdd {
+                service,
+                table,
+                prefix,
+                next_hop,
+            } => {
+                let (prefix, len) = mgmt::parse_route_prefix(&prefix)?;
+                let op = TableOp::AddRoute {
+                    service: self.names.service(&service)?,
+                    table: mgmt::parse_table(&table)?,
+                    prefix,
+                    len,
+                    next_hop: self.names.next_hop(&next_hop)?,
+                };
+                self.commit(op)
+            }
+            Request::RouteDel {
+                service,
+                table,
+                prefix,
+            } => {
+                let (prefix, len) = mgmt::parse_route_prefix(&prefix)?;
+                let (service, table) = (self.names.service(&service)?, mgmt::parse_table(&table)?);
+                // Refused here rather than published as a no-op.
+                let svc = self
+                    .tables()?
+                    .services
+                    .get(usize::from(service))
+                    .ok_or("the configuration and the tables disagree on services")?;
+                if svc.table(table).get(prefix, len).is_none() {
+                    return Err(format!(
+                        "no route {}/{len} in {}'s {} table",
+                        std::net::Ipv4Addr::from(prefix),
+                        svc.name,
+                        mgmt::table_name(table)
+                    ));
+                }
+                self.commit(TableOp::DeleteRoute {
+                    service,
+                    table,
+                    prefix,
+                    len,
+                })
+            }
+        }
+    }
+
+    fn commit(&mut self, op: TableOp) -> Result<Value, String> {
+        let st = self.running.commit(&[op]).map_err(|e| e.to_string())?;
+        if let Some((_, why)) = self.running.tables().and_then(|t| t.rejected().first()) {
+            return Err(why.clone());
+        }
+        Ok(json!({
+            "generation": st.generation,
+            "visible_after_us": st.quiesced_after.as_micros() as u64,
+            "elapsed_us": st.elapsed.as_micros() as u64,
+        }))
+    }
+
+    fn stats(&self) -> Value {
+        let cores = self.cores();
+        let mut total = CoreSnapshot::default();
+        let per_core: Vec<Value> = cores
+            .iter()
+            .map(|(l, c)| {
+                total.add(c);
+                json!({
+                    "lcore": l,
+                    "rx": c.rx_packets,
+                    "tx": c.tx_packets,
+                    "drops": c.drops(),
+                    "bursts": c.bursts,
+                    "empty_polls": c.empty_polls,
+                })
+            })
+            .collect();
+        let outcomes: Map<String, Value> = Outcome::ALL
+            .iter()
+            .filter(|o| total.outcome(**o) != 0)
+            .map(|o| (o.name().to_owned(), json!(total.outcome(*o))))
+            .collect();
+        let p = self.running.publication_stats();
+        json!({
+            "cores": per_core,
+            "total": {
+                "rx": total.rx_packets,
+                "tx": total.tx_packets,
+                "drops": total.drops(),
+                "outcomes": outcomes,
+            },
+            "ports": self.ports(),
+            "publication": {
+                "commits": p.commits,
+                "ops": p.ops,
+                "failed": p.failed,
+                "last_visible_after_us": p.last_visible_after.as_micros() as u64,
+                "max_visible_after_us": p.max_visible_after.as_micros() as u64,
+            },
+        })
+    }
+
+    fn drops(&self) -> Value {
+        let mut total = CoreSnapshot::default();
+        for (_, c) in self.cores() {
+            total.add(&c);
+        }
+        // The worker counts full tx rings and (io/macswap) runts outside
+        // the pipeline's outcomes; they are shown under the outcome names.
+        let mut reasons = Map::new();
+        for o in Outcome::ALL {
+            if o.kind() != OutcomeKind::Forward {
+                let extra = match o {
+                    Outcome::TxFull => total.tx_full_drops,
+                    Outcome::Runt => total.runt_drops,
+                    _ => 0,
+                };
+                reasons.insert(o.name().to_owned(), json!(total.outcome(*o) + extra));
+            }
+        }
+        json!({ "total": total.drops(), "reasons": reasons })
+    }
+
+    fn ports(&self) -> Value {
+        let list: Vec<Value> = self
+            .running
+            .port_stats()
+            .into_iter()
+            .enumerate()
+            .map(|(i, (dev, st, link))| {
+                json!({
+                    "name": self.names.port_name(i as u16),
+                    "device": self.devices.get(i).cloned().unwrap_or(dev),
+                    "link": format!("{link:?}"),
+                    "rx": st.ipackets,
+                    "tx": st.opackets,
+                    "rx_bytes": st.ibytes,
+                    "tx_bytes": st.obytes,
+                    "missed": st.imissed,
+                    "rx_errors": st.ierrors,
+                    "tx_errors": st.oerrors,
+                    "rx_nombuf": st.rx_nombuf,
+                })
+            })
+            .collect();
+        Value::Array(list)
+    }
+
+    fn tables(&self) -> Result<&dataplane::tables::Tables, String> {
+        self.running
+            .tables()
+            .ok_or_else(|| "no route tables (forward_mode is not \"router\")".to_owned())
+    }
+
+    fn services(&self) -> Result<Value, String> {
+        let t = self.tables()?;
+        Ok(Value::Array(
+            t.services
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    json!({
+                        "id": i,
+                        "name": s.name,
+                        "gateway": std::net::Ipv4Addr::from(s.gateway).to_string(),
+                        "ttl_mode": format!("{:?}", s.ttl_mode).to_lowercase(),
+                        "anti_spoofing": s.anti_spoofing,
+                        "routes": {
+                            "upstream": s.upstream.len(),
+                            "downstream": s.downstream.len(),
+                            "hub": s.hub.len(),
+                        },
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    fn next_hops(&self) -> Result<Value, String> {
+        let t = self.tables()?;
+        Ok(Value::Array(
+            t.next_hops()
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    json!({
+                        "id": i,
+                        "name": self.names.next_hop_name(i as u32),
+                        "port": self.names.port_name(n.port),
+                        "vlan": n.vlan,
+                        "mac": n.dst_mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+                        "labels": n.labels(),
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    fn routes(&self, service: Option<String>, table: Option<String>) -> Result<Value, String> {
+        let t = self.tables()?;
+        let services: Vec<usize> = match &service {
+            Some(name) => vec![usize::from(self.names.service(name)?)],
+            None => (0..t.services.len()).collect(),
+        };
+        let tables: Vec<RouteTable> = match &table {
+            Some(name) => vec![mgmt::parse_table(name)?],
+            None => vec![
+                RouteTable::Upstream,
+                RouteTable::Downstream,
+                RouteTable::Hub,
+            ],
+        };
+        let mut out = Vec::new();
+        for s in services {
+            let Some(svc) = t.services.get(s) else {
+                continue;
+            };
+            for &tb in &tables {
+                let mut routes: Vec<(u32, u8, u32)> = svc.table(tb).routes().collect();
+                routes.sort_unstable();
+                for (net, len, nh) in routes {
+                    out.push(json!({
+                        "service": svc.name,
+                        "table": mgmt::table_name(tb),
+                        "prefix": format!("{}/{len}", std::net::Ipv4Addr::from(net)),
+                        "next_hop": self.names.next_hop_name(nh),
+                    }));
+                }
+            }
+        }
+        Ok(Value::Array(out))
+    }
+}
+
+/// Binds the management socket. `configured` says whether the path came
+/// from the configuration: a busy default path only turns the API off for
+/// this instance (several test instances share a machine), a busy
+/// configured one is an error. A socket file nobody answers on is stale
+/// and replaced.
+pub fn bind(path: &Path, configured: bool) -> Result<Option<(UnixListener, PathBuf)>> {
+    match try_bind(path, configured) {
+        Err(e) if !configured => {
+            crate::run::say!(
+                "hdvrf: warning: no management socket ({e:#}); set control.socket to a writable path"
+            );
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
+fn try_bind(path: &Path, configured: bool) -> Result<Option<(UnixListener, PathBuf)>> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("control.socket: creating {}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("control.socket: {}", dir.display()))?;
+        }
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            if configured {
+                return Err(anyhow!(
+                    "control.socket: {} is served by another running hdvrf",
+                    path.display()
+                ));
+            }
+            crate::run::say!(
+                "hdvrf: warning: {} is served by another hdvrf; this one has no management socket (set control.socket)",
+                path.display()
+            );
+            return Ok(None);
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("control.socket: removing stale {}", path.display()))?;
+    }
+    let l = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("control.socket: binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("control.socket: {}", path.display()))?;
+    l.set_nonblocking(true)?;
+    Ok(Some((UnixListener::from_std(l)?, path.to_owned())))
+}
+
+/// Accepts clients forever; each is served on the control thread.
+pub async fn serve(listener: UnixListener, state: Rc<RefCell<Option<Control>>>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::task::spawn_local(client(stream, state.clone()));
+            }
+            Err(e) => {
+                crate::run::say!("hdvrf: control socket: accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn client(stream: UnixStream, state: Rc<RefCell<Option<Control>>>) {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match rd.read_line(&mut line).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::InvalidData => {
+                let _ = wr
+                    .write_all(b"{\"ok\":false,\"error\":\"request is not UTF-8\"}\n")
+                    .await;
+                return;
+            }
+            Err(_) => return,
+        }
+        let reply = if line.len() > MAX_REQUEST {
+            Reply::from_result(Err(format!("request over {MAX_REQUEST} bytes")))
+        } else {
+            match serde_json::from_str::<Request>(line.trim()) {
+                Err(e) => Reply::from_result(Err(format!("bad request: {e}"))),
+                // The borrow ends before the next await.
+                Ok(req) => match state.borrow_mut().as_mut() {
+                    Some(c) => Reply::from_result(c.handle(req)),
+                    None => Reply::from_result(Err("shutting down".into())),
+                },
+            }
+        };
+        let mut out = serde_json::to_vec(&reply)
+            .unwrap_or_else(|e| format!("{{\"ok\":false,\"error\":\"reply: {e}\"}}").into_bytes());
+        out.push(b'\n');
+        if wr.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
