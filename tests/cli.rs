@@ -81,6 +81,16 @@ struct Hdvrf {
     seen: Vec<String>,
 }
 
+/// A failed assertion must not leave a router polling a core behind it.
+impl Drop for Hdvrf {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Hdvrf {
     fn start(cfg: &Path) -> Hdvrf {
         let mut child = Command::new(bin())
