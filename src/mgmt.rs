@@ -49,6 +49,13 @@ impl Control {
         }
     }
 
+    /// Port names in port order, as the configuration has them.
+    pub fn port_names(&self) -> Vec<String> {
+        (0..self.devices.len())
+            .map(|i| self.names.port_name(i as u16))
+            .collect()
+    }
+
     /// Per-core counters since the last `clear stats`.
     pub fn cores(&self) -> Vec<(u32, CoreSnapshot)> {
         self.running

@@ -188,6 +188,22 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         .context("control thread runtime")?;
     let local = tokio::task::LocalSet::new();
     let bound = local.block_on(&rt, async {
+        // Metrics first: a configured address that is taken fails the
+        // start before the socket file exists.
+        let metrics = match &loaded.config.control.metrics {
+            Some(m) if m.get_ref().is_empty() => None,
+            Some(m) => Some((m.get_ref().as_str(), true)),
+            None => Some((config::DEFAULT_METRICS, false)),
+        };
+        if let Some((addr, configured)) = metrics {
+            let addr = addr
+                .parse()
+                .map_err(|e| anyhow!("control.metrics: {addr:?}: {e}"))?;
+            if let Some(l) = crate::metrics::bind(addr, configured).await? {
+                say!("hdvrf: metrics on http://{}/metrics", l.local_addr()?);
+                tokio::task::spawn_local(crate::metrics::serve(l, state.clone()));
+            }
+        }
         let bound = match &socket {
             Some((path, configured)) => crate::mgmt::bind(path, *configured)?,
             None => None,

@@ -542,6 +542,20 @@ fn outcome(stats: &serde_json::Value, name: &str) -> u64 {
     stats["total"]["outcomes"][name].as_u64().unwrap_or(0)
 }
 
+/// GET `path` from `addr`: (status line, body).
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let (head, body) = r.split_once("\r\n\r\n").unwrap_or((&r, ""));
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
+}
+
 /// Polls until `cond` holds (30 s hang guard).
 fn poll(what: &str, mut cond: impl FnMut() -> bool) {
     let t0 = Instant::now();
@@ -570,6 +584,7 @@ stats_interval_ms = 0
 
 [control]
 socket = "{sock}"
+metrics = "127.0.0.1:0"
 
 [router]
 role = "spoke"
@@ -619,6 +634,11 @@ downstream = [ {{ prefix = "10.0.0.10/32", next_hop = "client-a" }} ]
     h.wait_line("the management socket", |l| {
         l.starts_with("hdvrf: management socket")
     });
+    let metrics = h
+        .line("hdvrf: metrics on http://")
+        .trim_start_matches("hdvrf: metrics on http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
@@ -634,6 +654,25 @@ downstream = [ {{ prefix = "10.0.0.10/32", next_hop = "client-a" }} ]
     let (code, out, _) = ctl(&sock, &["show", "stats"]);
     assert_eq!(code, 0);
     assert!(out.contains("fwd_upstream"), "{out}");
+
+    // Prometheus text: the workers' counters and the tables.
+    let (status, body) = http_get(&metrics, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    let fwd: u64 = body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "hdvrf_packets_total{lcore=\"1\",kind=\"forward\",outcome=\"fwd_upstream\"} ",
+            )
+        })
+        .unwrap_or_else(|| panic!("no fwd_upstream sample: {body}"))
+        .parse()
+        .unwrap();
+    assert!(fwd > 10_000, "{fwd}");
+    assert!(body.contains("# TYPE hdvrf_packets_total counter"));
+    assert!(body.contains("hdvrf_routes{service=\"blue\",table=\"upstream\"} 1\n"));
+    assert!(body.contains("hdvrf_port_tx_packets_total{port=\"core0\"} "));
+    assert_eq!(http_get(&metrics, "/").0, "HTTP/1.1 404 Not Found");
 
     // The only upstream route goes: from the reply on, nothing is
     // forwarded and packets count as "no route".

@@ -47,7 +47,14 @@ pub struct ControlCfg {
     /// [`DEFAULT_CONTROL_SOCKET`]; "" turns the API off.
     #[serde(default)]
     pub socket: Option<Spanned<String>>,
+    /// Prometheus text metrics over HTTP at `ADDRESS:PORT/metrics`;
+    /// default [`DEFAULT_METRICS`] (loopback only); "" turns them off.
+    #[serde(default)]
+    pub metrics: Option<Spanned<String>>,
 }
+
+/// Where metrics are served when `control.metrics` is not set.
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9469";
 
 fn default_main_lcore() -> Spanned<u32> {
     Spanned::new(0..0, 0)
@@ -482,6 +489,18 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, LoadError> {
                 format!(
                     "{} bytes: a unix socket path holds at most 107",
                     sock.get_ref().len()
+                ),
+            );
+        }
+    }
+    if let Some(m) = &config.control.metrics {
+        if !m.get_ref().is_empty() && m.get_ref().parse::<std::net::SocketAddr>().is_err() {
+            err(
+                m.span(),
+                "control.metrics".into(),
+                format!(
+                    "{:?} is not ADDRESS:PORT (e.g. \"127.0.0.1:9469\")",
+                    m.get_ref()
                 ),
             );
         }
@@ -1529,6 +1548,7 @@ peer = "a"
             ("bad ttl mode", SPOKE_EXAMPLE.replace("\"uniform\"", "\"short\""), "", "service[0].ttl_mode", 48, "\"short\": expected \"uniform\" or \"pipe\""),
             ("unknown service field", SPOKE_EXAMPLE.replace("anti_spoofing = true", "anti_spoof = true"), "", "service[0].anti_spoof", 49, "unknown field `anti_spoof`"),
             ("control socket path too long", format!("{SPOKE_EXAMPLE}\n[control]\nsocket = \"/run/{}.sock\"\n", "x".repeat(100)), "", "control.socket", 69, "110 bytes: a unix socket path holds at most 107"),
+            ("bad metrics address", format!("{SPOKE_EXAMPLE}\n[control]\nmetrics = \"localhost\"\n"), "", "control.metrics", 69, "\"localhost\" is not ADDRESS:PORT"),
             ("unknown control field", format!("{SPOKE_EXAMPLE}\n[control]\nsock = \"/run/x.sock\"\n"), "", "control.sock", 69, "unknown field `sock`"),
             ("unknown route field", SPOKE_EXAMPLE.replace("{ prefix = \"0.0.0.0/0\", next_hop", "{ prefix = \"0.0.0.0/0\", nexthop"), "", "service[0].upstream[0].nexthop", 51, "unknown field `nexthop`"),
         ];

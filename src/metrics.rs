@@ -1,0 +1,270 @@
+//! Prometheus text metrics (exposition format 0.0.4) over HTTP, served by
+//! the control thread at `control.metrics` (loopback by default).
+//!
+//! Counters are the workers' own, never reset (`clear stats` only moves
+//! `hdvrf ctl`'s baseline), so rates computed by Prometheus stay right.
+//!
+//! The HTTP side is written here rather than taken from hyper: it is one
+//! GET endpoint answered once per connection, which is a few lines,
+//! against a server stack and its dependencies in the router binary.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use dataplane::pipeline::{Outcome, OutcomeKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::mgmt::Control;
+use crate::run::say;
+
+/// The largest request head read (the rest is ignored).
+const MAX_HEAD: usize = 8 * 1024;
+
+/// Binds the metrics listener; a busy or unusable default address only
+/// turns metrics off for this instance, a configured one is an error.
+pub async fn bind(addr: SocketAddr, configured: bool) -> Result<Option<TcpListener>> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if !configured => {
+            say!("hdvrf: warning: no metrics ({addr}: {e}); set control.metrics");
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("control.metrics: binding {addr}")),
+    }
+}
+
+pub async fn serve(listener: TcpListener, state: Rc<RefCell<Option<Control>>>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::task::spawn_local(client(stream, state.clone()));
+            }
+            Err(e) => {
+                say!("hdvrf: metrics: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn client(mut stream: TcpStream, state: Rc<RefCell<Option<Control>>>) {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    // The request line is all that matters; a slow or silent client is
+    // dropped after a few seconds rather than held forever.
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    })
+    .await;
+    if !matches!(read, Ok(true)) {
+        return;
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let (status, body) = match line {
+        b"GET /metrics HTTP/1.1" | b"GET /metrics HTTP/1.0" => {
+            match state.borrow().as_ref().map(render) {
+                Some(body) => ("200 OK", body),
+                None => ("503 Service Unavailable", "shutting down\n".to_owned()),
+            }
+        }
+        l if l.starts_with(b"GET ") => ("404 Not Found", "only /metrics is here\n".to_owned()),
+        _ => ("405 Method Not Allowed", "GET /metrics\n".to_owned()),
+    };
+    let reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(reply.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// One metric family's header.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Label values are names from the configuration; escape what the format
+/// requires anyway.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub fn render(c: &Control) -> String {
+    let mut o = String::with_capacity(8 * 1024);
+    let cores = c.running.cores();
+    family(
+        &mut o,
+        "hdvrf_rx_packets_total",
+        "counter",
+        "Packets received, per worker core.",
+    );
+    for (l, s) in &cores {
+        let _ = writeln!(
+            o,
+            "hdvrf_rx_packets_total{{lcore=\"{l}\"}} {}",
+            s.rx_packets
+        );
+    }
+    family(
+        &mut o,
+        "hdvrf_tx_packets_total",
+        "counter",
+        "Packets sent, per worker core.",
+    );
+    for (l, s) in &cores {
+        let _ = writeln!(
+            o,
+            "hdvrf_tx_packets_total{{lcore=\"{l}\"}} {}",
+            s.tx_packets
+        );
+    }
+    family(
+        &mut o,
+        "hdvrf_packets_total",
+        "counter",
+        "How packets ended (forward, punt or drop reason), per worker core.",
+    );
+    for (l, s) in &cores {
+        for out in Outcome::ALL {
+            let extra = match out {
+                Outcome::TxFull => s.tx_full_drops,
+                Outcome::Runt => s.runt_drops,
+                _ => 0,
+            };
+            let kind = match out.kind() {
+                OutcomeKind::Forward => "forward",
+                OutcomeKind::Punt => "punt",
+                OutcomeKind::Drop => "drop",
+            };
+            let _ = writeln!(
+                o,
+                "hdvrf_packets_total{{lcore=\"{l}\",kind=\"{kind}\",outcome=\"{}\"}} {}",
+                out.name(),
+                s.outcome(*out) + extra
+            );
+        }
+    }
+    let ports = c.running.port_stats();
+    let names = c.port_names();
+    for (metric, help, get) in [
+        (
+            "hdvrf_port_rx_packets_total",
+            "Packets the port received.",
+            (|s: &dataplane::dpdk::PortStats| s.ipackets) as fn(&dataplane::dpdk::PortStats) -> u64,
+        ),
+        (
+            "hdvrf_port_tx_packets_total",
+            "Packets the port sent.",
+            |s| s.opackets,
+        ),
+        (
+            "hdvrf_port_rx_bytes_total",
+            "Bytes the port received.",
+            |s| s.ibytes,
+        ),
+        ("hdvrf_port_tx_bytes_total", "Bytes the port sent.", |s| {
+            s.obytes
+        }),
+        (
+            "hdvrf_port_rx_missed_total",
+            "Packets the NIC dropped for lack of rx descriptors.",
+            |s| s.imissed,
+        ),
+        (
+            "hdvrf_port_rx_errors_total",
+            "Erroneous packets received.",
+            |s| s.ierrors,
+        ),
+        (
+            "hdvrf_port_tx_errors_total",
+            "Packets the port failed to send.",
+            |s| s.oerrors,
+        ),
+        (
+            "hdvrf_port_rx_nombuf_total",
+            "Receive failures for lack of mbufs.",
+            |s| s.rx_nombuf,
+        ),
+    ] {
+        family(&mut o, metric, "counter", help);
+        for ((_, st, _), name) in ports.iter().zip(&names) {
+            let _ = writeln!(o, "{metric}{{port=\"{}\"}} {}", esc(name), get(st));
+        }
+    }
+    let p = c.running.publication_stats();
+    family(
+        &mut o,
+        "hdvrf_table_commits_total",
+        "counter",
+        "Route table commits published to the workers.",
+    );
+    let _ = writeln!(o, "hdvrf_table_commits_total {}", p.commits);
+    family(
+        &mut o,
+        "hdvrf_table_commit_failures_total",
+        "counter",
+        "Route table commits that failed.",
+    );
+    let _ = writeln!(o, "hdvrf_table_commit_failures_total {}", p.failed);
+    family(
+        &mut o,
+        "hdvrf_table_ops_total",
+        "counter",
+        "Route changes committed.",
+    );
+    let _ = writeln!(o, "hdvrf_table_ops_total {}", p.ops);
+    family(
+        &mut o,
+        "hdvrf_table_visible_after_seconds",
+        "gauge",
+        "The last commit's time from submit until every worker used it.",
+    );
+    let _ = writeln!(
+        o,
+        "hdvrf_table_visible_after_seconds {}",
+        p.last_visible_after.as_secs_f64()
+    );
+    if let Some(t) = c.running.tables() {
+        family(
+            &mut o,
+            "hdvrf_routes",
+            "gauge",
+            "Routes per service and table.",
+        );
+        for s in &t.services {
+            for (table, n) in [
+                ("upstream", s.upstream.len()),
+                ("downstream", s.downstream.len()),
+                ("hub", s.hub.len()),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "hdvrf_routes{{service=\"{}\",table=\"{table}\"}} {n}",
+                    esc(&s.name)
+                );
+            }
+        }
+    }
+    family(
+        &mut o,
+        "hdvrf_mbufs_in_use",
+        "gauge",
+        "Mbufs handed out from the pools.",
+    );
+    let _ = writeln!(o, "hdvrf_mbufs_in_use {}", c.running.mbufs_in_use());
+    o
+}
