@@ -45,6 +45,8 @@ enum CtlCmd {
         #[command(subcommand)]
         op: RouteOp,
     },
+    /// Re-read the configuration file and apply its route changes.
+    Reload,
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,6 +97,7 @@ fn request(cmd: CtlCmd) -> Request {
             Show::Routes { service, table } => Request::ShowRoutes { service, table },
         },
         CtlCmd::Clear { what: Clear::Stats } => Request::ClearStats,
+        CtlCmd::Reload => Request::Reload,
         CtlCmd::Route { op } => match op {
             RouteOp::Add {
                 service,
@@ -336,6 +339,16 @@ fn human(req: &Request, v: &Value) {
                 .collect(),
         ),
         Request::ClearStats => say!("counters cleared"),
+        Request::Reload => say!(
+            "reloaded: {} routes added, {} changed, {} removed{}",
+            u(&v["added"]),
+            u(&v["changed"]),
+            u(&v["removed"]),
+            v["generation"]
+                .as_u64()
+                .map(|g| format!(" (table generation {g})"))
+                .unwrap_or_else(|| " (nothing to publish)".into())
+        ),
         Request::RouteAdd { .. } | Request::RouteDel { .. } => say!(
             "done: table generation {}, visible on every worker after {} us",
             u(&v["generation"]),

@@ -12,7 +12,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use std::collections::HashMap;
+
 use anyhow::{anyhow, Context, Result};
+use control::config::{self, LoadError};
 use control::mgmt::{self, Names, Reply, Request};
 use dataplane::pipeline::{Outcome, OutcomeKind};
 use dataplane::tables::{RouteTable, TableOp};
@@ -29,13 +32,23 @@ pub struct Control {
     devices: Vec<String>,
     /// Counters at the last `clear stats`, per core.
     base: Vec<(u32, CoreSnapshot)>,
+    /// The configuration file and, as plain TOML, what it held when last
+    /// applied: `reload` compares against it.
+    config_path: PathBuf,
+    applied: toml::Value,
 }
 
 /// A request longer than this is refused (a route change is ~150 bytes).
 const MAX_REQUEST: usize = 64 * 1024;
 
 impl Control {
-    pub fn new(running: Running, names: Names, devices: Vec<String>) -> Control {
+    pub fn new(
+        running: Running,
+        names: Names,
+        devices: Vec<String>,
+        config_path: PathBuf,
+        applied: toml::Value,
+    ) -> Control {
         let base = running
             .cores()
             .into_iter()
@@ -46,6 +59,8 @@ impl Control {
             names,
             devices,
             base,
+            config_path,
+            applied,
         }
     }
 
@@ -94,6 +109,7 @@ impl Control {
                 };
                 self.commit(op)
             }
+            Request::Reload => self.reload(),
             Request::RouteDel {
                 service,
                 table,
@@ -123,6 +139,97 @@ impl Control {
                 })
             }
         }
+    }
+
+    /// Re-reads the configuration and publishes its route changes as one
+    /// batch: routes added or removed at run time (`route add|del`) go back
+    /// to what the file says. Anything else that changed needs a restart
+    /// and is refused, with nothing applied.
+    fn reload(&mut self) -> Result<Value, String> {
+        let path = self.config_path.clone();
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let loaded = config::parse(&path, &text).map_err(|e| match e {
+            LoadError::Invalid(list) => list
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            other => other.to_string(),
+        })?;
+        let raw: toml::Value =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let changed = mgmt::restart_needed(&self.applied, &raw);
+        if !changed.is_empty() {
+            return Err(format!(
+                "{}: changes to {} need a restart; nothing was applied",
+                path.display(),
+                changed.join(", ")
+            ));
+        }
+        let ports = loaded.config.ports.len();
+        let new = control::router::build_tables(&loaded, &vec![[0u8; 6]; ports])?;
+        let cur = self.tables()?;
+        let (mut added, mut changed, mut removed) = (0u64, 0u64, 0u64);
+        let mut ops = Vec::new();
+        for (s, (a, b)) in cur.services.iter().zip(&new.services).enumerate() {
+            let service = u16::try_from(s).map_err(|_| "service id out of range")?;
+            for table in [
+                RouteTable::Upstream,
+                RouteTable::Downstream,
+                RouteTable::Hub,
+            ] {
+                let have: HashMap<(u32, u8), u32> = a
+                    .table(table)
+                    .routes()
+                    .map(|(p, l, n)| ((p, l), n))
+                    .collect();
+                let want: HashMap<(u32, u8), u32> = b
+                    .table(table)
+                    .routes()
+                    .map(|(p, l, n)| ((p, l), n))
+                    .collect();
+                for (&(prefix, len), &next_hop) in &want {
+                    match have.get(&(prefix, len)) {
+                        Some(&n) if n == next_hop => continue,
+                        Some(_) => changed += 1,
+                        None => added += 1,
+                    }
+                    ops.push(TableOp::AddRoute {
+                        service,
+                        table,
+                        prefix,
+                        len,
+                        next_hop,
+                    });
+                }
+                for &(prefix, len) in have.keys().filter(|k| !want.contains_key(k)) {
+                    removed += 1;
+                    ops.push(TableOp::DeleteRoute {
+                        service,
+                        table,
+                        prefix,
+                        len,
+                    });
+                }
+            }
+        }
+        let generation = if ops.is_empty() {
+            None
+        } else {
+            let st = self.running.commit(&ops).map_err(|e| e.to_string())?;
+            if let Some((op, why)) = self.running.tables().and_then(|t| t.rejected().first()) {
+                return Err(format!("reload: {op:?}: {why}"));
+            }
+            Some(st.generation)
+        };
+        self.applied = raw;
+        Ok(json!({
+            "added": added,
+            "changed": changed,
+            "removed": removed,
+            "generation": generation,
+        }))
     }
 
     fn commit(&mut self, op: TableOp) -> Result<Value, String> {

@@ -181,7 +181,18 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
     };
     let names = control::mgmt::Names::from_config(&loaded.config);
     let devices = spec.ports.iter().map(|p| p.dpdk_name.clone()).collect();
-    let state = Rc::new(RefCell::new(Some(Control::new(running, names, devices))));
+    // What the file holds now, as plain TOML, for `reload` to compare.
+    let applied: toml::Value = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| toml::from_str(&t).ok())
+        .unwrap_or(toml::Value::Table(Default::default()));
+    let state = Rc::new(RefCell::new(Some(Control::new(
+        running,
+        names,
+        devices,
+        path.to_owned(),
+        applied,
+    ))));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

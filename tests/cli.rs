@@ -656,22 +656,22 @@ downstream = [ {{ prefix = "10.0.0.10/32", next_hop = "client-a" }} ]
     assert!(out.contains("fwd_upstream"), "{out}");
 
     // Prometheus text: the workers' counters and the tables.
-    let (status, body) = http_get(&metrics, "/metrics");
-    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
-    let fwd: u64 = body
+    let (status, page) = http_get(&metrics, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{page}");
+    let fwd: u64 = page
         .lines()
         .find_map(|l| {
             l.strip_prefix(
                 "hdvrf_packets_total{lcore=\"1\",kind=\"forward\",outcome=\"fwd_upstream\"} ",
             )
         })
-        .unwrap_or_else(|| panic!("no fwd_upstream sample: {body}"))
+        .unwrap_or_else(|| panic!("no fwd_upstream sample: {page}"))
         .parse()
         .unwrap();
     assert!(fwd > 10_000, "{fwd}");
-    assert!(body.contains("# TYPE hdvrf_packets_total counter"));
-    assert!(body.contains("hdvrf_routes{service=\"blue\",table=\"upstream\"} 1\n"));
-    assert!(body.contains("hdvrf_port_tx_packets_total{port=\"core0\"} "));
+    assert!(page.contains("# TYPE hdvrf_packets_total counter"));
+    assert!(page.contains("hdvrf_routes{service=\"blue\",table=\"upstream\"} 1\n"));
+    assert!(page.contains("hdvrf_port_tx_packets_total{port=\"core0\"} "));
     assert_eq!(http_get(&metrics, "/").0, "HTTP/1.1 404 Not Found");
 
     // The only upstream route goes: from the reply on, nothing is
@@ -743,6 +743,53 @@ downstream = [ {{ prefix = "10.0.0.10/32", next_hop = "client-a" }} ]
     assert_eq!(
         ctl_json(&sock, &["show", "stats"])["publication"]["commits"],
         2
+    );
+
+    // reload: the file's routes come back (runtime changes undone) in one
+    // commit; a change that needs a restart is refused whole.
+    let cfg = d.join("hdvrf.toml");
+    let reloaded = body.replace(
+        "upstream = [ { prefix = \"0.0.0.0/0\", next_hop = \"hub\" } ]",
+        "upstream = [ { prefix = \"0.0.0.0/0\", next_hop = \"hub\" }, { prefix = \"10.0.0.0/25\", next_hop = \"hub2\" } ]",
+    );
+    assert_ne!(reloaded, body, "the edit applies");
+    std::fs::write(&cfg, &reloaded).unwrap();
+    let r = ctl_json(&sock, &["reload"]);
+    assert_eq!(
+        r,
+        serde_json::json!({"added": 2, "changed": 0, "removed": 1, "generation": 3})
+    );
+    let routes = ctl_json(&sock, &["show", "routes", "blue", "upstream"]);
+    let listed: Vec<(String, String)> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["prefix"].as_str().unwrap().into(),
+                r["next_hop"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("0.0.0.0/0".into(), "hub".into()),
+            ("10.0.0.0/25".into(), "hub2".into())
+        ]
+    );
+    let again = ctl_json(&sock, &["reload"]);
+    assert_eq!(again["generation"], serde_json::Value::Null);
+    std::fs::write(&cfg, reloaded.replace("net_null1", "net_null2")).unwrap();
+    let (code, _, err) = ctl(&sock, &["reload"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("changes to port need a restart; nothing was applied"),
+        "{err}"
+    );
+    assert_eq!(
+        ctl_json(&sock, &["show", "routes", "blue", "upstream"]),
+        routes
     );
 
     // clear stats: counting starts again from zero.

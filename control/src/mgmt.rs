@@ -48,6 +48,9 @@ pub enum Request {
         table: String,
         prefix: String,
     },
+    /// Re-read the configuration file and apply its route changes through
+    /// table publication; changes that need a restart are refused.
+    Reload,
 }
 
 /// The reply: `result` when `ok`, else `error`.
@@ -162,6 +165,41 @@ pub fn parse_route_prefix(s: &str) -> Result<(u32, u8), String> {
     parse_prefix(s).map_err(|m| format!("prefix {s:?}: {m}"))
 }
 
+/// The parts of a configuration (parsed as plain TOML) that `reload`
+/// cannot apply to a running router: everything but the services' routes.
+/// Returns the names of the sections that differ.
+pub fn restart_needed(old: &toml::Value, new: &toml::Value) -> Vec<String> {
+    fn strip(v: &toml::Value) -> toml::Value {
+        let mut v = v.clone();
+        if let Some(list) = v.get_mut("service").and_then(|s| s.as_array_mut()) {
+            for svc in list {
+                if let Some(t) = svc.as_table_mut() {
+                    for k in ["upstream", "downstream", "hub"] {
+                        t.remove(k);
+                    }
+                }
+            }
+        }
+        v
+    }
+    let (a, b) = (strip(old), strip(new));
+    let empty = toml::map::Map::new();
+    let (ta, tb) = (
+        a.as_table().unwrap_or(&empty),
+        b.as_table().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = ta.keys().chain(tb.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| ta.get(*k) != tb.get(*k))
+        .map(|k| match k.as_str() {
+            "service" => "service (other than its routes)".to_owned(),
+            o => o.to_owned(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +238,32 @@ mod tests {
         let e = serde_json::from_str::<Request>(r#"{"cmd":"show-routes","servcie":"blue"}"#)
             .unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn only_route_changes_can_be_reloaded() {
+        let t = |s: &str| -> toml::Value { toml::from_str(s).unwrap() };
+        let base = r#"
+[dataplane]
+workers = [1]
+[[port]]
+name = "a"
+device = "net_null0"
+[[service]]
+name = "blue"
+upstream = [ { prefix = "0.0.0.0/0", next_hop = "hub" } ]
+"#;
+        let routes = base.replace("0.0.0.0/0", "10.0.0.0/8");
+        assert!(restart_needed(&t(base), &t(&routes)).is_empty());
+        let port = routes.replace("net_null0", "net_null1");
+        assert_eq!(restart_needed(&t(base), &t(&port)), ["port"]);
+        let svc = base.replace("name = \"blue\"", "name = \"red\"");
+        assert_eq!(
+            restart_needed(&t(base), &t(&svc)),
+            ["service (other than its routes)"]
+        );
+        let more = format!("{base}[control]\nsocket = \"/x\"\n");
+        assert_eq!(restart_needed(&t(base), &t(&more)), ["control"]);
     }
 
     #[test]
