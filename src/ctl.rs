@@ -56,6 +56,7 @@ enum Show {
     Ports,
     Services,
     NextHops,
+    Labels,
     /// Routes of one service (or all), one table (or all).
     Routes {
         service: Option<String>,
@@ -94,6 +95,7 @@ fn request(cmd: CtlCmd) -> Request {
             Show::Ports => Request::ShowPorts,
             Show::Services => Request::ShowServices,
             Show::NextHops => Request::ShowNextHops,
+            Show::Labels => Request::ShowLabels,
             Show::Routes { service, table } => Request::ShowRoutes { service, table },
         },
         CtlCmd::Clear { what: Clear::Stats } => Request::ClearStats,
@@ -326,6 +328,31 @@ fn human(req: &Request, v: &Value) {
                 })
                 .collect(),
         ),
+        Request::ShowLabels => {
+            say!(
+                "local labels {} to {}",
+                u(&v["base"]),
+                (u(&v["base"]) + u(&v["count"])).saturating_sub(1)
+            );
+            table(
+                &["label", "action", "detail"],
+                list(&v["bound"])
+                    .iter()
+                    .map(|x| {
+                        let detail = x["detail"]
+                            .as_object()
+                            .map(|o| {
+                                o.iter()
+                                    .map(|(k, v)| format!("{k}={}", s(v)))
+                                    .collect::<Vec<_>>()
+                                    .join(" ")
+                            })
+                            .unwrap_or_default();
+                        vec![s(&x["label"]), s(&x["action"]), detail]
+                    })
+                    .collect(),
+            );
+        }
         Request::ShowRoutes { .. } => table(
             &["service", "table", "prefix", "next hop"],
             list(v)

@@ -18,10 +18,10 @@ use anyhow::{anyhow, Context, Result};
 use control::config::{self, LoadError};
 use control::mgmt::{self, Names, Reply, Request};
 use dataplane::pipeline::{Outcome, OutcomeKind};
-use dataplane::tables::{RouteTable, TableOp};
+use dataplane::tables::{LabelAction, RouteTable, TableOp};
 use dataplane::{CoreSnapshot, Running};
 use serde_json::{json, Map, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 /// What the control thread owns: the running data plane and what the
@@ -88,6 +88,7 @@ impl Control {
             Request::ShowPorts => Ok(self.ports()),
             Request::ShowServices => self.services(),
             Request::ShowNextHops => self.next_hops(),
+            Request::ShowLabels => self.labels(),
             Request::ShowRoutes { service, table } => self.routes(service, table),
             Request::ClearStats => {
                 self.base = self.running.cores();
@@ -382,6 +383,44 @@ impl Control {
         ))
     }
 
+    fn labels(&self) -> Result<Value, String> {
+        let t = self.tables()?;
+        let service = |id: u16| {
+            t.services
+                .get(usize::from(id))
+                .map_or_else(|| format!("#{id}"), |s| s.name.clone())
+        };
+        let bound: Vec<Value> = t
+            .labels
+            .bound()
+            .map(|(label, a)| {
+                let (action, detail) = match a {
+                    LabelAction::PopContinue => ("pop", json!({})),
+                    LabelAction::PopDownstream { service: s } => {
+                        ("pop-downstream", json!({ "service": service(s) }))
+                    }
+                    LabelAction::PopHub { service: s } => {
+                        ("pop-hub", json!({ "service": service(s) }))
+                    }
+                    LabelAction::Swap { label, next_hop } => (
+                        "swap",
+                        json!({ "out_label": label, "next_hop": self.names.next_hop_name(next_hop) }),
+                    ),
+                    LabelAction::PopPhp { next_hop } => (
+                        "php",
+                        json!({ "next_hop": self.names.next_hop_name(next_hop) }),
+                    ),
+                };
+                json!({ "label": label, "action": action, "detail": detail })
+            })
+            .collect();
+        Ok(json!({
+            "base": t.labels.base(),
+            "count": t.labels.len(),
+            "bound": bound,
+        }))
+    }
+
     fn routes(&self, service: Option<String>, table: Option<String>) -> Result<Value, String> {
         let t = self.tables()?;
         let services: Vec<usize> = match &service {
@@ -490,7 +529,13 @@ async fn client(stream: UnixStream, state: Rc<RefCell<Option<Control>>>) {
     let mut line = String::new();
     loop {
         line.clear();
-        match rd.read_line(&mut line).await {
+        // At most one byte past the limit is read, so a client that never
+        // sends a newline cannot make the control thread buffer without end.
+        match (&mut rd)
+            .take(MAX_REQUEST as u64 + 1)
+            .read_line(&mut line)
+            .await
+        {
             Ok(0) => return,
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::InvalidData => {
@@ -501,9 +546,14 @@ async fn client(stream: UnixStream, state: Rc<RefCell<Option<Control>>>) {
             }
             Err(_) => return,
         }
-        let reply = if line.len() > MAX_REQUEST {
-            Reply::from_result(Err(format!("request over {MAX_REQUEST} bytes")))
-        } else {
+        if line.len() > MAX_REQUEST {
+            let reply = Reply::from_result(Err(format!("request over {MAX_REQUEST} bytes")));
+            let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+            out.push(b'\n');
+            let _ = wr.write_all(&out).await;
+            return;
+        }
+        let reply = {
             match serde_json::from_str::<Request>(line.trim()) {
                 Err(e) => Reply::from_result(Err(format!("bad request: {e}"))),
                 // The borrow ends before the next await.

@@ -716,6 +716,38 @@ downstream = [ {{ prefix = "10.0.0.10/32", next_hop = "client-a" }} ]
     let st = ctl_json(&sock, &["show", "stats"]);
     assert_eq!(st["publication"]["commits"], 2);
 
+    let labels = ctl_json(&sock, &["show", "labels"]);
+    assert_eq!(
+        (labels["base"].as_u64(), labels["count"].as_u64()),
+        (Some(1000), Some(64))
+    );
+    assert_eq!(
+        labels["bound"],
+        serde_json::json!([
+            {"label": 1000, "action": "pop", "detail": {}},
+            {"label": 1001, "action": "pop-downstream", "detail": {"service": "blue"}},
+        ])
+    );
+    // A client that sends an endless line is cut off with a reason, and
+    // the server goes on serving.
+    {
+        use std::io::{Read, Write};
+        let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        let _ = c.write_all(&vec![b'x'; 100 * 1024]);
+        // The server may close with our excess unread (a reset after its
+        // reply): keep what arrived before any error.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = c.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        let reply = String::from_utf8_lossy(&got);
+        assert!(reply.contains("request over 65536 bytes"), "{reply}");
+    }
+
     // Refusals name what is wrong and exit 1; nothing changes.
     for (args, want) in [
         (

@@ -26,6 +26,8 @@ pub enum Request {
     ShowPorts,
     ShowServices,
     ShowNextHops,
+    /// The local label range and every bound label's action.
+    ShowLabels,
     /// Routes of one service (all when `None`), one table (all when
     /// `None`).
     ShowRoutes {

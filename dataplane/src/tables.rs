@@ -118,6 +118,14 @@ impl LabelTable {
         }
     }
 
+    /// Every bound label with its action, in label order.
+    pub fn bound(&self) -> impl Iterator<Item = (u32, LabelAction)> + '_ {
+        self.actions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| a.map(|a| (self.base + i as u32, a)))
+    }
+
     #[inline(always)]
     pub fn get(&self, label: u32) -> Option<LabelAction> {
         let i = label.wrapping_sub(self.base) as usize;
