@@ -47,6 +47,21 @@ enum CtlCmd {
     },
     /// Re-read the configuration file and apply its route changes.
     Reload,
+    /// Packet trace: the path of the next packets through the pipeline.
+    Trace {
+        #[command(subcommand)]
+        op: TraceOp,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TraceOp {
+    /// trace add N [PORT]: trace the next N packets (arriving on PORT).
+    Add { count: u32, port: Option<String> },
+    /// The packets traced so far, explained.
+    Show,
+    /// Stop tracing and forget what was traced.
+    Clear,
 }
 
 #[derive(Subcommand, Debug)]
@@ -100,6 +115,11 @@ fn request(cmd: CtlCmd) -> Request {
         },
         CtlCmd::Clear { what: Clear::Stats } => Request::ClearStats,
         CtlCmd::Reload => Request::Reload,
+        CtlCmd::Trace { op } => match op {
+            TraceOp::Add { count, port } => Request::TraceAdd { count, port },
+            TraceOp::Show => Request::TraceShow,
+            TraceOp::Clear => Request::TraceClear,
+        },
         CtlCmd::Route { op } => match op {
             RouteOp::Add {
                 service,
@@ -366,6 +386,49 @@ fn human(req: &Request, v: &Value) {
                 .collect(),
         ),
         Request::ClearStats => say!("counters cleared"),
+        Request::TraceAdd { .. } => say!("tracing the next {} packets", u(&v["armed"])),
+        Request::TraceClear => say!("trace cleared"),
+        Request::TraceShow => {
+            for (i, p) in list(&v["packets"]).iter().enumerate() {
+                let mut line = format!(
+                    "#{} lcore {} {} vlan {}",
+                    i + 1,
+                    s(&p["lcore"]),
+                    s(&p["in_port"]),
+                    s(&p["vlan"])
+                );
+                let labels = |k: &str| list(&p[k]).iter().map(s).collect::<Vec<_>>().join(" ");
+                if !labels("labels_in").is_empty() {
+                    line += &format!(" labels [{}]", labels("labels_in"));
+                }
+                line += &format!(" {} -> {}", s(&p["src"]), s(&p["dst"]));
+                if !p["service"].is_null() {
+                    line += &format!(": service {}", s(&p["service"]));
+                }
+                if !p["table"].is_null() {
+                    line += &format!(", {} table", s(&p["table"]));
+                }
+                if !p["route"].is_null() {
+                    line += &format!(
+                        ", route {} via {}",
+                        s(&p["route"]["prefix"]),
+                        s(&p["route"]["next_hop"])
+                    );
+                }
+                if !labels("labels_out").is_empty() {
+                    line += &format!(", out with labels [{}]", labels("labels_out"));
+                }
+                line += &format!(" => {}", s(&p["outcome"]));
+                if !p["out_port"].is_null() {
+                    line += &format!(" on {}", s(&p["out_port"]));
+                }
+                if p["tables_changed"] == Value::Bool(true) {
+                    line += " (tables changed since)";
+                }
+                say!("{line}");
+            }
+            say!("{} still to trace", u(&v["remaining"]));
+        }
         Request::Reload => say!(
             "reloaded: {} routes added, {} changed, {} removed{}",
             u(&v["added"]),

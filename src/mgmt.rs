@@ -18,7 +18,8 @@ use anyhow::{anyhow, Context, Result};
 use control::config::{self, LoadError};
 use control::mgmt::{self, Names, Reply, Request};
 use dataplane::pipeline::{Outcome, OutcomeKind};
-use dataplane::tables::{LabelAction, RouteTable, TableOp};
+use dataplane::tables::{LabelAction, PortRole, RouteTable, TableOp};
+use dataplane::trace::{TraceRecord, HEAD};
 use dataplane::{CoreSnapshot, Running};
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -36,6 +37,8 @@ pub struct Control {
     /// applied: `reload` compares against it.
     config_path: PathBuf,
     applied: toml::Value,
+    /// Traced packets collected from the workers, oldest first.
+    traced: Vec<TraceRecord>,
 }
 
 /// A request longer than this is refused (a route change is ~150 bytes).
@@ -61,6 +64,7 @@ impl Control {
             base,
             config_path,
             applied,
+            traced: Vec::new(),
         }
     }
 
@@ -111,6 +115,14 @@ impl Control {
                 self.commit(op)
             }
             Request::Reload => self.reload(),
+            Request::TraceAdd { count, port } => self.trace_add(count, port),
+            Request::TraceShow => self.trace_show(),
+            Request::TraceClear => {
+                let dropped = self.running.trace().disarm();
+                self.running.trace().drain();
+                self.traced.clear();
+                Ok(json!({ "cleared": true, "not_traced": dropped }))
+            }
             Request::RouteDel {
                 service,
                 table,
@@ -569,5 +581,164 @@ async fn client(stream: UnixStream, state: Rc<RefCell<Option<Control>>>) {
         if wr.write_all(&out).await.is_err() {
             return;
         }
+    }
+}
+
+/// The most records `trace show` keeps.
+const TRACE_KEEP: usize = 10_000;
+
+impl Control {
+    fn trace_add(&mut self, count: u32, port: Option<String>) -> Result<Value, String> {
+        self.tables()?;
+        let port = port.map(|p| self.names.port(&p)).transpose()?;
+        self.running.trace().arm(count, port);
+        Ok(json!({ "armed": count }))
+    }
+
+    fn trace_show(&mut self) -> Result<Value, String> {
+        let fresh = self.running.trace().drain();
+        self.traced.extend(fresh);
+        let excess = self.traced.len().saturating_sub(TRACE_KEEP);
+        self.traced.drain(..excess);
+        let list: Vec<Value> = self.traced.iter().map(|r| self.explain(r)).collect();
+        Ok(json!({
+            "remaining": self.running.trace().remaining(),
+            "packets": list,
+        }))
+    }
+
+    /// What the pipeline did with one traced packet, in the tables' terms:
+    /// the headers it came with, the service and direction, the table and
+    /// the route that matched, the labels it left with. The route is looked
+    /// up again in the tables in use now; `tables_changed` says when they
+    /// are newer than the ones the worker used.
+    fn explain(&self, r: &TraceRecord) -> Value {
+        let input = &r.input[..usize::from(r.in_len).min(HEAD)];
+        let output = &r.output[..usize::from(r.out_len).min(HEAD)];
+        let hin = Headers::parse(input);
+        let hout = Headers::parse(output);
+        let mut v = json!({
+            "lcore": r.lcore,
+            "in_port": self.names.port_name(r.in_port),
+            "outcome": r.outcome.name(),
+            "out_port": (r.out_port != u16::MAX).then(|| self.names.port_name(r.out_port)),
+            "length": r.in_len,
+            "vlan": hin.vlan,
+            "labels_in": hin.labels,
+            "labels_out": hout.labels,
+            "src": hin.ip.map(|(s, _)| std::net::Ipv4Addr::from(s).to_string()),
+            "dst": hin.ip.map(|(_, d)| std::net::Ipv4Addr::from(d).to_string()),
+            "generation": r.generation,
+        });
+        let Some(t) = self.running.tables() else {
+            return v;
+        };
+        v["tables_changed"] = json!(self.running.generation() != r.generation);
+        let Some(port) = t.ports.get(usize::from(r.in_port)) else {
+            return v;
+        };
+        // Which service and table the packet was routed in.
+        let (service, table) = match port.role {
+            PortRole::Access => {
+                v["direction"] = json!("upstream");
+                let svc = port.vlan_service.get(usize::from(hin.vlan)).copied();
+                (svc, Some(RouteTable::Upstream))
+            }
+            PortRole::Core => {
+                v["direction"] = json!("core");
+                let mut found = (None, None);
+                for l in &hin.labels {
+                    match t.labels.get(*l) {
+                        Some(LabelAction::PopContinue) => continue,
+                        Some(LabelAction::PopDownstream { service }) => {
+                            found = (Some(service), Some(RouteTable::Downstream))
+                        }
+                        Some(LabelAction::PopHub { service }) => {
+                            found = (Some(service), Some(RouteTable::Hub))
+                        }
+                        Some(LabelAction::Swap { label, next_hop }) => {
+                            v["label_action"] = json!({"swap": label, "next_hop": self.names.next_hop_name(next_hop)});
+                        }
+                        Some(LabelAction::PopPhp { next_hop }) => {
+                            v["label_action"] = json!({"php": true, "next_hop": self.names.next_hop_name(next_hop)});
+                        }
+                        None => v["label_action"] = json!({"unknown_label": l}),
+                    }
+                    break;
+                }
+                found
+            }
+        };
+        let Some(svc) = service.and_then(|s| t.services.get(usize::from(s))) else {
+            return v;
+        };
+        v["service"] = json!(svc.name);
+        if let (Some(table), Some((_, dst))) = (table, hin.ip) {
+            v["table"] = json!(mgmt::table_name(table));
+            let lpm = svc.table(table);
+            let hit = (0..=32u8).rev().find_map(|len| {
+                let net = if len == 0 {
+                    0
+                } else {
+                    dst & (!0u32 << (32 - len))
+                };
+                lpm.get(net, len).map(|nh| (net, len, nh))
+            });
+            if let Some((net, len, nh)) = hit {
+                v["route"] = json!({
+                    "prefix": format!("{}/{len}", std::net::Ipv4Addr::from(net)),
+                    "next_hop": self.names.next_hop_name(nh),
+                });
+            }
+        }
+        v
+    }
+}
+
+/// The headers `explain` reads, from a trace record's head (its own small
+/// parse: etherparse has no MPLS, and the head may be cut short).
+struct Headers {
+    vlan: u16,
+    labels: Vec<u32>,
+    /// (source, destination), host order.
+    ip: Option<(u32, u32)>,
+}
+
+impl Headers {
+    fn parse(b: &[u8]) -> Headers {
+        let mut h = Headers {
+            vlan: 0,
+            labels: Vec::new(),
+            ip: None,
+        };
+        let be16 = |o: usize| b.get(o..o + 2).map(|x| u16::from_be_bytes([x[0], x[1]]));
+        let mut off = 12;
+        let mut et = be16(off);
+        if et == Some(0x8100) {
+            h.vlan = be16(off + 2).unwrap_or(0) & 0x0fff;
+            off += 4;
+            et = be16(off);
+        }
+        off += 2;
+        if et == Some(0x8847) {
+            while let Some(x) = b.get(off..off + 4) {
+                let lse = u32::from_be_bytes([x[0], x[1], x[2], x[3]]);
+                h.labels.push(lse >> 12);
+                off += 4;
+                if lse & 0x100 != 0 || h.labels.len() == 8 {
+                    break;
+                }
+            }
+            if b.get(off).is_some_and(|v| v >> 4 == 4) {
+                et = Some(0x0800);
+            }
+        }
+        if et == Some(0x0800) {
+            if let Some(ip) = b.get(off..off + 20) {
+                let a = |o: usize| u32::from_be_bytes([ip[o], ip[o + 1], ip[o + 2], ip[o + 3]]);
+                h.ip = Some((a(12), a(16)));
+            }
+        }
+        h
     }
 }

@@ -655,6 +655,53 @@ downstream = [ {{ prefix = "10.0.0.10/32", next_hop = "client-a" }} ]
     assert_eq!(code, 0);
     assert!(out.contains("fwd_upstream"), "{out}");
 
+    // Packet trace: the next 5 packets of access0, each explained.
+    let (code, _, err) = ctl(&sock, &["trace", "add", "5", "access0"]);
+    assert_eq!(code, 0, "{err}");
+    poll("5 packets traced", || {
+        ctl_json(&sock, &["trace", "show"])["packets"]
+            .as_array()
+            .map_or(0, |a| a.len())
+            == 5
+    });
+    let tr = ctl_json(&sock, &["trace", "show"]);
+    assert_eq!(tr["remaining"], 0);
+    for p in tr["packets"].as_array().unwrap() {
+        for (k, want) in [
+            ("in_port", serde_json::json!("access0")),
+            ("direction", serde_json::json!("upstream")),
+            ("service", serde_json::json!("blue")),
+            ("table", serde_json::json!("upstream")),
+            (
+                "route",
+                serde_json::json!({"prefix": "0.0.0.0/0", "next_hop": "hub"}),
+            ),
+            ("labels_out", serde_json::json!([100, 2001])),
+            ("outcome", serde_json::json!("fwd_upstream")),
+            ("out_port", serde_json::json!("core0")),
+            ("src", serde_json::json!("10.0.0.10")),
+            ("dst", serde_json::json!("10.0.0.20")),
+            ("tables_changed", serde_json::json!(false)),
+        ] {
+            assert_eq!(p[k], want, "{k} in {p}");
+        }
+    }
+    let (_, out, _) = ctl(&sock, &["trace", "show"]);
+    assert!(
+        out.contains(
+            "route 0.0.0.0/0 via hub, out with labels [100 2001] => fwd_upstream on core0"
+        ),
+        "{out}"
+    );
+    let (code, _, err) = ctl(&sock, &["trace", "add", "1", "nowhere"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no port named \"nowhere\""), "{err}");
+    assert_eq!(ctl(&sock, &["trace", "clear"]).0, 0);
+    assert_eq!(
+        ctl_json(&sock, &["trace", "show"])["packets"],
+        serde_json::json!([])
+    );
+
     // Prometheus text: the workers' counters and the tables.
     let (status, page) = http_get(&metrics, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK", "{page}");

@@ -53,6 +53,16 @@ pub enum Request {
     /// Re-read the configuration file and apply its route changes through
     /// table publication; changes that need a restart are refused.
     Reload,
+    /// Trace the next `count` packets arriving on `port` (any when absent).
+    TraceAdd {
+        count: u32,
+        #[serde(default)]
+        port: Option<String>,
+    },
+    /// The packets traced so far, each explained against the tables.
+    TraceShow,
+    /// Stop tracing and forget what was traced.
+    TraceClear,
 }
 
 /// The reply: `result` when `ok`, else `error`.
@@ -139,6 +149,10 @@ impl Names {
             .get(id as usize)
             .cloned()
             .unwrap_or_else(|| format!("#{id}"))
+    }
+
+    pub fn port(&self, name: &str) -> Result<u16, String> {
+        find(&self.ports, name, "port").map(|i| i as u16)
     }
 
     pub fn port_name(&self, id: u16) -> String {

@@ -10,6 +10,7 @@ pub mod publish;
 pub mod runtime;
 pub mod tables;
 pub mod topology;
+pub mod trace;
 pub mod wire;
 pub mod worker;
 

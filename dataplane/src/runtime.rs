@@ -13,6 +13,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::trace::Trace;
+
 use hdrhistogram::Histogram;
 
 use crate::counters::{CoreCounters, CoreSnapshot};
@@ -85,6 +87,7 @@ pub struct Running {
     /// Router mode: the writer side of the workers' tables.
     publisher: Option<TablePublisher>,
     publications: PublicationStats,
+    trace: Arc<Trace>,
     /// `None` once torn down.
     eal: Option<Eal>,
 }
@@ -244,6 +247,7 @@ impl Running {
             None => None,
         };
         let stop = Arc::new(AtomicBool::new(false));
+        let trace = Arc::new(Trace::default());
         let (tx_reports, reports) = mpsc::channel();
         let plan = plan_queues(&spec.ports, spec.workers.len());
         let mut workers = Vec::new();
@@ -279,6 +283,7 @@ impl Running {
                 tables: publisher.as_ref().map(|p| p.reader()),
                 idle: spec.idle,
                 counters: counters.clone(),
+                trace: trace.clone(),
                 stop: stop.clone(),
                 latency,
             };
@@ -298,6 +303,7 @@ impl Running {
             reports,
             publisher,
             publications: PublicationStats::default(),
+            trace,
             eal: Some(eal),
         })
     }
@@ -340,6 +346,17 @@ impl Running {
             Err(_) => s.failed += 1,
         }
         res
+    }
+
+    /// The generation of the tables the workers use now (0 at start, one
+    /// more per commit).
+    pub fn generation(&self) -> u64 {
+        self.publisher.as_ref().map_or(0, |p| p.generation())
+    }
+
+    /// The packet trace the workers feed (router mode).
+    pub fn trace(&self) -> &Trace {
+        &self.trace
     }
 
     /// Table publication counters since start.

@@ -14,9 +14,10 @@ use hdrhistogram::Histogram;
 use crate::counters::{CoreCounters, CoreSnapshot};
 use crate::dpdk::{tsc, Burst, RxQueue, TxQueue, BURST_SIZE};
 use crate::forward::{macswap, ForwardMode};
-use crate::pipeline::{process_burst, Next, Outcome};
+use crate::pipeline::{process_burst, Frame, Next, Outcome};
 use crate::publish::Reader;
 use crate::tables::Tables;
+use crate::trace::{self, Trace, TraceRecord};
 
 /// One rx queue a worker polls, the port it belongs to, and the port
 /// (index into `Worker::tx`) that gets what arrives on it in io/macswap.
@@ -47,6 +48,8 @@ pub struct Worker {
     pub tables: Option<Reader<Tables>>,
     pub idle: IdlePolicy,
     pub counters: Arc<CoreCounters>,
+    /// Router mode: packet trace, armed by the control thread.
+    pub trace: Arc<Trace>,
     pub stop: Arc<AtomicBool>,
     /// Per-burst latency (TSC ticks from rx return to tx return), recorded
     /// on one burst in `latency_every` (a power of two); `None` = off.
@@ -75,6 +78,8 @@ impl Worker {
         let mut outs: Vec<Burst> = (0..self.tx.len()).map(|_| Burst::new()).collect();
         let mut targets = [u16::MAX; BURST_SIZE];
         let mut next = [Next::end(Outcome::Runt); BURST_SIZE];
+        // Packet heads as they arrived, for the packets being traced.
+        let mut heads = [([0u8; trace::HEAD], 0u16); BURST_SIZE];
         let mask = latency
             .as_ref()
             .map(|(_, every)| every.saturating_sub(1))
@@ -112,7 +117,31 @@ impl Worker {
                         let t = reader.current();
                         #[cfg(feature = "static-tables")]
                         let t = reader.held();
+                        // Trace off: this one predictable branch.
+                        let traced = if self.trace.wanted(s.in_port) {
+                            self.trace.claim(n as u32) as usize
+                        } else {
+                            0
+                        };
+                        for (i, h) in heads[..traced].iter_mut().enumerate() {
+                            h.1 = trace::copy_head(burst.frame(i).data(), &mut h.0);
+                        }
                         process_burst(t, s.in_port, &mut burst, &mut next[..n]);
+                        for (i, h) in heads[..traced].iter().enumerate() {
+                            let mut output = [0u8; trace::HEAD];
+                            let out_len = trace::copy_head(burst.frame(i).data(), &mut output);
+                            self.trace.push(TraceRecord {
+                                lcore: self.lcore,
+                                in_port: s.in_port,
+                                generation: reader.generation(),
+                                input: h.0,
+                                in_len: h.1,
+                                output,
+                                out_len,
+                                outcome: next[i].outcome,
+                                out_port: next[i].port,
+                            });
+                        }
                         // Only forwarded packets carry a port (the rest
                         // have u16::MAX). The usual burst goes one way
                         // whole: send it as it is, without sorting.
