@@ -41,6 +41,11 @@ pub struct Control {
     traced: Vec<TraceRecord>,
 }
 
+/// How long a request's commit waits for the workers before it answers
+/// with the stall (workers pass a quiescent point every burst or idle
+/// poll, so in practice microseconds).
+const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A request longer than this is refused (a route change is ~150 bytes).
 const MAX_REQUEST: usize = 64 * 1024;
 
@@ -230,7 +235,10 @@ impl Control {
         let generation = if ops.is_empty() {
             None
         } else {
-            let st = self.running.commit(&ops).map_err(|e| e.to_string())?;
+            let st = self
+                .running
+                .commit_within(&ops, Some(COMMIT_WAIT))
+                .map_err(|e| e.to_string())?;
             if let Some((op, why)) = self.running.tables().and_then(|t| t.rejected().first()) {
                 return Err(format!("reload: {op:?}: {why}"));
             }
@@ -246,7 +254,10 @@ impl Control {
     }
 
     fn commit(&mut self, op: TableOp) -> Result<Value, String> {
-        let st = self.running.commit(&[op]).map_err(|e| e.to_string())?;
+        let st = self
+            .running
+            .commit_within(&[op], Some(COMMIT_WAIT))
+            .map_err(|e| e.to_string())?;
         if let Some((_, why)) = self.running.tables().and_then(|t| t.rejected().first()) {
             return Err(why.clone());
         }

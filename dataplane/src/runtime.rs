@@ -327,12 +327,25 @@ impl Running {
     /// returns. Ops that could not be applied are in
     /// `tables().rejected()`.
     pub fn commit(&mut self, ops: &[TableOp]) -> Result<PublishStats, CommitError> {
+        self.commit_within(ops, None)
+    }
+
+    /// [`Running::commit`] that gives up waiting for the workers after
+    /// `timeout` (`None`: no limit) with [`CommitError::Stalled`], which
+    /// says whether the batch was published. What the control thread uses
+    /// for requests, so that a wedged worker cannot wedge it too.
+    pub fn commit_within(
+        &mut self,
+        ops: &[TableOp],
+        timeout: Option<Duration>,
+    ) -> Result<PublishStats, CommitError> {
         if cfg!(feature = "static-tables") {
             return Err(CommitError::StaticBuild);
         }
-        let res = match self.publisher.as_mut() {
-            Some(p) => p.commit(ops),
-            None => Err(CommitError::NoTables),
+        let res = match (self.publisher.as_mut(), timeout) {
+            (Some(p), Some(t)) => p.commit_timeout(ops, t),
+            (Some(p), None) => p.commit(ops),
+            (None, _) => Err(CommitError::NoTables),
         };
         let s = &mut self.publications;
         match &res {
