@@ -140,11 +140,6 @@ pub fn render(c: &Control) -> String {
     );
     for (l, s) in &cores {
         for out in Outcome::ALL {
-            let extra = match out {
-                Outcome::TxFull => s.tx_full_drops,
-                Outcome::Runt => s.runt_drops,
-                _ => 0,
-            };
             let kind = match out.kind() {
                 OutcomeKind::Forward => "forward",
                 OutcomeKind::Punt => "punt",
@@ -154,7 +149,7 @@ pub fn render(c: &Control) -> String {
                 o,
                 "hdvrf_packets_total{{lcore=\"{l}\",kind=\"{kind}\",outcome=\"{}\"}} {}",
                 out.name(),
-                s.outcome(*out) + extra
+                s.reason_count(*out)
             );
         }
     }

@@ -20,6 +20,7 @@ use control::mgmt::{self, Names, Reply, Request};
 use dataplane::pipeline::{Outcome, OutcomeKind};
 use dataplane::tables::{LabelAction, PortRole, RouteTable, TableOp};
 use dataplane::trace::{TraceRecord, HEAD};
+use dataplane::wire::{self, EtherType, EthernetFrame, Ipv4Packet, VlanTag};
 use dataplane::{CoreSnapshot, Running};
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -315,17 +316,10 @@ impl Control {
         for (_, c) in self.cores() {
             total.add(&c);
         }
-        // The worker counts full tx rings and (io/macswap) runts outside
-        // the pipeline's outcomes; they are shown under the outcome names.
         let mut reasons = Map::new();
         for o in Outcome::ALL {
             if o.kind() != OutcomeKind::Forward {
-                let extra = match o {
-                    Outcome::TxFull => total.tx_full_drops,
-                    Outcome::Runt => total.runt_drops,
-                    _ => 0,
-                };
-                reasons.insert(o.name().to_owned(), json!(total.outcome(*o) + extra));
+                reasons.insert(o.name().to_owned(), json!(total.reason_count(*o)));
             }
         }
         json!({ "total": total.drops(), "reasons": reasons })
@@ -686,16 +680,7 @@ impl Control {
         v["service"] = json!(svc.name);
         if let (Some(table), Some((_, dst))) = (table, hin.ip) {
             v["table"] = json!(mgmt::table_name(table));
-            let lpm = svc.table(table);
-            let hit = (0..=32u8).rev().find_map(|len| {
-                let net = if len == 0 {
-                    0
-                } else {
-                    dst & (!0u32 << (32 - len))
-                };
-                lpm.get(net, len).map(|nh| (net, len, nh))
-            });
-            if let Some((net, len, nh)) = hit {
+            if let Some((net, len, nh)) = svc.table(table).matching_route(dst) {
                 v["route"] = json!({
                     "prefix": format!("{}/{len}", std::net::Ipv4Addr::from(net)),
                     "next_hop": self.names.next_hop_name(nh),
@@ -706,8 +691,9 @@ impl Control {
     }
 }
 
-/// The headers `explain` reads, from a trace record's head (its own small
-/// parse: etherparse has no MPLS, and the head may be cut short).
+/// The headers `explain` reads from a trace record's head, through the
+/// data plane's header views (the head may be cut short: whatever is
+/// complete is reported).
 struct Headers {
     vlan: u16,
     labels: Vec<u32>,
@@ -722,33 +708,33 @@ impl Headers {
             labels: Vec::new(),
             ip: None,
         };
-        let be16 = |o: usize| b.get(o..o + 2).map(|x| u16::from_be_bytes([x[0], x[1]]));
-        let mut off = 12;
-        let mut et = be16(off);
-        if et == Some(0x8100) {
-            h.vlan = be16(off + 2).unwrap_or(0) & 0x0fff;
-            off += 4;
-            et = be16(off);
+        let Ok(eth) = EthernetFrame::new_checked(b) else {
+            return h;
+        };
+        let (mut et, mut rest) = (eth.ethertype(), eth.payload());
+        if et == EtherType::VLAN {
+            let Ok(tag) = VlanTag::new_checked(rest) else {
+                return h;
+            };
+            (h.vlan, et) = (tag.vid(), tag.ethertype());
+            rest = &rest[wire::vlan::HEADER_LEN..];
         }
-        off += 2;
-        if et == Some(0x8847) {
-            while let Some(x) = b.get(off..off + 4) {
-                let lse = u32::from_be_bytes([x[0], x[1], x[2], x[3]]);
-                h.labels.push(lse >> 12);
-                off += 4;
-                if lse & 0x100 != 0 || h.labels.len() == 8 {
-                    break;
-                }
-            }
-            if b.get(off).is_some_and(|v| v >> 4 == 4) {
-                et = Some(0x0800);
-            }
+        if et == EtherType::MPLS_UNICAST {
+            let mut stack = wire::mpls::label_stack(rest);
+            h.labels = stack
+                .by_ref()
+                .map_while(|e| e.ok())
+                .map(|e| e.label())
+                .collect();
+            rest = stack.rest();
+        } else if et != EtherType::IPV4 {
+            return h;
         }
-        if et == Some(0x0800) {
-            if let Some(ip) = b.get(off..off + 20) {
-                let a = |o: usize| u32::from_be_bytes([ip[o], ip[o + 1], ip[o + 2], ip[o + 3]]);
-                h.ip = Some((a(12), a(16)));
-            }
+        // `new_unchecked`: the head may end inside the packet, so only the
+        // header's own bytes are required.
+        if rest.len() >= wire::ipv4::HEADER_LEN && rest[0] >> 4 == 4 {
+            let ip = Ipv4Packet::new_unchecked(rest);
+            h.ip = Some((ip.src_addr_u32(), ip.dst_addr_u32()));
         }
         h
     }

@@ -710,7 +710,7 @@ pub fn parse_prefix(s: &str) -> Result<(u32, u8), String> {
     if len > 32 {
         return Err(format!("{s:?}: prefix length {len} is over 32"));
     }
-    let mask = if len == 0 { 0 } else { !0u32 << (32 - len) };
+    let mask = dataplane::lpm::mask(len);
     if addr & !mask != 0 {
         return Err(format!(
             "{s:?} has host bits set ({} lies beyond the /{len}; the network is {}/{len})",

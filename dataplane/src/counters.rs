@@ -90,6 +90,18 @@ impl CoreSnapshot {
         self.outcomes[o as usize]
     }
 
+    /// Packets that ended as `o` wherever they were counted: the worker
+    /// counts full tx rings and io/macswap runts outside the pipeline's
+    /// outcomes, and reports show them under the outcome of that name.
+    pub fn reason_count(&self, o: Outcome) -> u64 {
+        self.outcome(o)
+            + match o {
+                Outcome::TxFull => self.tx_full_drops,
+                Outcome::Runt => self.runt_drops,
+                _ => 0,
+            }
+    }
+
     /// Adds another core's counters.
     pub fn add(&mut self, o: &CoreSnapshot) {
         self.rx_packets += o.rx_packets;

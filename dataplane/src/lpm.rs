@@ -67,8 +67,9 @@ pub enum LpmError {
     Memory(String),
 }
 
+/// The netmask of a /`len` (`len` at most 32).
 #[inline(always)]
-fn mask(len: u8) -> u32 {
+pub fn mask(len: u8) -> u32 {
     if len == 0 {
         0
     } else {
@@ -316,6 +317,16 @@ impl Dir24Lpm {
                 .map(move |(&k, &nh)| ((s8 as u32) << 24 | k >> 6, (k & 0x3f) as u8, nh))
         });
         short.chain(long)
+    }
+
+    /// The route `addr` matches, (network, length, next hop), from the
+    /// rules rather than the lookup structure: for explaining a lookup on
+    /// the control side, not for the fast path.
+    pub fn matching_route(&self, addr: u32) -> Option<(u32, u8, u32)> {
+        (0..=32u8).rev().find_map(|len| {
+            let net = addr & mask(len);
+            self.rules.get(net, len).map(|nh| (net, len, nh))
+        })
     }
 
     /// The next hop of exactly `prefix/len`, if that rule exists.
@@ -727,28 +738,33 @@ impl Rules {
         }
     }
 
-    /// The map and key of `net/len` (host bits already clear).
+    /// Which map holds `net/len` (`None`: the short one) and its key there
+    /// (host bits already clear).
     #[inline]
-    fn slot(&self, net: u32, len: u8) -> (&HashMap<u32, u32>, u32) {
+    fn key(net: u32, len: u8) -> (Option<usize>, u32) {
         if len <= 8 {
-            (&self.short, (net >> 24) << 8 | u32::from(len))
+            (None, (net >> 24) << 8 | u32::from(len))
         } else {
             (
-                &self.by8[(net >> 24) as usize],
+                Some((net >> 24) as usize),
                 (net & 0x00ff_ffff) << 6 | u32::from(len),
             )
         }
     }
 
     #[inline]
+    fn slot(&self, net: u32, len: u8) -> (&HashMap<u32, u32>, u32) {
+        match Self::key(net, len) {
+            (None, k) => (&self.short, k),
+            (Some(s8), k) => (&self.by8[s8], k),
+        }
+    }
+
+    #[inline]
     fn slot_mut(&mut self, net: u32, len: u8) -> (&mut HashMap<u32, u32>, u32) {
-        if len <= 8 {
-            (&mut self.short, (net >> 24) << 8 | u32::from(len))
-        } else {
-            (
-                &mut self.by8[(net >> 24) as usize],
-                (net & 0x00ff_ffff) << 6 | u32::from(len),
-            )
+        match Self::key(net, len) {
+            (None, k) => (&mut self.short, k),
+            (Some(s8), k) => (&mut self.by8[s8], k),
         }
     }
 

@@ -232,9 +232,7 @@ impl Running {
                 for (i, port) in ports.iter().enumerate() {
                     t.set_port_mac(i, port.mac());
                 }
-                let standby = t
-                    .try_clone()
-                    .map_err(|e| StartError::Tables(format!("second table copy: {e}")))?;
+                let standby = t.second_copy();
                 Some(publish::channel(
                     t,
                     standby,

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::lpm::{Dir24Lpm, LpmError, NO_ROUTE};
+use crate::lpm::{mask, Dir24Lpm, LpmError, NO_ROUTE};
 
 /// Which job this router does (one binary, three roles).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,8 +207,8 @@ pub struct Service {
 impl Service {
     /// The second buffer of table publication: a copy that shares every
     /// route table with this one until a batch changes it.
-    pub fn try_clone(&self) -> Result<Service, LpmError> {
-        Ok(Service {
+    pub fn second_copy(&self) -> Service {
+        Service {
             name: self.name.clone(),
             upstream: self.upstream.share(),
             downstream: self.downstream.share(),
@@ -216,7 +216,7 @@ impl Service {
             gateway: self.gateway,
             ttl_mode: self.ttl_mode,
             anti_spoofing: self.anti_spoofing,
-        })
+        }
     }
 
     /// One of the service's route tables, to change (copied first if the
@@ -273,11 +273,11 @@ impl TableOp {
                 prefix,
                 len,
             } => {
-                let net = match len {
-                    0 => 0,
-                    1..=32 => prefix & !0u32 << (32 - u32::from(len)),
-                    // Refused whatever the order.
-                    _ => prefix,
+                // A length over 32 is refused whatever the order.
+                let net = if len <= 32 {
+                    prefix & mask(len)
+                } else {
+                    prefix
                 };
                 (service, table, net)
             }
@@ -451,21 +451,18 @@ impl Tables {
             .collect();
     }
 
-    /// A deep copy (the second buffer of table publication).
-    pub fn try_clone(&self) -> Result<Tables, LpmError> {
-        Ok(Tables {
+    /// The second buffer of table publication: the small parts copied,
+    /// every route table shared until a batch changes it ([`SharedLpm`]).
+    pub fn second_copy(&self) -> Tables {
+        Tables {
             role: self.role,
             ports: self.ports.clone(),
-            services: self
-                .services
-                .iter()
-                .map(Service::try_clone)
-                .collect::<Result<_, _>>()?,
+            services: self.services.iter().map(Service::second_copy).collect(),
             labels: self.labels.clone(),
             next_hops: self.next_hops.clone(),
             adjacencies: self.adjacencies.clone(),
             rejected: Vec::new(),
-        })
+        }
     }
 
     /// Applies a batch of changes. Ops that cannot be applied change
@@ -531,10 +528,7 @@ impl Tables {
     }
 
     fn apply_one(&mut self, op: TableOp) -> Result<(), String> {
-        let (service, table) = match op {
-            TableOp::AddRoute { service, table, .. }
-            | TableOp::DeleteRoute { service, table, .. } => (service, table),
-        };
+        let (service, table, _) = op.route();
         let n_next_hops = self.next_hops.len();
         let svc = self
             .services
@@ -707,7 +701,7 @@ mod tests {
     #[test]
     fn a_copy_shares_its_tables_until_a_batch_changes_one() {
         let mut t = tables();
-        let mut c = t.try_clone().unwrap();
+        let mut c = t.second_copy();
         assert_eq!(c.services[0].upstream.lookup(1), 0);
         assert_eq!(c.adjacency(0), t.adjacency(0));
         let shared = |t: &Tables| {

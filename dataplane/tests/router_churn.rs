@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
+use dataplane::lpm::mask;
 use dataplane::pipeline::Outcome;
 use dataplane::tables::{RouteTable, TableOp};
 use dataplane::topology::{self, Path};
@@ -59,7 +60,7 @@ fn route_pool() -> Vec<(u32, u8)> {
         let a = topology::client_addr(i);
         pool.push((a, 32));
         for len in [30u8, 28, 26] {
-            let net = a & (!0u32 << (32 - len));
+            let net = a & mask(len);
             if !pool.contains(&(net, len)) {
                 pool.push((net, len));
             }
@@ -70,14 +71,9 @@ fn route_pool() -> Vec<(u32, u8)> {
 
 /// Longest-prefix match over the model's routes.
 fn lookup(routes: &BTreeMap<(u32, u8), u32>, addr: u32) -> Option<u32> {
-    (0..=32u8).rev().find_map(|len| {
-        let net = if len == 0 {
-            0
-        } else {
-            addr & (!0u32 << (32 - len))
-        };
-        routes.get(&(net, len)).copied()
-    })
+    (0..=32u8)
+        .rev()
+        .find_map(|len| routes.get(&(addr & mask(len), len)).copied())
 }
 
 #[test]
