@@ -330,7 +330,9 @@ fn human(req: &Request, v: &Value) {
                 .collect(),
         ),
         Request::ShowNextHops => table(
-            &["next hop", "port", "vlan", "mac", "labels"],
+            &[
+                "next hop", "port", "vlan", "address", "mac", "state", "labels",
+            ],
             list(v)
                 .iter()
                 .map(|x| {
@@ -338,7 +340,9 @@ fn human(req: &Request, v: &Value) {
                         s(&x["name"]),
                         s(&x["port"]),
                         s(&x["vlan"]),
+                        s(&x["address"]),
                         s(&x["mac"]),
+                        s(&x["state"]),
                         list(&x["labels"])
                             .iter()
                             .map(s)

@@ -254,6 +254,77 @@ pub fn render(c: &Control) -> String {
             }
         }
     }
+    if let Some(h) = c.running.host() {
+        family(
+            &mut o,
+            "hdvrf_host_packets_total",
+            "counter",
+            "Host path: punted packets into the port's kernel interface, the kernel's frames out of the port, frames the router built (ARP requests).",
+        );
+        for (i, st) in h.stats().iter().enumerate() {
+            if h.iface(i).is_none() {
+                continue;
+            }
+            for (dir, n) in [
+                ("to_kernel", st.to_kernel),
+                ("from_kernel", st.from_kernel),
+                ("injected", st.injected),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "hdvrf_host_packets_total{{port=\"{}\",direction=\"{dir}\"}} {n}",
+                    esc(&names[i])
+                );
+            }
+        }
+        family(
+            &mut o,
+            "hdvrf_host_drops_total",
+            "counter",
+            "Host path drops: punts for a port without a kernel interface, a full tap or inject queue, the punt queue full (per core), the worker's tx ring full.",
+        );
+        for (i, st) in h.stats().iter().enumerate() {
+            let name = esc(&names[i]);
+            let _ = writeln!(
+                o,
+                "hdvrf_host_drops_total{{port=\"{name}\",reason=\"no_tap\"}} {}",
+                st.no_tap_drops
+            );
+            let _ = writeln!(
+                o,
+                "hdvrf_host_drops_total{{port=\"{name}\",reason=\"tx\"}} {}",
+                st.tx_drops
+            );
+        }
+        for (l, s) in &cores {
+            let _ = writeln!(
+                o,
+                "hdvrf_host_drops_total{{lcore=\"{l}\",reason=\"punt_queue_full\"}} {}",
+                s.punt_drops
+            );
+            let _ = writeln!(
+                o,
+                "hdvrf_host_drops_total{{lcore=\"{l}\",reason=\"worker_tx_full\"}} {}",
+                s.host_tx_drops
+            );
+        }
+    }
+    if !c.neighbors.entries().is_empty() {
+        family(
+            &mut o,
+            "hdvrf_next_hop_resolved",
+            "gauge",
+            "1 when ARP has resolved the next hop's MAC, 0 while packets to it are dropped as unresolved.",
+        );
+        for e in c.neighbors.entries() {
+            let _ = writeln!(
+                o,
+                "hdvrf_next_hop_resolved{{next_hop=\"{}\"}} {}",
+                esc(&c.next_hop_name(e.next_hop)),
+                u8::from(e.mac.is_some())
+            );
+        }
+    }
     family(
         &mut o,
         "hdvrf_mbufs_in_use",

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use anyhow::{anyhow, Context, Result};
 use control::config::{self, LoadError};
 use control::mgmt::{self, Names, Reply, Request};
+use control::neighbor::Neighbors;
 use dataplane::pipeline::{Outcome, OutcomeKind};
 use dataplane::tables::{LabelAction, PortRole, RouteTable, TableOp};
 use dataplane::trace::{TraceRecord, HEAD};
@@ -40,6 +41,8 @@ pub struct Control {
     applied: toml::Value,
     /// Traced packets collected from the workers, oldest first.
     traced: Vec<TraceRecord>,
+    /// Next hops resolved by ARP.
+    pub neighbors: Neighbors,
 }
 
 /// How long a request's commit waits for the workers before it answers
@@ -71,7 +74,47 @@ impl Control {
             config_path,
             applied,
             traced: Vec::new(),
+            neighbors: Neighbors::default(),
         }
+    }
+
+    /// One round of the host path (control thread): punted packets into
+    /// the kernel and the kernel's frames out, neighbours learnt from the
+    /// ARP packets among them and published, ARP requests that are due
+    /// sent. Returns how many packets moved.
+    pub fn host_tick(&mut self, now: std::time::Instant) -> usize {
+        let mut ops = Vec::new();
+        let neighbors = &mut self.neighbors;
+        let moved = self.running.host_poll(|port, frame| {
+            if let Some(op) = neighbors.learn(port, frame, now) {
+                ops.push(op);
+            }
+        });
+        if !ops.is_empty() {
+            match self.running.commit_within(&ops, Some(COMMIT_WAIT)) {
+                Ok(_) => {
+                    for op in &ops {
+                        if let TableOp::SetNeighbor { next_hop, mac } = op {
+                            crate::run::say!(
+                                "hdvrf: next hop {} resolved: {}",
+                                self.names.next_hop_name(*next_hop),
+                                fmt_mac(mac)
+                            );
+                        }
+                    }
+                }
+                Err(e) => eprintln!("hdvrf: error: publishing resolved neighbours: {e}"),
+            }
+        }
+        for (port, frame) in self.neighbors.requests_due(now) {
+            self.running.host_inject(port, &frame);
+        }
+        moved
+    }
+
+    /// A next hop's name in the configuration.
+    pub fn next_hop_name(&self, id: u32) -> String {
+        self.names.next_hop_name(id)
     }
 
     /// Port names in port order, as the configuration has them.
@@ -322,16 +365,31 @@ impl Control {
                 reasons.insert(o.name().to_owned(), json!(total.reason_count(*o)));
             }
         }
+        // Punts the host path's queue could not take: a subset of the punt
+        // reasons above, counted by the workers.
+        reasons.insert("drop_punt_queue_full".to_owned(), json!(total.punt_drops));
         json!({ "total": total.drops(), "reasons": reasons })
     }
 
     fn ports(&self) -> Value {
+        let host = self.running.host();
         let list: Vec<Value> = self
             .running
             .port_stats()
             .into_iter()
             .enumerate()
             .map(|(i, (dev, st, link))| {
+                let host = host.and_then(|h| {
+                    let s = h.stats().get(i)?;
+                    Some(json!({
+                        "iface": h.iface(i)?,
+                        "to_kernel": s.to_kernel,
+                        "from_kernel": s.from_kernel,
+                        "injected": s.injected,
+                        "no_tap_drops": s.no_tap_drops,
+                        "tx_drops": s.tx_drops,
+                    }))
+                });
                 json!({
                     "name": self.names.port_name(i as u16),
                     "device": self.devices.get(i).cloned().unwrap_or(dev),
@@ -344,6 +402,7 @@ impl Control {
                     "rx_errors": st.ierrors,
                     "tx_errors": st.oerrors,
                     "rx_nombuf": st.rx_nombuf,
+                    "host": host,
                 })
             })
             .collect();
@@ -387,12 +446,21 @@ impl Control {
                 .iter()
                 .enumerate()
                 .map(|(i, n)| {
+                    let arp = self.neighbors.get(i as u32);
+                    let state = match (arp, n.is_resolved()) {
+                        (None, _) => "static",
+                        (Some(_), true) => "resolved",
+                        (Some(_), false) => "unresolved",
+                    };
                     json!({
                         "id": i,
                         "name": self.names.next_hop_name(i as u32),
                         "port": self.names.port_name(n.port),
                         "vlan": n.vlan,
-                        "mac": n.dst_mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+                        "address": arp.map(|a| a.address.to_string()),
+                        "mac": n.is_resolved().then(|| fmt_mac(&n.dst_mac)),
+                        "state": state,
+                        "arp_requests": arp.map_or(0, |a| a.requests),
                         "labels": n.labels(),
                     })
                 })
@@ -626,7 +694,7 @@ impl Control {
             "lcore": r.lcore,
             "in_port": self.names.port_name(r.in_port),
             "outcome": r.outcome.name(),
-            "out_port": (r.out_port != u16::MAX).then(|| self.names.port_name(r.out_port)),
+            "out_port": (r.out_port < dataplane::pipeline::PUNT_PORT).then(|| self.names.port_name(r.out_port)),
             "length": r.in_len,
             "vlan": hin.vlan,
             "labels_in": hin.labels,
@@ -738,4 +806,11 @@ impl Headers {
         }
         h
     }
+}
+
+fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }

@@ -52,11 +52,13 @@ pub fn spec_for(loaded: &Loaded, eal_args: Vec<String>) -> DataplaneSpec {
             .iter()
             .zip(&loaded.devices)
             .zip(&loaded.peers)
-            .map(|((p, d), peer)| PortSpec {
+            .zip(eal_args::host_specs(loaded))
+            .map(|(((p, d), peer), host)| PortSpec {
                 dpdk_name: d.dpdk_name.clone(),
                 rx_queues: *p.rx_queues.get_ref(),
                 mtu: p.mtu.as_ref().map(|m| *m.get_ref()),
                 peer: *peer,
+                host,
             })
             .collect(),
         mode: dp.forward_mode.get_ref().parse().expect("validated"),
@@ -179,6 +181,38 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         Some(s) => Some((std::path::PathBuf::from(s.get_ref()), true)),
         None => Some((config::DEFAULT_CONTROL_SOCKET.into(), false)),
     };
+    // The host path's kernel side: each host tap gets its port's address.
+    let ifaces: Vec<Option<String>> = (0..loaded.config.ports.len())
+        .map(|i| running.host().and_then(|h| h.iface(i)).map(str::to_owned))
+        .collect();
+    {
+        for (i, p) in loaded.config.ports.iter().enumerate() {
+            let (Some(iface), Some(a)) = (&ifaces[i], &p.address) else {
+                continue;
+            };
+            let (addr, len) =
+                config::parse_interface_address(a.get_ref()).map_err(|m| anyhow!("{m}"))?;
+            if let Err(m) = control::host::configure_iface(iface, addr.into(), len) {
+                running.shutdown();
+                return Err(anyhow!(
+                    "{}",
+                    loaded.error_at(
+                        a.span(),
+                        &format!("port[{i}].address"),
+                        format!("host tap {iface}: {m}")
+                    )
+                ));
+            }
+            say!(
+                "hdvrf: port {} host tap {iface} {}",
+                p.name.get_ref(),
+                a.get_ref()
+            );
+        }
+    }
+    let port_macs: Vec<[u8; 6]> = running.port_macs().into_iter().map(|(_, m)| m).collect();
+    let neighbors = control::neighbor::Neighbors::from_config(&loaded, &port_macs);
+    let has_host = running.host().is_some();
     let names = control::mgmt::Names::from_config(&loaded.config);
     let devices = spec.ports.iter().map(|p| p.dpdk_name.clone()).collect();
     // What the file holds now, as plain TOML, for `reload` to compare.
@@ -186,13 +220,9 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         .ok()
         .and_then(|t| toml::from_str(&t).ok())
         .unwrap_or(toml::Value::Table(Default::default()));
-    let state = Rc::new(RefCell::new(Some(Control::new(
-        running,
-        names,
-        devices,
-        path.to_owned(),
-        applied,
-    ))));
+    let mut control = Control::new(running, names, devices, path.to_owned(), applied);
+    control.neighbors = neighbors;
+    let state = Rc::new(RefCell::new(Some(control)));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -219,6 +249,9 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
             Some((path, configured)) => crate::mgmt::bind(path, *configured)?,
             None => None,
         };
+        if has_host {
+            tokio::task::spawn_local(host_path(state.clone()));
+        }
         if let Some((listener, path)) = bound {
             say!("hdvrf: management socket {}", path.display());
             tokio::task::spawn_local(crate::mgmt::serve(listener, state.clone()));
@@ -303,6 +336,14 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         total.tx_full_drops,
         total.runt_drops
     );
+    if total.punt_drops + total.host_tx + total.host_tx_drops > 0 {
+        say!(
+            "hdvrf: host path: punt queue full {}, sent for the kernel {} (tx full {})",
+            total.punt_drops,
+            total.host_tx,
+            total.host_tx_drops
+        );
+    }
     let outcomes = outcome_summary(&total);
     if !outcomes.is_empty() {
         say!("hdvrf: outcomes: {outcomes}");
@@ -320,6 +361,23 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         report.mbufs_total
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The host path on the control thread: polled every millisecond while
+/// idle, at once again while packets flow (ARP, ping and BGP see at most
+/// a millisecond more latency).
+async fn host_path(state: Rc<RefCell<Option<Control>>>) {
+    loop {
+        let moved = match state.borrow_mut().as_mut() {
+            Some(c) => c.host_tick(Instant::now()),
+            None => return,
+        };
+        if moved == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
 }
 
 pub fn sum(cores: &[(u32, CoreSnapshot)]) -> CoreSnapshot {

@@ -142,9 +142,15 @@ pub struct PortCfg {
     /// `access` (subscribers, optionally on VLANs; on a hub, the uplink) or
     /// `core` (MPLS), the default.
     pub role: Option<Spanned<String>>,
-    /// The router's own IPv4 address on this port (dotted quad): packets to
-    /// it are punted to the host.
+    /// The router's own IPv4 address on this port with its subnet
+    /// (`192.0.2.1/24`; a bare address is a /32). Router mode: packets to
+    /// it go to the port's host tap, a kernel interface holding this
+    /// address and the port's MAC, so ping and TCP (BGP) work; next hops
+    /// on the subnet can be resolved by ARP.
     pub address: Option<Spanned<String>>,
+    /// The host tap's interface name (at most 15 bytes). Default `hd-` and
+    /// the port's name; `""`: no host path for this port.
+    pub host_iface: Option<Spanned<String>>,
 }
 
 fn default_labels() -> Spanned<Vec<Spanned<i64>>> {
@@ -170,16 +176,20 @@ pub struct RouterCfg {
     pub transport_label: Option<Spanned<i64>>,
 }
 
-/// `[[next_hop]]`: an out port, the neighbour's MAC, an optional VLAN tag
-/// and the labels to push.
+/// `[[next_hop]]`: an out port, the neighbour (a static MAC, or an
+/// address resolved by ARP), an optional VLAN tag and the labels to push.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NextHopCfg {
     pub name: Spanned<String>,
     /// A `[[port]]` name.
     pub port: Spanned<String>,
-    /// The neighbour's MAC address (`02:40:00:00:00:09`).
-    pub mac: Spanned<String>,
+    /// The neighbour's MAC address (`02:40:00:00:00:09`): a static entry.
+    pub mac: Option<Spanned<String>>,
+    /// The neighbour's IPv4 address, on the port's subnet: its MAC is
+    /// resolved by ARP (unless `mac` is given). Until then packets to it
+    /// are counted as `drop_unresolved_next_hop`.
+    pub address: Option<Spanned<String>>,
     /// 802.1Q VLAN id to tag with, 1-4094; 0 or absent: untagged.
     pub vlan: Option<Spanned<i64>>,
     /// Labels to push, outermost first (transport, then VPN); at most 2.
@@ -640,8 +650,36 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, LoadError> {
             }
         }
         if let Some(a) = &p.address {
-            if let Err(m) = parse_ipv4(a.get_ref()) {
+            if let Err(m) = parse_interface_address(a.get_ref()) {
                 err(a.span(), format!("port[{i}].address"), m);
+            }
+        }
+        if let Some(h) = &p.host_iface {
+            if let Err(m) = check_iface_name(h.get_ref()) {
+                err(h.span(), format!("port[{i}].host_iface"), m);
+            }
+        } else if p.address.is_some() && default_host_iface(p.name.get_ref()).is_none() {
+            err(
+                p.name.span(),
+                format!("port[{i}].name"),
+                format!(
+                    "{:?} is too long to name the host tap \"hd-{}\" (15 bytes at most); set host_iface",
+                    p.name.get_ref(),
+                    p.name.get_ref()
+                ),
+            );
+        }
+    }
+    let mut ifaces: HashMap<String, usize> = HashMap::new();
+    for (i, p) in config.ports.iter().enumerate() {
+        if let Some(name) = p.host_iface_name() {
+            if let Some(j) = ifaces.insert(name.clone(), i) {
+                let span = p.host_iface.as_ref().map_or(p.name.span(), |h| h.span());
+                err(
+                    span,
+                    format!("port[{i}].host_iface"),
+                    format!("{name:?} is also port[{j}]'s host tap"),
+                );
             }
         }
     }
@@ -688,6 +726,80 @@ pub fn parse_ipv4(s: &str) -> Result<u32, String> {
     s.parse::<std::net::Ipv4Addr>().map(u32::from).map_err(|_| {
         format!("{s:?} is not an IPv4 address (expected a dotted quad, e.g. 192.0.2.1)")
     })
+}
+
+/// Parses an interface address, `ADDRESS/LENGTH` or a bare `ADDRESS`
+/// (a /32), into (address in host order, length). Host bits are the point
+/// here: `192.0.2.1/24` is address .1 on 192.0.2.0/24.
+pub fn parse_interface_address(s: &str) -> Result<(u32, u8), String> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let a = parse_ipv4(addr).map_err(|_| {
+        format!(
+            "{s:?} is not an IPv4 interface address (expected ADDRESS/LENGTH, e.g. 192.0.2.1/24)"
+        )
+    })?;
+    let len = match len {
+        None => 32,
+        Some(l) if !l.is_empty() && l.len() <= 2 && l.bytes().all(|b| b.is_ascii_digit()) => {
+            l.parse::<u8>().unwrap_or(u8::MAX)
+        }
+        Some(l) => return Err(format!("{s:?}: prefix length {l:?} is not a number")),
+    };
+    if len > 32 {
+        return Err(format!("{s:?}: prefix length {len} is over 32"));
+    }
+    if len < 31
+        && (a & !dataplane::lpm::mask(len) == 0 || a | dataplane::lpm::mask(len) == u32::MAX)
+    {
+        return Err(format!(
+            "{s:?} is the subnet's network or broadcast address, not one an interface can hold"
+        ));
+    }
+    Ok((a, len))
+}
+
+/// A kernel interface name: 1 to 15 bytes, no `/`, whitespace or `:`
+/// (what the kernel's `dev_valid_name` accepts, less the alias colon).
+pub fn check_iface_name(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Ok(()); // no host tap
+    }
+    if s.len() > 15 {
+        return Err(format!(
+            "{s:?} is {} bytes; an interface name has 15 at most",
+            s.len()
+        ));
+    }
+    if s == "."
+        || s == ".."
+        || s.bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || !b.is_ascii_graphic())
+    {
+        return Err(format!("{s:?} is not a valid interface name"));
+    }
+    Ok(())
+}
+
+/// `hd-` and the port's name, if that fits an interface name.
+pub fn default_host_iface(port: &str) -> Option<String> {
+    let n = format!("hd-{port}");
+    check_iface_name(&n).ok().map(|_| n)
+}
+
+impl PortCfg {
+    /// The host tap's interface name if this port has a host path: an
+    /// address, and `host_iface` not set to `""`.
+    pub fn host_iface_name(&self) -> Option<String> {
+        self.address.as_ref()?;
+        match &self.host_iface {
+            Some(h) if h.get_ref().is_empty() => None,
+            Some(h) => Some(h.get_ref().clone()),
+            None => default_host_iface(self.name.get_ref()),
+        }
+    }
 }
 
 /// Parses `ADDRESS/LENGTH` into (network in host order, length). Host
@@ -913,8 +1025,55 @@ fn validate_router(
                 None
             }
         };
-        if let Err(m) = parse_mac(nh.mac.get_ref()) {
-            err(nh.mac.span(), format!("next_hop[{i}].mac"), m);
+        if let Some(mac) = &nh.mac {
+            if let Err(m) = parse_mac(mac.get_ref()) {
+                err(mac.span(), format!("next_hop[{i}].mac"), m);
+            } else if parse_mac(mac.get_ref()) == Ok([0; 6]) {
+                err(
+                    mac.span(),
+                    format!("next_hop[{i}].mac"),
+                    "00:00:00:00:00:00 is no station's address; give `address` to resolve the MAC by ARP".into(),
+                );
+            }
+        }
+        match (&nh.address, port) {
+            (None, _) if nh.mac.is_none() => err(
+                nh.name.span(),
+                format!("next_hop[{i}]"),
+                "needs `mac` (a static neighbour) or `address` (resolved by ARP)".into(),
+            ),
+            (Some(a), Some((p, pname))) => match parse_ipv4(a.get_ref()) {
+                Err(m) => err(a.span(), format!("next_hop[{i}].address"), m),
+                Ok(ip) => {
+                    let own = config.ports[p]
+                        .address
+                        .as_ref()
+                        .and_then(|o| parse_interface_address(o.get_ref()).ok());
+                    match own {
+                        None if nh.mac.is_none() => err(
+                            a.span(),
+                            format!("next_hop[{i}].address"),
+                            format!("port {pname:?} has no address to send ARP from; give it one, or give the next hop a static `mac`"),
+                        ),
+                        Some((o, len)) if nh.mac.is_none() && (o ^ ip) & dataplane::lpm::mask(len) != 0 => err(
+                            a.span(),
+                            format!("next_hop[{i}].address"),
+                            format!(
+                                "{} is not on port {pname:?}'s subnet {}; a neighbour must be on-link",
+                                a.get_ref(),
+                                config.ports[p].address.as_ref().map_or("", |o| o.get_ref())
+                            ),
+                        ),
+                        Some((o, _)) if o == ip => err(
+                            a.span(),
+                            format!("next_hop[{i}].address"),
+                            format!("{} is port {pname:?}'s own address", a.get_ref()),
+                        ),
+                        _ => {}
+                    }
+                }
+            },
+            _ => {}
         }
         let vlan = match &nh.vlan {
             None => Some(0),
@@ -1543,7 +1702,13 @@ peer = "a"
             ("hub routes on a spoke", SPOKE_EXAMPLE.replace("upstream = [", "hub = [ { prefix = \"10.0.0.20/32\", next_hop = \"hub\" } ]\nupstream = ["), "", "service[0].hub", 51, "hub routes are used only by router.role = \"hub\" (this router is a spoke)"),
             ("unknown role", SPOKE_EXAMPLE.replace("role = \"spoke\"", "role = \"edge\""), "", "router.role", 6, "\"edge\": expected \"spoke\", \"hub\" or \"p\""),
             ("unknown port role", SPOKE_EXAMPLE.replace("role = \"core\"", "role = \"uplink\""), "", "port[1].role", 19, "\"uplink\": expected \"access\" or \"core\""),
-            ("bad port address", SPOKE_EXAMPLE.replace("192.0.2.1", "192.0.2.256"), "", "port[1].address", 20, "\"192.0.2.256\" is not an IPv4 address"),
+            ("bad port address", SPOKE_EXAMPLE.replace("192.0.2.1", "192.0.2.256"), "", "port[1].address", 20, "\"192.0.2.256/24\" is not an IPv4 interface address"),
+            ("port address is the subnet", SPOKE_EXAMPLE.replace("192.0.2.1/24", "192.0.2.0/24"), "", "port[1].address", 20, "is the subnet's network or broadcast address"),
+            ("host tap name too long", SPOKE_EXAMPLE.replace("192.0.2.1/24\"\n", "192.0.2.1/24\"\nhost_iface = \"hdvrf-core-port0\"\n"), "", "port[1].host_iface", 21, "is 16 bytes; an interface name has 15 at most"),
+            ("next hop without a neighbour", SPOKE_EXAMPLE.replace("port = \"core0\"\nmac = \"02:40:00:00:00:09\"\n\n", "port = \"core0\"\n\n"), "", "next_hop[3]", 40, "needs `mac` (a static neighbour) or `address` (resolved by ARP)"),
+            ("neighbour off the subnet", SPOKE_EXAMPLE.replace("port = \"core0\"\nmac = \"02:40:00:00:00:09\"\n\n", "port = \"core0\"\naddress = \"198.51.100.9\"\n\n"), "", "next_hop[3].address", 42, "198.51.100.9 is not on port \"core0\"'s subnet 192.0.2.1/24"),
+            ("ARP from a port without an address", SPOKE_EXAMPLE.replace("mac = \"02:ca:00:00:00:0a\"", "address = \"10.0.0.10\""), "", "next_hop[1].address", 31, "port \"access0\" has no address to send ARP from"),
+            ("all-zero mac", SPOKE_EXAMPLE.replace("02:40:00:00:00:09\"\nlabels", "00:00:00:00:00:00\"\nlabels"), "", "next_hop[0].mac", 25, "00:00:00:00:00:00 is no station's address"),
             ("bad gateway", SPOKE_EXAMPLE.replace("gateway = \"10.0.0.1\"", "gateway = \"10.0.0.1/24\""), "", "service[0].gateway", 46, "is not an IPv4 address"),
             ("bad ttl mode", SPOKE_EXAMPLE.replace("\"uniform\"", "\"short\""), "", "service[0].ttl_mode", 48, "\"short\": expected \"uniform\" or \"pipe\""),
             ("unknown service field", SPOKE_EXAMPLE.replace("anti_spoofing = true", "anti_spoof = true"), "", "service[0].anti_spoof", 49, "unknown field `anti_spoof`"),

@@ -46,6 +46,32 @@ pub enum EalArgsError {
     NoHugepages(String),
 }
 
+/// DPDK's name for port `i`'s host tap device.
+pub fn host_tap_device(i: usize) -> String {
+    format!("net_tap_hd{i}")
+}
+
+fn is_router(loaded: &Loaded) -> bool {
+    loaded.config.dataplane.forward_mode.get_ref() == "router"
+}
+
+/// Per port, its host tap (router mode, addressed ports).
+pub fn host_specs(loaded: &Loaded) -> Vec<Option<dataplane::HostSpec>> {
+    loaded
+        .config
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let iface = p.host_iface_name().filter(|_| is_router(loaded))?;
+            Some(dataplane::HostSpec {
+                dpdk_name: host_tap_device(i),
+                iface,
+            })
+        })
+        .collect()
+}
+
 /// Builds the EAL arguments (without argv\[0\]).
 pub fn build(loaded: &Loaded, huge: Hugepages) -> Result<Vec<String>, EalArgsError> {
     let dp = &loaded.config.dataplane;
@@ -99,6 +125,14 @@ pub fn build(loaded: &Loaded, huge: Hugepages) -> Result<Vec<String>, EalArgsErr
                 a.push(p.device.get_ref().trim().to_owned());
             }
             DeviceKind::Vdev { .. } => a.push(format!("--vdev={}", p.device.get_ref().trim())),
+        }
+    }
+    // Router mode: each addressed port's host tap (the host path).
+    if is_router(loaded) {
+        for (i, p) in loaded.config.ports.iter().enumerate() {
+            if let Some(iface) = p.host_iface_name() {
+                a.push(format!("--vdev={},iface={iface}", host_tap_device(i)));
+            }
         }
     }
     if !any_pci {

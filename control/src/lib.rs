@@ -4,5 +4,7 @@
 
 pub mod config;
 pub mod eal_args;
+pub mod host;
 pub mod mgmt;
+pub mod neighbor;
 pub mod router;

@@ -15,7 +15,9 @@ use dataplane::tables::{
     LabelAction, LabelTable, NextHop, PortInfo, PortRole, Role, Service, SharedLpm, Tables, TtlMode,
 };
 
-use crate::config::{parse_ipv4, parse_mac, parse_prefix, Loaded, RouteCfg};
+use crate::config::{
+    parse_interface_address, parse_ipv4, parse_mac, parse_prefix, Loaded, RouteCfg,
+};
 
 /// `router.role`: `spoke`, `hub` or `p`.
 pub fn parse_role(s: &str) -> Option<Role> {
@@ -90,8 +92,9 @@ pub fn build_tables(loaded: &Loaded, port_macs: &[[u8; 6]]) -> Result<Tables, St
         };
         let mut info = PortInfo::new(role, *mac);
         if let Some(a) = &p.address {
-            info.address =
-                parse_ipv4(a.get_ref()).map_err(|m| format!("port[{i}].address: {m}"))?;
+            info.address = parse_interface_address(a.get_ref())
+                .map_err(|m| format!("port[{i}].address: {m}"))?
+                .0;
         }
         ports.push(info);
     }
@@ -121,7 +124,11 @@ pub fn build_tables(loaded: &Loaded, port_macs: &[[u8; 6]]) -> Result<Tables, St
                 .as_ref()
                 .map_or(Ok(0), |v| u16::try_from(*v.get_ref()))
                 .map_err(|_| format!("{field}.vlan: out of range"))?,
-            dst_mac: parse_mac(n.mac.get_ref()).map_err(|m| format!("{field}.mac: {m}"))?,
+            // Resolved by ARP (control::neighbor) when there is no static MAC.
+            dst_mac: match &n.mac {
+                Some(m) => parse_mac(m.get_ref()).map_err(|m| format!("{field}.mac: {m}"))?,
+                None => dataplane::tables::UNRESOLVED_MAC,
+            },
             labels: stack,
             n_labels: labels.len() as u8,
         });

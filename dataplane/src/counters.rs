@@ -18,6 +18,14 @@ pub struct CoreCounters {
     /// Frames too short for the forwarding mode (macswap: < 12 bytes),
     /// freed.
     pub runt_drops: AtomicU64,
+    /// Punted packets the host path could not take (its queue full, or
+    /// no host path), freed. A subset of the punt outcomes.
+    pub punt_drops: AtomicU64,
+    /// Frames sent for the host path (the kernel's, ARP requests): not
+    /// received by the worker, so outside `rx == tx + drops`.
+    pub host_tx: AtomicU64,
+    /// Of those, the ones a full tx ring refused (freed).
+    pub host_tx_drops: AtomicU64,
     /// Non-empty rx bursts.
     pub bursts: AtomicU64,
     /// Loop iterations that found no packet on any queue.
@@ -33,6 +41,9 @@ pub struct CoreSnapshot {
     pub tx_packets: u64,
     pub tx_full_drops: u64,
     pub runt_drops: u64,
+    pub punt_drops: u64,
+    pub host_tx: u64,
+    pub host_tx_drops: u64,
     pub bursts: u64,
     pub empty_polls: u64,
     pub outcomes: [u64; Outcome::COUNT],
@@ -45,6 +56,9 @@ impl Default for CoreSnapshot {
             tx_packets: 0,
             tx_full_drops: 0,
             runt_drops: 0,
+            punt_drops: 0,
+            host_tx: 0,
+            host_tx_drops: 0,
             bursts: 0,
             empty_polls: 0,
             outcomes: [0; Outcome::COUNT],
@@ -62,6 +76,9 @@ impl CoreSnapshot {
         d.tx_packets = d.tx_packets.saturating_sub(base.tx_packets);
         d.tx_full_drops = d.tx_full_drops.saturating_sub(base.tx_full_drops);
         d.runt_drops = d.runt_drops.saturating_sub(base.runt_drops);
+        d.punt_drops = d.punt_drops.saturating_sub(base.punt_drops);
+        d.host_tx = d.host_tx.saturating_sub(base.host_tx);
+        d.host_tx_drops = d.host_tx_drops.saturating_sub(base.host_tx_drops);
         d.bursts = d.bursts.saturating_sub(base.bursts);
         d.empty_polls = d.empty_polls.saturating_sub(base.empty_polls);
         for (o, b) in d.outcomes.iter_mut().zip(&base.outcomes) {
@@ -70,9 +87,8 @@ impl CoreSnapshot {
         d
     }
 
-    /// Every packet received is either sent or dropped (or punted, which
-    /// frees it until the host path exists) for a counted reason:
-    /// `rx == tx + drops()`.
+    /// Every packet received is either sent, or not, for a counted reason
+    /// (punted to the host path, or dropped): `rx == tx + drops()`.
     pub fn drops(&self) -> u64 {
         self.tx_full_drops + self.runt_drops + self.not_forwarded()
     }
@@ -108,6 +124,9 @@ impl CoreSnapshot {
         self.tx_packets += o.tx_packets;
         self.tx_full_drops += o.tx_full_drops;
         self.runt_drops += o.runt_drops;
+        self.punt_drops += o.punt_drops;
+        self.host_tx += o.host_tx;
+        self.host_tx_drops += o.host_tx_drops;
         self.bursts += o.bursts;
         self.empty_polls += o.empty_polls;
         for (a, b) in self.outcomes.iter_mut().zip(&o.outcomes) {
@@ -123,6 +142,9 @@ impl CoreCounters {
             tx_packets: self.tx_packets.load(Relaxed),
             tx_full_drops: self.tx_full_drops.load(Relaxed),
             runt_drops: self.runt_drops.load(Relaxed),
+            punt_drops: self.punt_drops.load(Relaxed),
+            host_tx: self.host_tx.load(Relaxed),
+            host_tx_drops: self.host_tx_drops.load(Relaxed),
             bursts: self.bursts.load(Relaxed),
             empty_polls: self.empty_polls.load(Relaxed),
             outcomes: std::array::from_fn(|i| self.outcomes[i].load(Relaxed)),
@@ -136,6 +158,9 @@ impl CoreCounters {
         self.tx_packets.store(s.tx_packets, Relaxed);
         self.tx_full_drops.store(s.tx_full_drops, Relaxed);
         self.runt_drops.store(s.runt_drops, Relaxed);
+        self.punt_drops.store(s.punt_drops, Relaxed);
+        self.host_tx.store(s.host_tx, Relaxed);
+        self.host_tx_drops.store(s.host_tx_drops, Relaxed);
         self.bursts.store(s.bursts, Relaxed);
         self.empty_polls.store(s.empty_polls, Relaxed);
         for (a, v) in self.outcomes.iter().zip(&s.outcomes) {

@@ -4,6 +4,7 @@
 pub mod counters;
 pub mod dpdk;
 pub mod forward;
+pub mod host;
 pub mod lpm;
 pub mod pipeline;
 pub mod publish;
@@ -16,5 +17,7 @@ pub mod worker;
 
 pub use counters::{CoreCounters, CoreSnapshot};
 pub use forward::ForwardMode;
-pub use runtime::{DataplaneSpec, PortSpec, PublicationStats, Running, ShutdownReport, StartError};
+pub use runtime::{
+    DataplaneSpec, HostSpec, PortSpec, PublicationStats, Running, ShutdownReport, StartError,
+};
 pub use worker::IdlePolicy;

@@ -124,11 +124,17 @@ outcomes! {
     MplsTtlExpired => "drop_mpls_ttl_expired", Drop;
     /// No headroom to push headers.
     NoHeadroom => "drop_no_headroom", Drop;
+    /// The next hop's MAC address is not known yet: ARP is resolving it.
+    Unresolved => "drop_unresolved_next_hop", Drop;
     /// Denied by the hub's target-specific processing.
     PolicyDeny => "drop_policy_deny", Drop;
     /// The tx queue was full.
     TxFull => "drop_tx_full", Drop;
 }
+
+/// The port a punted packet goes to: the worker hands it to the host
+/// path (the control thread) instead of a tx queue.
+pub const PUNT_PORT: u16 = u16::MAX - 1;
 
 /// The verdict for one packet: its outcome and, when forwarded, the port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,12 +150,15 @@ impl Next {
         debug_assert!(outcome.kind() == OutcomeKind::Forward);
         Next { outcome, port }
     }
-    /// Punted or dropped: no port (`u16::MAX`).
+    /// Punted ([`PUNT_PORT`]) or dropped (no port: `u16::MAX`).
     #[inline(always)]
     pub const fn end(outcome: Outcome) -> Next {
         Next {
             outcome,
-            port: u16::MAX,
+            port: match outcome.kind() {
+                OutcomeKind::Punt => PUNT_PORT,
+                _ => u16::MAX,
+            },
         }
     }
 }
@@ -636,8 +645,11 @@ fn upstream_general<F: Frame>(t: &Tables, pi: &PortInfo, in_port: u16, f: &mut F
         return Next::end(Outcome::NoRoute);
     };
     // Client traffic never leaves a spoke unlabelled.
-    if a.n_labels == 0 || !a.usable {
+    if a.n_labels == 0 {
         return Next::end(Outcome::BadNextHop);
+    }
+    if !a.usable {
+        return Next::end(a.unusable_outcome());
     }
     let new_ttl = ip.ttl - 1;
     let encap = Encap::Push {
@@ -772,8 +784,10 @@ fn core_general<F: Frame>(t: &Tables, pi: &PortInfo, f: &mut F) -> Next {
                 if ttl <= 1 {
                     return Next::end(Outcome::MplsTtlExpired);
                 }
-                let Some(a) = t.adjacency(next_hop).filter(|a| a.usable) else {
-                    return Next::end(Outcome::BadNextHop);
+                let a = match t.adjacency(next_hop) {
+                    Some(a) if a.usable => a,
+                    Some(a) => return Next::end(a.unusable_outcome()),
+                    None => return Next::end(Outcome::BadNextHop),
                 };
                 let out = lse.with_label(label).with_ttl(ttl - 1).to_bytes();
                 if let Some(b) = f.data_mut().get_mut(off..off + 4) {
@@ -788,8 +802,10 @@ fn core_general<F: Frame>(t: &Tables, pi: &PortInfo, f: &mut F) -> Next {
                 if ttl <= 1 {
                     return Next::end(Outcome::MplsTtlExpired);
                 }
-                let Some(a) = t.adjacency(next_hop).filter(|a| a.usable) else {
-                    return Next::end(Outcome::BadNextHop);
+                let a = match t.adjacency(next_hop) {
+                    Some(a) if a.usable => a,
+                    Some(a) => return Next::end(a.unusable_outcome()),
+                    None => return Next::end(Outcome::BadNextHop),
                 };
                 let below = off + 4;
                 let d = f.data_mut();
@@ -863,6 +879,9 @@ fn vpn_pop<F: Frame>(
             let Some(a) = t.adjacency(svc.downstream.lookup(ip.dst)) else {
                 return Next::end(Outcome::NoRoute);
             };
+            if a.unresolved {
+                return Next::end(Outcome::Unresolved);
+            }
             if !a.to_access || a.n_labels != 0 {
                 return Next::end(Outcome::BadNextHop);
             }
@@ -896,7 +915,7 @@ fn hub_route<F: Frame>(
         return Next::end(Outcome::NoRoute);
     };
     if !a.usable {
-        return Next::end(Outcome::BadNextHop);
+        return Next::end(a.unusable_outcome());
     }
     if a.n_labels == 0 {
         if !rewrite(f, l3, a, Encap::L2Own, Some(new_ttl)) {
@@ -1117,6 +1136,74 @@ mod tests {
             (2001u32 << 12 | 5 << 9 | 1 << 8 | 255).to_be_bytes()
         );
         assert_ip(&out[22..], 9);
+    }
+
+    #[test]
+    fn unresolved_next_hops_are_counted_until_arp_sets_their_mac() {
+        use crate::tables::{TableOp, UNRESOLVED_MAC};
+        let mut t = spoke(TtlMode::Uniform);
+        // The hub's MAC forgotten (upstream, P swap and PHP), then client
+        // A's too (downstream).
+        t.apply(&[TableOp::SetNeighbor {
+            next_hop: 0,
+            mac: UNRESOLVED_MAC,
+        }]);
+        assert!(t.rejected().is_empty());
+        let up = eth(
+            MAC_ACCESS,
+            MAC_A,
+            0,
+            0x0800,
+            &ipv4("10.0.0.10", "8.8.8.8", 64, 9, b"x"),
+        );
+        let inner = ipv4("1.1.1.1", "10.0.0.10", 64, 9, b"x");
+        let down = mpls(&[lse(1000, false, 64), lse(1001, true, 64)], &inner);
+        let swap = mpls(&[lse(1002, true, 64)], &inner);
+        let php = mpls(&[lse(1004, true, 64)], &inner);
+        let mut p = t.second_copy();
+        t.apply(&[TableOp::SetNeighbor {
+            next_hop: 1,
+            mac: UNRESOLVED_MAC,
+        }]);
+        for (port, f) in [(0u16, &up), (1, &down)] {
+            let (n, out) = run(if port == 0 { &p } else { &t }, port, f);
+            assert_eq!(n, Next::end(Outcome::Unresolved), "{f:02x?}");
+            assert_eq!(&out, f, "an unresolved packet is not rewritten");
+        }
+        // With the client's MAC unknown, its own packets cannot be checked
+        // against its session: dropped as spoofed, not forwarded.
+        assert_eq!(run(&t, 0, &up).0.outcome, Outcome::Spoofed);
+        p.role = Role::P;
+        for f in [&swap, &php] {
+            assert_eq!(run(&p, 1, f).0, Next::end(Outcome::Unresolved), "{f:02x?}");
+        }
+        // ARP answered: the same packets leave, with the learnt MACs.
+        let learnt = [0x02, 0x77, 0, 0, 0, 1];
+        let client = MAC_A;
+        t.apply(&[
+            TableOp::SetNeighbor {
+                next_hop: 0,
+                mac: learnt,
+            },
+            TableOp::SetNeighbor {
+                next_hop: 1,
+                mac: client,
+            },
+        ]);
+        let (n, out) = run(&t, 0, &up);
+        assert_eq!(n, Next::tx(Outcome::Upstream, 1));
+        assert_eq!(out[..6], learnt);
+        let (n, out) = run(&t, 1, &down);
+        assert_eq!(n, Next::tx(Outcome::Downstream, 0));
+        assert_eq!(out[..6], client);
+        // A next hop that does not exist is still a bad next hop.
+        assert_eq!(
+            t.apply_checked(TableOp::SetNeighbor {
+                next_hop: 99,
+                mac: learnt
+            }),
+            Err("no next hop 99".to_owned())
+        );
     }
 
     #[test]
@@ -1349,8 +1436,10 @@ mod tests {
                                         port in 0u16..3, role in 0u8..3) {
             let t = &shared()[role as usize];
             let (n, _) = run(t, port, &bytes);
-            if n.outcome.kind() == OutcomeKind::Forward {
-                prop_assert!((n.port as usize) < t.ports.len());
+            match n.outcome.kind() {
+                OutcomeKind::Forward => prop_assert!((n.port as usize) < t.ports.len()),
+                OutcomeKind::Punt => prop_assert_eq!(n.port, PUNT_PORT),
+                OutcomeKind::Drop => prop_assert_eq!(n.port, u16::MAX),
             }
         }
 

@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::host::{HostPath, HostTap, INJECT_QUEUE_LEN, PUNT_QUEUE_LEN};
 use crate::trace::Trace;
 
 use hdrhistogram::Histogram;
@@ -38,6 +39,17 @@ pub struct PortSpec {
     pub mtu: Option<u16>,
     /// Index of the port that gets what this port receives.
     pub peer: usize,
+    /// Router mode: the port's kernel side (host path), if it has one.
+    pub host: Option<HostSpec>,
+}
+
+/// A port's host tap: a `net_tap` device already in the EAL arguments.
+#[derive(Clone, Debug)]
+pub struct HostSpec {
+    /// DPDK's name for the tap device (`net_tap_hd0`).
+    pub dpdk_name: String,
+    /// The kernel interface it creates.
+    pub iface: String,
 }
 
 /// The whole data plane to bring up.
@@ -75,6 +87,12 @@ pub enum StartError {
     Launch(#[from] crate::dpdk::LaunchError),
     #[error("forwarding tables: {0}")]
     Tables(String),
+    #[error("host tap {iface}: {source}")]
+    HostTap {
+        port: usize,
+        iface: String,
+        source: DpdkError,
+    },
 }
 
 /// A running data plane.
@@ -88,6 +106,8 @@ pub struct Running {
     publisher: Option<TablePublisher>,
     publications: PublicationStats,
     trace: Arc<Trace>,
+    /// Router mode with addressed ports: the kernel side of the ports.
+    host: Option<HostPath>,
     /// `None` once torn down.
     eal: Option<Eal>,
 }
@@ -126,9 +146,61 @@ fn default_pool_size(spec: &DataplaneSpec, ports_on_socket: &[usize], cache: u32
         n += u32::from(p.rx_queues) * u32::from(spec.rx_desc);
         n += nw * u32::from(spec.tx_desc);
     }
+    // Host taps: their rings, the control queue on the port, and what
+    // the punt queue can hold.
+    let taps = ports_on_socket
+        .iter()
+        .filter(|&&i| spec.ports[i].host.is_some())
+        .count() as u32;
+    if taps > 0 {
+        n += taps * (u32::from(spec.rx_desc) + u32::from(spec.tx_desc));
+        n += (PUNT_QUEUE_LEN + INJECT_QUEUE_LEN) as u32;
+    }
     n += (nw + 1) * (cache + BURST_SIZE as u32) + 2048;
     // A power of two minus one is the optimum for the ring under the pool.
     (n + 1).next_power_of_two().max(8192) - 1
+}
+
+/// Opens, configures and starts every port's host tap: one rx and one tx
+/// queue for the control thread, the port's MAC (so the kernel answers
+/// for the port), the port's MTU.
+fn open_host_taps(
+    eal: &Eal,
+    spec: &DataplaneSpec,
+    ports: &mut [Port],
+    pools: &BTreeMap<i32, Arc<Mempool>>,
+) -> Result<HostPath, StartError> {
+    let mut taps = Vec::with_capacity(ports.len());
+    let pool0 = pools.values().next().expect("one pool at least").clone();
+    for (i, (p, port)) in spec.ports.iter().zip(ports.iter_mut()).enumerate() {
+        let Some(h) = &p.host else {
+            taps.push(None);
+            continue;
+        };
+        let err = |source| StartError::HostTap {
+            port: i,
+            iface: h.iface.clone(),
+            source,
+        };
+        let s = port.socket_id();
+        let pool = pools[&(if s == SOCKET_ID_ANY { 0 } else { s })].clone();
+        let mut tap = Port::open(eal, &h.dpdk_name).map_err(err)?;
+        let cfg = PortConfig {
+            rx_queues: 1,
+            tx_queues: 1,
+            rx_desc: spec.rx_desc,
+            tx_desc: spec.tx_desc,
+            mtu: p.mtu,
+            promiscuous: false,
+        };
+        tap.configure(&cfg, pool).map_err(err)?;
+        tap.set_mac(port.mac()).map_err(err)?;
+        tap.start().map_err(err)?;
+        taps.push(Some(
+            HostTap::new(h.iface.clone(), tap).expect("fresh tap queues"),
+        ));
+    }
+    Ok(HostPath::new(taps, pool0))
 }
 
 /// Round-robin of every (port, rx queue) over the workers.
@@ -244,6 +316,14 @@ impl Running {
             }
             None => None,
         };
+        let host =
+            if spec.mode == ForwardMode::Router && spec.ports.iter().any(|p| p.host.is_some()) {
+                Some(open_host_taps(&eal, spec, &mut ports, &pools)?)
+            } else {
+                None
+            };
+        let punts = host.as_ref().map(|h| h.punt_queue());
+        let inject = host.as_ref().map(|h| h.inject_queue());
         let stop = Arc::new(AtomicBool::new(false));
         let trace = Arc::new(Trace::default());
         let (tx_reports, reports) = mpsc::channel();
@@ -282,6 +362,9 @@ impl Running {
                 idle: spec.idle,
                 counters: counters.clone(),
                 trace: trace.clone(),
+                punts: punts.clone(),
+                // The first worker sends what the host path injects.
+                inject: if w == 0 { inject.clone() } else { None },
                 stop: stop.clone(),
                 latency,
             };
@@ -302,8 +385,26 @@ impl Running {
             publisher,
             publications: PublicationStats::default(),
             trace,
+            host,
             eal: Some(eal),
         })
+    }
+
+    /// Runs the host path once (control thread): punted packets into the
+    /// kernel, the kernel's frames out of their ports. `inspect` sees each
+    /// punted frame with its port first. Returns how many packets moved.
+    pub fn host_poll(&mut self, inspect: impl FnMut(u16, &[u8])) -> usize {
+        self.host.as_mut().map_or(0, |h| h.poll(inspect))
+    }
+
+    /// Sends a frame the control thread built out of `port`.
+    pub fn host_inject(&mut self, port: u16, frame: &[u8]) -> bool {
+        self.host.as_mut().is_some_and(|h| h.inject(port, frame))
+    }
+
+    /// The host path, if any port has one.
+    pub fn host(&self) -> Option<&HostPath> {
+        self.host.as_ref()
     }
 
     pub fn cores(&self) -> Vec<(u32, CoreSnapshot)> {
@@ -424,6 +525,13 @@ impl Running {
             }
         }
         cores.sort_by_key(|(l, _)| *l);
+        // What the workers punted and the control thread did not take yet
+        // goes back to the pool; then the taps close like the ports.
+        if let Some(h) = self.host.take() {
+            for t in h.close() {
+                t.close();
+            }
+        }
         for p in self.ports.drain(..) {
             p.close();
         }
@@ -460,6 +568,7 @@ mod tests {
             rx_queues: rxq,
             mtu: None,
             peer: 0,
+            host: None,
         }
     }
 

@@ -49,15 +49,26 @@ pub struct NextHop {
     pub port: u16,
     /// 802.1Q VLAN id to tag with; 0 = untagged.
     pub vlan: u16,
+    /// The neighbour's MAC; all zeros until ARP resolves it
+    /// ([`UNRESOLVED_MAC`]): packets to it are then counted as
+    /// `drop_unresolved_next_hop`, never sent to a made-up address.
     pub dst_mac: [u8; 6],
     /// Labels to push, outermost first (`labels[..n_labels]`).
     pub labels: [u32; 2],
     pub n_labels: u8,
 }
 
+/// The MAC of a next hop whose neighbour is not resolved yet. No station
+/// uses the all-zero address, and configuration refuses it as a static MAC.
+pub const UNRESOLVED_MAC: [u8; 6] = [0; 6];
+
 impl NextHop {
     pub fn labels(&self) -> &[u32] {
         &self.labels[..self.n_labels as usize]
+    }
+
+    pub fn is_resolved(&self) -> bool {
+        self.dst_mac != UNRESOLVED_MAC
     }
 }
 
@@ -257,9 +268,9 @@ const GROUPED_BATCH: usize = 4096;
 
 impl TableOp {
     /// The service, table and network (prefix without host bits) of the
-    /// route the op changes.
-    fn route(&self) -> (u16, RouteTable, u32) {
-        match *self {
+    /// route the op changes; `None` for a neighbour op.
+    fn route(&self) -> Option<(u16, RouteTable, u32)> {
+        Some(match *self {
             TableOp::AddRoute {
                 service,
                 table,
@@ -281,7 +292,8 @@ impl TableOp {
                 };
                 (service, table, net)
             }
-        }
+            TableOp::SetNeighbor { .. } => return None,
+        })
     }
 }
 
@@ -313,6 +325,9 @@ pub enum TableOp {
         prefix: u32,
         len: u8,
     },
+    /// Sets next hop `next_hop`'s neighbour MAC (learnt by ARP;
+    /// [`UNRESOLVED_MAC`] forgets it).
+    SetNeighbor { next_hop: u32, mac: [u8; 6] },
 }
 
 /// No service bound to a (port, VLAN).
@@ -356,10 +371,13 @@ pub struct Adjacency {
     pub n_labels: u8,
     pub port: u16,
     pub vlan: u16,
-    /// The out port exists (a next hop naming another one is unusable).
+    /// The out port exists and the neighbour's MAC is known: packets can
+    /// leave by this next hop.
     pub usable: bool,
-    /// The out port faces subscribers.
+    /// Usable, and the out port faces subscribers.
     pub to_access: bool,
+    /// The out port exists but the MAC is not resolved yet (ARP pending).
+    pub unresolved: bool,
 }
 
 impl Adjacency {
@@ -383,14 +401,27 @@ impl Adjacency {
             let o = l2_len + 4 * i;
             header[o..o + 4].copy_from_slice(&((l & 0xf_ffff) << 12 | bos << 8).to_be_bytes());
         }
+        let resolved = nh.is_resolved();
         Adjacency {
             header,
             l2_len: l2_len as u8,
             n_labels: labels.len() as u8,
             port: nh.port,
             vlan: nh.vlan,
-            usable: out.is_some(),
-            to_access: out.is_some_and(|p| p.role == PortRole::Access),
+            usable: out.is_some() && resolved,
+            to_access: resolved && out.is_some_and(|p| p.role == PortRole::Access),
+            unresolved: out.is_some() && !resolved,
+        }
+    }
+
+    /// Why a packet cannot leave by this next hop when it is not usable:
+    /// its MAC is still being resolved, or it names no port of ours.
+    #[inline]
+    pub fn unusable_outcome(&self) -> crate::pipeline::Outcome {
+        if self.unresolved {
+            crate::pipeline::Outcome::Unresolved
+        } else {
+            crate::pipeline::Outcome::BadNextHop
         }
     }
 
@@ -488,6 +519,17 @@ impl Tables {
     }
 
     fn apply_grouped(&mut self, ops: &[TableOp]) {
+        // Neighbour ops first: they commute with route ops (a route names
+        // a next hop by index, whatever its MAC).
+        for &op in ops.iter().filter(|op| op.route().is_none()) {
+            self.apply_logged(op);
+        }
+        let routes: Vec<TableOp> = ops
+            .iter()
+            .filter(|op| op.route().is_some())
+            .copied()
+            .collect();
+        let ops = &routes[..];
         if ops.is_empty() {
             return;
         }
@@ -498,7 +540,7 @@ impl Tables {
         let bucket: Vec<u32> = ops
             .iter()
             .map(|op| {
-                let (service, table, prefix) = op.route();
+                let (service, table, prefix) = op.route().expect("route ops only");
                 let n = tables.len();
                 let t = *tables.entry((service, table)).or_insert(n);
                 (t << 8 | (prefix >> 24) as usize) as u32
@@ -528,7 +570,19 @@ impl Tables {
     }
 
     fn apply_one(&mut self, op: TableOp) -> Result<(), String> {
-        let (service, table, _) = op.route();
+        let Some((service, table, _)) = op.route() else {
+            let TableOp::SetNeighbor { next_hop, mac } = op else {
+                unreachable!("only neighbour ops have no route")
+            };
+            let nh = self
+                .next_hops
+                .get_mut(next_hop as usize)
+                .ok_or_else(|| format!("no next hop {next_hop}"))?;
+            nh.dst_mac = mac;
+            let nh = *nh;
+            self.adjacencies[next_hop as usize] = Adjacency::new(&nh, &self.ports);
+            return Ok(());
+        };
         let n_next_hops = self.next_hops.len();
         let svc = self
             .services
@@ -552,7 +606,14 @@ impl Tables {
             TableOp::DeleteRoute { prefix, len, .. } => {
                 t.delete(prefix, len).map(drop).map_err(|e| e.to_string())
             }
+            TableOp::SetNeighbor { .. } => unreachable!("handled above"),
         }
+    }
+
+    /// Applies one op and says why it was refused, if it was.
+    pub fn apply_checked(&mut self, op: TableOp) -> Result<(), String> {
+        self.rejected.clear();
+        self.apply_one(op)
     }
 
     /// The ops of the last [`Tables::apply`] that were not applied, and why.

@@ -30,7 +30,8 @@ pub struct TraceRecord {
     pub output: [u8; HEAD],
     pub out_len: u16,
     pub outcome: Outcome,
-    /// The port it left by (`u16::MAX` when it did not leave).
+    /// The port it left by (`PUNT_PORT` when punted, `u16::MAX` when
+    /// dropped).
     pub out_port: u16,
 }
 

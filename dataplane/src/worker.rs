@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 use crate::counters::{CoreCounters, CoreSnapshot};
 use crate::dpdk::{tsc, Burst, RxQueue, TxQueue, BURST_SIZE};
 use crate::forward::{macswap, ForwardMode};
+use crate::host::{InjectQueue, PuntQueue};
 use crate::pipeline::{process_burst, Frame, Next, Outcome};
 use crate::publish::Reader;
 use crate::tables::Tables;
@@ -50,10 +51,50 @@ pub struct Worker {
     pub counters: Arc<CoreCounters>,
     /// Router mode: packet trace, armed by the control thread.
     pub trace: Arc<Trace>,
+    /// Router mode: where punted packets go (the host path, drained by
+    /// the control thread); `None`: no host path, punts are freed.
+    pub punts: Option<Arc<PuntQueue>>,
+    /// Frames the host path sends (the kernel's, ARP requests), with their
+    /// port: one worker drains them onto its own tx queues.
+    pub inject: Option<Arc<InjectQueue>>,
     pub stop: Arc<AtomicBool>,
     /// Per-burst latency (TSC ticks from rx return to tx return), recorded
     /// on one burst in `latency_every` (a power of two); `None` = off.
     pub latency: Option<(Histogram<u64>, u32)>,
+}
+
+/// Moves punted packets to the host path's queue (lock-free, no
+/// allocation); returns how many it could not take (freed).
+#[inline(never)]
+fn hand_to_host(punted: &mut Burst, in_port: u16, queue: Option<&PuntQueue>) -> u64 {
+    let mut dropped = 0;
+    punted.drain_each(|m| match queue {
+        Some(q) => dropped += u64::from(q.push((in_port, m)).is_err()),
+        None => dropped += 1,
+    });
+    dropped
+}
+
+/// Sends up to a burst of the host path's frames on this worker's tx
+/// queues. Returns (sent, dropped); the dropped ones met a full ring and
+/// were freed (the kernel retransmits, ARP asks again).
+#[inline(never)]
+fn send_injected(q: &InjectQueue, tx: &[TxQueue], outs: &mut [Burst]) -> (u64, u64) {
+    for _ in 0..BURST_SIZE {
+        let Some((port, m)) = q.pop() else { break };
+        if let Some(o) = outs.get_mut(usize::from(port)) {
+            let _ = o.push(m); // a burst's worth at most: always room
+        }
+    }
+    let (mut sent, mut dropped) = (0, 0);
+    for (o, t) in outs.iter_mut().zip(tx) {
+        if !o.is_empty() {
+            let (s, d) = t.tx_or_drop(o);
+            sent += s as u64;
+            dropped += d as u64;
+        }
+    }
+    (sent, dropped)
 }
 
 /// What a worker hands back when it stops.
@@ -76,6 +117,7 @@ impl Worker {
         // Router mode: one staging burst per output port, flushed after
         // every rx burst (so a staging burst never overflows).
         let mut outs: Vec<Burst> = (0..self.tx.len()).map(|_| Burst::new()).collect();
+        let mut punted = Burst::new();
         let mut targets = [u16::MAX; BURST_SIZE];
         let mut next = [Next::end(Outcome::Runt); BURST_SIZE];
         // Packet heads as they arrived, for the packets being traced.
@@ -160,13 +202,17 @@ impl Worker {
                             }
                             _ => {
                                 c.tx_full_drops +=
-                                    burst.distribute(&targets[..n], &mut outs) as u64;
+                                    burst.distribute(&targets[..n], &mut outs, &mut punted) as u64;
                                 for (o, tx) in outs.iter_mut().zip(&self.tx) {
                                     if !o.is_empty() {
                                         let (sent, dropped) = tx.tx_or_drop(o);
                                         c.tx_packets += sent as u64;
                                         c.tx_full_drops += dropped as u64;
                                     }
+                                }
+                                if !punted.is_empty() {
+                                    c.punt_drops +=
+                                        hand_to_host(&mut punted, s.in_port, self.punts.as_deref());
                                 }
                             }
                         }
@@ -191,6 +237,14 @@ impl Worker {
                     if let Some((h, _)) = latency.as_mut() {
                         h.saturating_record(tsc().wrapping_sub(t0));
                     }
+                }
+            }
+            if let Some(q) = self.inject.as_deref() {
+                if !q.is_empty() {
+                    let (sent, dropped) = send_injected(q, &self.tx, &mut outs);
+                    c.host_tx += sent;
+                    c.host_tx_drops += dropped;
+                    self.counters.publish(&c);
                 }
             }
             if got == 0 {

@@ -1,7 +1,7 @@
 use std::ptr::NonNull;
 
 use super::mbuf::Mbuf;
-use crate::pipeline::{Frame, FrameBurst};
+use crate::pipeline::{Frame, FrameBurst, PUNT_PORT};
 
 /// Packets moved per rx/tx call, as in testpmd and l3fwd.
 pub const BURST_SIZE: usize = 32;
@@ -86,16 +86,22 @@ impl Burst {
         }
     }
 
-    /// Moves every packet to `outs[targets[i]]`, or frees it when the
-    /// target is out of range (dropped or punted). Returns how many
-    /// packets did not fit their target burst (freed, to count as tx
-    /// drops); the caller keeps room by flushing `outs` after each call.
+    /// Moves every packet to `outs[targets[i]]`, to `punt` when the
+    /// target is [`PUNT_PORT`], or frees it when the target is out of
+    /// range (dropped). Returns how many packets did not fit their target
+    /// burst (freed, to count as tx drops); the caller keeps room by
+    /// flushing `outs` and `punt` after each call.
     #[inline]
-    pub fn distribute(&mut self, targets: &[u16], outs: &mut [Burst]) -> usize {
+    pub fn distribute(&mut self, targets: &[u16], outs: &mut [Burst], punt: &mut Burst) -> usize {
         let mut overflow = 0;
         for (i, &t) in targets.iter().enumerate().take(self.len) {
             let p = self.pkts[i];
-            match outs.get_mut(t as usize) {
+            let out = if t == PUNT_PORT {
+                Some(&mut *punt)
+            } else {
+                outs.get_mut(t as usize)
+            };
+            match out {
                 Some(o) if o.len < BURST_SIZE => {
                     o.pkts[o.len] = p;
                     o.len += 1;
@@ -132,6 +138,19 @@ impl Burst {
         let freed = self.len - kept;
         self.len = kept;
         freed
+    }
+
+    /// Hands every packet, in order, to `f` as an owned [`Mbuf`]; the
+    /// burst is empty afterwards.
+    pub fn drain_each(&mut self, mut f: impl FnMut(Mbuf)) {
+        let n = std::mem::replace(&mut self.len, 0);
+        for &p in &self.pkts[..n] {
+            if let Some(p) = NonNull::new(p) {
+                // SAFETY: entries below the old `len` are valid mbufs the
+                // burst owned; `len` is already 0, so each moves out once.
+                f(unsafe { Mbuf::from_raw(p) });
+            }
+        }
     }
 
     /// Frees every packet in the burst.

@@ -292,6 +292,18 @@ impl Port {
         })
     }
 
+    /// Sets the port's MAC address (for a host tap: the kernel
+    /// interface's, so the kernel answers for the port it stands for).
+    pub fn set_mac(&mut self, mac: [u8; 6]) -> Result<(), DpdkError> {
+        let mut a = dpdk_sys::rte_ether_addr { addr_bytes: mac };
+        // SAFETY: probed port; `a` is a valid address the call only reads.
+        let rc = unsafe { dpdk_sys::rte_eth_dev_default_mac_addr_set(self.id, &mut a) };
+        if rc != 0 {
+            return Err(port_err(&self.name, "rte_eth_dev_default_mac_addr_set", rc));
+        }
+        Ok(())
+    }
+
     pub fn mac(&self) -> [u8; 6] {
         let mut a = dpdk_sys::rte_ether_addr::default();
         // SAFETY: probed port and a valid out struct.

@@ -108,6 +108,7 @@ pub fn spec(eal_args: Vec<String>, ports: &[(&str, usize)], mode: ForwardMode) -
                 rx_queues: 1,
                 mtu: None,
                 peer,
+                host: None,
             })
             .collect(),
         mode,
