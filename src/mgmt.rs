@@ -12,8 +12,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use std::collections::HashMap;
-
 use anyhow::{anyhow, Context, Result};
 use control::config::{self, LoadError};
 use control::mgmt::{self, Names, Reply, Request};
@@ -203,10 +201,11 @@ impl Control {
         }
     }
 
-    /// Re-reads the configuration and publishes its route changes as one
-    /// batch: routes added or removed at run time (`route add|del`) go back
-    /// to what the file says. Anything else that changed needs a restart
-    /// and is refused, with nothing applied.
+    /// Re-reads the configuration and publishes what changed as one batch
+    /// (`control::reload`): routes (those added or removed at run time with
+    /// `route add|del` go back to what the file says), next hops, labels,
+    /// services' settings and access bindings. Anything else that changed
+    /// needs a restart and is refused, with nothing applied.
     fn reload(&mut self) -> Result<Value, String> {
         let path = self.config_path.clone();
         let text =
@@ -229,70 +228,41 @@ impl Control {
                 changed.join(", ")
             ));
         }
-        let ports = loaded.config.ports.len();
-        let new = control::router::build_tables(&loaded, &vec![[0u8; 6]; ports])?;
-        let cur = self.tables()?;
-        let (mut added, mut changed, mut removed) = (0u64, 0u64, 0u64);
-        let mut ops = Vec::new();
-        for (s, (a, b)) in cur.services.iter().zip(&new.services).enumerate() {
-            let service = u16::try_from(s).map_err(|_| "service id out of range")?;
-            for table in [
-                RouteTable::Upstream,
-                RouteTable::Downstream,
-                RouteTable::Hub,
-            ] {
-                let have: HashMap<(u32, u8), u32> = a
-                    .table(table)
-                    .routes()
-                    .map(|(p, l, n)| ((p, l), n))
-                    .collect();
-                let want: HashMap<(u32, u8), u32> = b
-                    .table(table)
-                    .routes()
-                    .map(|(p, l, n)| ((p, l), n))
-                    .collect();
-                for (&(prefix, len), &next_hop) in &want {
-                    match have.get(&(prefix, len)) {
-                        Some(&n) if n == next_hop => continue,
-                        Some(_) => changed += 1,
-                        None => added += 1,
-                    }
-                    ops.push(TableOp::AddRoute {
-                        service,
-                        table,
-                        prefix,
-                        len,
-                        next_hop,
-                    });
-                }
-                for &(prefix, len) in have.keys().filter(|k| !want.contains_key(k)) {
-                    removed += 1;
-                    ops.push(TableOp::DeleteRoute {
-                        service,
-                        table,
-                        prefix,
-                        len,
-                    });
-                }
-            }
-        }
-        let generation = if ops.is_empty() {
+        let plan = control::reload::plan(self.tables()?, &self.names, &self.neighbors, &loaded)?;
+        let generation = if plan.ops.is_empty() {
             None
         } else {
             let st = self
                 .running
-                .commit_within(&ops, Some(COMMIT_WAIT))
+                .commit_within(&plan.ops, Some(COMMIT_WAIT))
                 .map_err(|e| e.to_string())?;
             if let Some((op, why)) = self.running.tables().and_then(|t| t.rejected().first()) {
                 return Err(format!("reload: {op:?}: {why}"));
             }
             Some(st.generation)
         };
+        let port_macs: Vec<[u8; 6]> = self
+            .running
+            .port_macs()
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect();
+        self.neighbors
+            .reload(&loaded, &port_macs, &plan.next_hop_ids);
+        self.names = plan.names;
         self.applied = raw;
         Ok(json!({
-            "added": added,
-            "changed": changed,
-            "removed": removed,
+            "added": plan.routes_added,
+            "changed": plan.routes_changed,
+            "removed": plan.routes_removed,
+            "next_hops": {
+                "added": plan.next_hops_added,
+                "changed": plan.next_hops_changed,
+                "removed": plan.next_hops_removed,
+            },
+            "labels_changed": plan.labels_changed,
+            "services_changed": plan.services_changed,
+            "access_changed": plan.access_changed,
             "generation": generation,
         }))
     }

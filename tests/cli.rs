@@ -836,7 +836,11 @@ downstream = [ {{ prefix = "10.0.0.10/32", next_hop = "client-a" }} ]
     let r = ctl_json(&sock, &["reload"]);
     assert_eq!(
         r,
-        serde_json::json!({"added": 2, "changed": 0, "removed": 1, "generation": 3})
+        serde_json::json!({
+            "added": 2, "changed": 0, "removed": 1, "generation": 3,
+            "next_hops": {"added": 0, "changed": 0, "removed": 0},
+            "labels_changed": 0, "services_changed": 0, "access_changed": 0,
+        })
     );
     let routes = ctl_json(&sock, &["show", "routes", "blue", "upstream"]);
     let listed: Vec<(String, String)> = routes

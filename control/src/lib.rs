@@ -7,4 +7,5 @@ pub mod eal_args;
 pub mod host;
 pub mod mgmt;
 pub mod neighbor;
+pub mod reload;
 pub mod router;

@@ -185,16 +185,26 @@ pub fn parse_route_prefix(s: &str) -> Result<(u32, u8), String> {
 /// cannot apply to a running router: everything but the services' routes.
 /// Returns the names of the sections that differ.
 pub fn restart_needed(old: &toml::Value, new: &toml::Value) -> Vec<String> {
+    // What a reload applies in place (`crate::reload`): next hops, labels,
+    // and everything of a service but its name. The set of service names
+    // is compared (their order does not matter: they are matched by name).
     fn strip(v: &toml::Value) -> toml::Value {
         let mut v = v.clone();
+        if let Some(t) = v.as_table_mut() {
+            t.remove("next_hop");
+            t.remove("label");
+        }
         if let Some(list) = v.get_mut("service").and_then(|s| s.as_array_mut()) {
-            for svc in list {
-                if let Some(t) = svc.as_table_mut() {
-                    for k in ["upstream", "downstream", "hub"] {
-                        t.remove(k);
-                    }
-                }
-            }
+            let mut names: Vec<toml::Value> = list
+                .iter()
+                .map(|svc| {
+                    svc.get("name")
+                        .cloned()
+                        .unwrap_or(toml::Value::Boolean(false))
+                })
+                .collect();
+            names.sort_by_key(|n| n.to_string());
+            *list = names;
         }
         v
     }
@@ -210,7 +220,7 @@ pub fn restart_needed(old: &toml::Value, new: &toml::Value) -> Vec<String> {
     keys.into_iter()
         .filter(|k| ta.get(*k) != tb.get(*k))
         .map(|k| match k.as_str() {
-            "service" => "service (other than its routes)".to_owned(),
+            "service" => "the set of services (added, removed or renamed)".to_owned(),
             o => o.to_owned(),
         })
         .collect()
@@ -257,7 +267,7 @@ mod tests {
     }
 
     #[test]
-    fn only_route_changes_can_be_reloaded() {
+    fn what_a_reload_applies_and_what_needs_a_restart() {
         let t = |s: &str| -> toml::Value { toml::from_str(s).unwrap() };
         let base = r#"
 [dataplane]
@@ -273,10 +283,20 @@ upstream = [ { prefix = "0.0.0.0/0", next_hop = "hub" } ]
         assert!(restart_needed(&t(base), &t(&routes)).is_empty());
         let port = routes.replace("net_null0", "net_null1");
         assert_eq!(restart_needed(&t(base), &t(&port)), ["port"]);
+        // A service's settings, next hops and labels are applied in place.
+        let settings = format!("{base}gateway = \"10.0.0.1\"\naccess = [ {{ port = \"a\", vlan = 7 }} ]\n[[next_hop]]\nname = \"hub\"\n[[label]]\nlabel = 1\n");
+        assert!(restart_needed(&t(base), &t(&settings)).is_empty());
+        // Services matched by name: another order is no change.
+        let two = format!("{base}[[service]]\nname = \"red\"\n");
+        let swapped = two
+            .replace("\"blue\"", "\"tmp\"")
+            .replace("\"red\"", "\"blue\"")
+            .replace("\"tmp\"", "\"red\"");
+        assert!(restart_needed(&t(&two), &t(&swapped)).is_empty());
         let svc = base.replace("name = \"blue\"", "name = \"red\"");
         assert_eq!(
             restart_needed(&t(base), &t(&svc)),
-            ["service (other than its routes)"]
+            ["the set of services (added, removed or renamed)"]
         );
         let more = format!("{base}[control]\nsocket = \"/x\"\n");
         assert_eq!(restart_needed(&t(base), &t(&more)), ["control"]);

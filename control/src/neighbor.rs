@@ -58,6 +58,29 @@ impl Neighbors {
     /// The next hops of a validated configuration that have an address and
     /// no static MAC. `port_macs[i]` is port i's MAC.
     pub fn from_config(loaded: &Loaded, port_macs: &[[u8; 6]]) -> Neighbors {
+        let ids: Vec<u32> = (0..loaded.config.next_hops.len() as u32).collect();
+        Self::with_ids(loaded, port_macs, &ids)
+    }
+
+    /// After a reload: the file's next hops now sit at `ids` (by file
+    /// order). What was learnt for a next hop whose port, VLAN and address
+    /// stayed is kept; the rest start over.
+    pub fn reload(&mut self, loaded: &Loaded, port_macs: &[[u8; 6]], ids: &[u32]) {
+        let mut fresh = Self::with_ids(loaded, port_macs, ids);
+        for e in &mut fresh.entries {
+            if let Some(old) = self.entries.iter().find(|o| {
+                (o.next_hop, o.port, o.vlan, o.address) == (e.next_hop, e.port, e.vlan, e.address)
+            }) {
+                e.mac = old.mac;
+                e.requests = old.requests;
+                e.last_request = old.last_request;
+                e.learned_at = old.learned_at;
+            }
+        }
+        *self = fresh;
+    }
+
+    fn with_ids(loaded: &Loaded, port_macs: &[[u8; 6]], ids: &[u32]) -> Neighbors {
         let cfg = &loaded.config;
         let mut entries = Vec::new();
         for (i, nh) in cfg.next_hops.iter().enumerate() {
@@ -86,7 +109,7 @@ impl Neighbors {
                 continue;
             };
             entries.push(Neighbor {
-                next_hop: i as u32,
+                next_hop: ids.get(i).copied().unwrap_or(i as u32),
                 port: port as u16,
                 vlan: nh.vlan.as_ref().map_or(0, |v| *v.get_ref() as u16),
                 address: address.into(),

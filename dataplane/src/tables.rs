@@ -129,6 +129,20 @@ impl LabelTable {
         }
     }
 
+    /// Binds or unbinds `label`; false if it is outside the local range.
+    pub fn set_slot(&mut self, label: u32, action: Option<LabelAction>) -> bool {
+        match label
+            .checked_sub(self.base)
+            .and_then(|i| self.actions.get_mut(i as usize))
+        {
+            Some(slot) => {
+                *slot = action;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Every bound label with its action, in label order.
     pub fn bound(&self) -> impl Iterator<Item = (u32, LabelAction)> + '_ {
         self.actions
@@ -292,7 +306,11 @@ impl TableOp {
                 };
                 (service, table, net)
             }
-            TableOp::SetNeighbor { .. } => return None,
+            TableOp::SetNeighbor { .. }
+            | TableOp::SetNextHop { .. }
+            | TableOp::SetLabel { .. }
+            | TableOp::SetService { .. }
+            | TableOp::SetAccess { .. } => return None,
         })
     }
 }
@@ -328,6 +346,25 @@ pub enum TableOp {
     /// Sets next hop `next_hop`'s neighbour MAC (learnt by ARP;
     /// [`UNRESOLVED_MAC`] forgets it).
     SetNeighbor { next_hop: u32, mac: [u8; 6] },
+    /// Replaces next hop `id`, or appends it when `id` is the count
+    /// (reload). A next hop is never removed, since routes name it by
+    /// index: a removed one is replaced by one with no port, unusable.
+    SetNextHop { id: u32, next_hop: NextHop },
+    /// Binds a local label, or unbinds it (`None`).
+    SetLabel {
+        label: u32,
+        action: Option<LabelAction>,
+    },
+    /// A service's own settings (reload).
+    SetService {
+        service: u16,
+        gateway: u32,
+        ttl_mode: TtlMode,
+        anti_spoofing: bool,
+    },
+    /// Binds a port's VLAN (0: untagged) to a service, or unbinds it
+    /// ([`NO_SERVICE`]).
+    SetAccess { port: u16, vlan: u16, service: u16 },
 }
 
 /// No service bound to a (port, VLAN).
@@ -519,8 +556,9 @@ impl Tables {
     }
 
     fn apply_grouped(&mut self, ops: &[TableOp]) {
-        // Neighbour ops first: they commute with route ops (a route names
-        // a next hop by index, whatever its MAC).
+        // The other ops first, in order: they commute with route ops,
+        // except a route naming a next hop the batch appends, which the
+        // order here keeps valid.
         for &op in ops.iter().filter(|op| op.route().is_none()) {
             self.apply_logged(op);
         }
@@ -571,17 +609,7 @@ impl Tables {
 
     fn apply_one(&mut self, op: TableOp) -> Result<(), String> {
         let Some((service, table, _)) = op.route() else {
-            let TableOp::SetNeighbor { next_hop, mac } = op else {
-                unreachable!("only neighbour ops have no route")
-            };
-            let nh = self
-                .next_hops
-                .get_mut(next_hop as usize)
-                .ok_or_else(|| format!("no next hop {next_hop}"))?;
-            nh.dst_mac = mac;
-            let nh = *nh;
-            self.adjacencies[next_hop as usize] = Adjacency::new(&nh, &self.ports);
-            return Ok(());
+            return self.apply_setting(op);
         };
         let n_next_hops = self.next_hops.len();
         let svc = self
@@ -606,8 +634,83 @@ impl Tables {
             TableOp::DeleteRoute { prefix, len, .. } => {
                 t.delete(prefix, len).map(drop).map_err(|e| e.to_string())
             }
-            TableOp::SetNeighbor { .. } => unreachable!("handled above"),
+            _ => unreachable!("settings are applied above"),
         }
+    }
+
+    /// The ops that are not route changes.
+    fn apply_setting(&mut self, op: TableOp) -> Result<(), String> {
+        match op {
+            TableOp::SetNeighbor { next_hop, mac } => {
+                let nh = self
+                    .next_hops
+                    .get_mut(next_hop as usize)
+                    .ok_or_else(|| format!("no next hop {next_hop}"))?;
+                nh.dst_mac = mac;
+                let nh = *nh;
+                self.adjacencies[next_hop as usize] = Adjacency::new(&nh, &self.ports);
+            }
+            TableOp::SetNextHop { id, next_hop } => {
+                let adj = Adjacency::new(&next_hop, &self.ports);
+                match (id as usize).cmp(&self.next_hops.len()) {
+                    std::cmp::Ordering::Less => {
+                        self.next_hops[id as usize] = next_hop;
+                        self.adjacencies[id as usize] = adj;
+                    }
+                    std::cmp::Ordering::Equal if id < NO_ROUTE => {
+                        self.next_hops.push(next_hop);
+                        self.adjacencies.push(adj);
+                    }
+                    _ => {
+                        return Err(format!(
+                            "next hop {id} is beyond the {} there are",
+                            self.next_hops.len()
+                        ))
+                    }
+                }
+            }
+            TableOp::SetLabel { label, action } => {
+                if !self.labels.set_slot(label, action) {
+                    return Err(format!("label {label} is outside the local range"));
+                }
+            }
+            TableOp::SetService {
+                service,
+                gateway,
+                ttl_mode,
+                anti_spoofing,
+            } => {
+                let svc = self
+                    .services
+                    .get_mut(usize::from(service))
+                    .ok_or_else(|| format!("no service {service}"))?;
+                svc.gateway = gateway;
+                svc.ttl_mode = ttl_mode;
+                svc.anti_spoofing = anti_spoofing;
+            }
+            TableOp::SetAccess {
+                port,
+                vlan,
+                service,
+            } => {
+                if service != NO_SERVICE && usize::from(service) >= self.services.len() {
+                    return Err(format!("no service {service}"));
+                }
+                let p = self
+                    .ports
+                    .get_mut(usize::from(port))
+                    .ok_or_else(|| format!("no port {port}"))?;
+                let slot = p
+                    .vlan_service
+                    .get_mut(usize::from(vlan))
+                    .ok_or_else(|| format!("VLAN {vlan} is out of range"))?;
+                *slot = service;
+            }
+            TableOp::AddRoute { .. } | TableOp::DeleteRoute { .. } => {
+                unreachable!("route ops are applied to their table")
+            }
+        }
+        Ok(())
     }
 
     /// Applies one op and says why it was refused, if it was.

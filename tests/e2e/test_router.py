@@ -370,9 +370,22 @@ def test_spoke_host_path_arp_ctl_route_trace_and_metrics(router: Router, tmp_pat
     assert len(arp) == 1 and arp[0][12:14] == b"\x08\x06", [f.hex() for f in arp]
     assert arp[0][20:22] == b"\x00\x01" and arp[0][38:42] == bytes([10, 200, 0, 99]), arp[0].hex()
 
+    # Reload: the file now gives the hub another VPN label. The route
+    # added with ctl is gone (the file does not have it) and traffic takes
+    # the default route with the new label, without a restart.
+    cfg = Path(r.hdvrf.cmd[-1])
+    cfg.write_text(cfg.read_text().replace("labels = [100, 2001]", "labels = [100, 2011]"))
+    rep = r.ctl_json("reload")
+    assert rep["next_hops"]["changed"] == 1 and rep["removed"] == 2, rep
+    got = exchange(r, tmp_path, "198.51.100.7", 10, "reloaded")
+    for f in got:
+        assert mac_str(f[0:6]) == PEER_MAC, f[:14].hex()
+        assert labels_of(f) == [100, 2011], f[:30].hex()
+    assert {h["name"]: h for h in r.ctl_json("show", "next-hops")}["hub"]["state"] == "resolved"
+
     # The metrics say the same.
     text = scrape(r)
-    assert metric(text, "hdvrf_packets_total", outcome="fwd_upstream") >= 43
+    assert metric(text, "hdvrf_packets_total", outcome="fwd_upstream") >= 53
     assert metric(text, "hdvrf_packets_total", outcome="drop_unresolved_next_hop") >= 10
     assert metric(text, "hdvrf_next_hop_resolved", next_hop="hub") == 1
     assert metric(text, "hdvrf_next_hop_resolved", next_hop="ghost") == 0

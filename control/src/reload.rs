@@ -1,0 +1,351 @@
+//! `hdvrf ctl reload`: what changed in the configuration file, as table
+//! ops on the running tables. Routes, next hops, labels, services'
+//! settings and access bindings change in place, published in one batch;
+//! ports, cores, the label range, the role and the set of services need a
+//! restart (`mgmt::restart_needed` says which).
+//!
+//! The running tables name next hops and services by index. Names are
+//! matched, not positions: a next hop keeps its index across reloads, a
+//! new one is appended, a removed one is replaced by an unusable next hop
+//! (routes could still name its index) and its name forgotten.
+
+use std::collections::HashMap;
+
+use dataplane::tables::{
+    LabelAction, NextHop, RouteTable, TableOp, Tables, NO_SERVICE, UNRESOLVED_MAC,
+};
+
+use crate::config::{parse_ipv4, Loaded};
+use crate::mgmt::Names;
+use crate::neighbor::Neighbors;
+
+/// The batch that turns the running tables into the file's, and what it
+/// does, for the reply.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub ops: Vec<TableOp>,
+    /// The names after the batch.
+    pub names: Names,
+    /// Running index of each of the file's next hops, in file order.
+    pub next_hop_ids: Vec<u32>,
+    pub routes_added: u64,
+    pub routes_changed: u64,
+    pub routes_removed: u64,
+    pub next_hops_added: u64,
+    pub next_hops_changed: u64,
+    pub next_hops_removed: u64,
+    pub labels_changed: u64,
+    pub services_changed: u64,
+    pub access_changed: u64,
+}
+
+/// Plans the reload of `loaded` over the running `cur` (named by `names`;
+/// `neighbors` holds the MACs ARP learnt, which a reload keeps for next
+/// hops whose address did not change).
+pub fn plan(
+    cur: &Tables,
+    names: &Names,
+    neighbors: &Neighbors,
+    loaded: &Loaded,
+) -> Result<Plan, String> {
+    let cfg = &loaded.config;
+    let new = crate::router::build_tables(loaded, &vec![[0u8; 6]; cfg.ports.len()])?;
+    if new.labels.base() != cur.labels.base() || new.labels.len() != cur.labels.len() {
+        return Err("the local label range changed: that needs a restart".into());
+    }
+    let mut p = Plan {
+        names: names.clone(),
+        ..Plan::default()
+    };
+
+    // Services by name; the set is the same (a restart otherwise).
+    let svc: Vec<u16> = cfg
+        .services
+        .iter()
+        .map(|s| names.service(s.name.get_ref()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{e}: adding or removing a service needs a restart"))?;
+    if svc.len() != cur.services.len() {
+        return Err("adding or removing a service needs a restart".into());
+    }
+    let svc_id = |i: u16| {
+        if i == NO_SERVICE {
+            NO_SERVICE
+        } else {
+            svc[usize::from(i)]
+        }
+    };
+
+    // Next hops by name: kept, appended, or retired.
+    let mut appended = 0u32;
+    let mut settings = Vec::new();
+    for (i, n) in cfg.next_hops.iter().enumerate() {
+        let name = n.name.get_ref();
+        let id = match names.next_hops.iter().position(|x| x == name) {
+            Some(id) => id as u32,
+            None => {
+                let id = cur.next_hops().len() as u32 + appended;
+                appended += 1;
+                p.names.next_hops.push(name.clone());
+                id
+            }
+        };
+        p.next_hop_ids.push(id);
+        let mut want = new.next_hops()[i];
+        // An ARP next hop whose address stayed keeps the MAC it learnt.
+        let address = n
+            .address
+            .as_ref()
+            .and_then(|a| parse_ipv4(a.get_ref()).ok());
+        if let (false, Some(e), Some(have)) =
+            (want.is_resolved(), neighbors.get(id), cur.next_hop(id))
+        {
+            if address == Some(u32::from(e.address)) && e.port == want.port && e.vlan == want.vlan {
+                want.dst_mac = have.dst_mac;
+            }
+        }
+        match cur.next_hop(id) {
+            Some(have) if *have == want => {}
+            Some(_) => {
+                p.next_hops_changed += 1;
+                settings.push(TableOp::SetNextHop { id, next_hop: want });
+            }
+            None => {
+                p.next_hops_added += 1;
+                settings.push(TableOp::SetNextHop { id, next_hop: want });
+            }
+        }
+    }
+    // Appends first, in index order, so that each lands at its index.
+    settings.sort_by_key(|op| match op {
+        TableOp::SetNextHop { id, .. } => *id,
+        _ => 0,
+    });
+    for (id, name) in names.next_hops.iter().enumerate() {
+        if !name.is_empty() && !cfg.next_hops.iter().any(|n| n.name.get_ref() == name) {
+            p.next_hops_removed += 1;
+            p.names.next_hops[id] = String::new();
+            settings.push(TableOp::SetNextHop {
+                id: id as u32,
+                next_hop: NextHop {
+                    port: u16::MAX,
+                    vlan: 0,
+                    dst_mac: UNRESOLVED_MAC,
+                    labels: [0; 2],
+                    n_labels: 0,
+                },
+            });
+        }
+    }
+    let nh_id = |i: u32| p.next_hop_ids[i as usize];
+
+    // Services' own settings and access bindings.
+    for (i, s) in new.services.iter().enumerate() {
+        let id = svc[i];
+        let have = &cur.services[usize::from(id)];
+        if (have.gateway, have.ttl_mode, have.anti_spoofing)
+            != (s.gateway, s.ttl_mode, s.anti_spoofing)
+        {
+            p.services_changed += 1;
+            settings.push(TableOp::SetService {
+                service: id,
+                gateway: s.gateway,
+                ttl_mode: s.ttl_mode,
+                anti_spoofing: s.anti_spoofing,
+            });
+        }
+    }
+    for (port, (a, b)) in cur.ports.iter().zip(&new.ports).enumerate() {
+        for (vlan, (&have, &want)) in a.vlan_service.iter().zip(b.vlan_service.iter()).enumerate() {
+            let want = svc_id(want);
+            if have != want {
+                p.access_changed += 1;
+                settings.push(TableOp::SetAccess {
+                    port: port as u16,
+                    vlan: vlan as u16,
+                    service: want,
+                });
+            }
+        }
+    }
+
+    // Labels, with the file's ids translated.
+    let base = cur.labels.base();
+    for label in base..base + cur.labels.len() as u32 {
+        let want = new.labels.get(label).map(|a| match a {
+            LabelAction::PopContinue => LabelAction::PopContinue,
+            LabelAction::PopDownstream { service } => LabelAction::PopDownstream {
+                service: svc_id(service),
+            },
+            LabelAction::PopHub { service } => LabelAction::PopHub {
+                service: svc_id(service),
+            },
+            LabelAction::Swap { label, next_hop } => LabelAction::Swap {
+                label,
+                next_hop: nh_id(next_hop),
+            },
+            LabelAction::PopPhp { next_hop } => LabelAction::PopPhp {
+                next_hop: nh_id(next_hop),
+            },
+        });
+        if cur.labels.get(label) != want {
+            p.labels_changed += 1;
+            settings.push(TableOp::SetLabel {
+                label,
+                action: want,
+            });
+        }
+    }
+    p.ops = settings;
+
+    // Routes: back to what the file says.
+    for (i, b) in new.services.iter().enumerate() {
+        let service = svc[i];
+        let a = &cur.services[usize::from(service)];
+        for table in [
+            RouteTable::Upstream,
+            RouteTable::Downstream,
+            RouteTable::Hub,
+        ] {
+            let have: HashMap<(u32, u8), u32> = a
+                .table(table)
+                .routes()
+                .map(|(p, l, n)| ((p, l), n))
+                .collect();
+            let want: HashMap<(u32, u8), u32> = b
+                .table(table)
+                .routes()
+                .map(|(p, l, n)| ((p, l), nh_id(n)))
+                .collect();
+            for (&(prefix, len), &next_hop) in &want {
+                match have.get(&(prefix, len)) {
+                    Some(&n) if n == next_hop => continue,
+                    Some(_) => p.routes_changed += 1,
+                    None => p.routes_added += 1,
+                }
+                p.ops.push(TableOp::AddRoute {
+                    service,
+                    table,
+                    prefix,
+                    len,
+                    next_hop,
+                });
+            }
+            for &(prefix, len) in have.keys().filter(|k| !want.contains_key(k)) {
+                p.routes_removed += 1;
+                p.ops.push(TableOp::DeleteRoute {
+                    service,
+                    table,
+                    prefix,
+                    len,
+                });
+            }
+        }
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SPOKE_EXAMPLE;
+    use dataplane::lpm::NO_ROUTE;
+    use std::path::Path;
+
+    fn load(src: &str) -> Loaded {
+        crate::config::parse(Path::new("spoke.toml"), src).expect("valid")
+    }
+
+    #[test]
+    fn a_reload_changes_next_hops_labels_services_and_routes_in_place() {
+        let a = load(SPOKE_EXAMPLE);
+        let mut t =
+            crate::router::build_tables(&a, &[[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]).unwrap();
+        let names = Names::from_config(&a.config);
+        let b_src = SPOKE_EXAMPLE
+            .replace("labels = [100, 2001]", "labels = [100, 2009]")
+            .replace(
+                "[[next_hop]]\nname = \"client-b\"\nport = \"access0\"\nmac = \"02:cb:00:00:00:0b\"\nvlan = 100\n",
+                "[[next_hop]]\nname = \"hub3\"\nport = \"core0\"\nmac = \"02:40:00:00:00:33\"\nlabels = [100, 2003]\n",
+            )
+            .replace(", { port = \"access0\", vlan = 100 }", "")
+            .replace("    { prefix = \"10.0.0.20/32\", next_hop = \"client-b\" },\n", "")
+            .replace(
+                "upstream = [ { prefix = \"0.0.0.0/0\", next_hop = \"hub\" } ]",
+                "upstream = [ { prefix = \"0.0.0.0/0\", next_hop = \"hub\" }, { prefix = \"10.9.0.0/16\", next_hop = \"hub3\" } ]",
+            )
+            .replace("out_label = 555", "out_label = 556")
+            .replace("anti_spoofing = true", "anti_spoofing = false");
+        assert_ne!(b_src, SPOKE_EXAMPLE);
+        let b = load(&b_src);
+        let p = plan(&t, &names, &Neighbors::default(), &b).unwrap();
+        assert_eq!(
+            (p.next_hops_added, p.next_hops_changed, p.next_hops_removed),
+            (1, 1, 1)
+        );
+        assert_eq!(
+            (p.routes_added, p.routes_changed, p.routes_removed),
+            (1, 0, 1)
+        );
+        assert_eq!(
+            (p.labels_changed, p.services_changed, p.access_changed),
+            (1, 1, 1)
+        );
+        t.apply(&p.ops);
+        assert!(t.rejected().is_empty(), "{:?}", t.rejected());
+
+        // hub changed in place; hub3 appended after the four there were;
+        // client-b retired: unusable, its name gone.
+        assert_eq!(t.next_hop(0).unwrap().labels(), &[100, 2009]);
+        assert_eq!(p.names.next_hop("hub3"), Ok(4));
+        assert_eq!(t.next_hop(4).unwrap().labels(), &[100, 2003]);
+        assert!(p.names.next_hop("client-b").is_err());
+        assert!(!t.adjacency(2).unwrap().usable);
+        let svc = &t.services[0];
+        assert_eq!(svc.upstream.lookup(u32::from_be_bytes([10, 9, 1, 1])), 4);
+        assert_eq!(
+            svc.downstream.lookup(u32::from_be_bytes([10, 0, 0, 20])),
+            NO_ROUTE
+        );
+        assert!(!svc.anti_spoofing);
+        assert_eq!(t.ports[0].vlan_service[100], NO_SERVICE);
+        assert_eq!(t.ports[0].vlan_service[0], 0);
+        assert_eq!(
+            t.labels.get(1002),
+            Some(LabelAction::Swap {
+                label: 556,
+                next_hop: 3
+            })
+        );
+
+        // The same file again: nothing to do.
+        let again = plan(&t, &p.names, &Neighbors::default(), &b).unwrap();
+        assert!(again.ops.is_empty(), "{:?}", again.ops);
+        // And back to the first file: client-b returns under a new index.
+        let back = plan(&t, &p.names, &Neighbors::default(), &a).unwrap();
+        t.apply(&back.ops);
+        assert!(t.rejected().is_empty(), "{:?}", t.rejected());
+        let id = back.names.next_hop("client-b").unwrap();
+        assert_eq!(id, 5);
+        assert_eq!(
+            t.services[0]
+                .downstream
+                .lookup(u32::from_be_bytes([10, 0, 0, 20])),
+            id
+        );
+        assert_eq!(t.ports[0].vlan_service[100], 0);
+    }
+
+    #[test]
+    fn a_new_label_range_or_service_is_refused() {
+        let a = load(SPOKE_EXAMPLE);
+        let t = crate::router::build_tables(&a, &[[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]).unwrap();
+        let names = Names::from_config(&a.config);
+        let range = load(&SPOKE_EXAMPLE.replace("label_count = 4096", "label_count = 2048"));
+        let e = plan(&t, &names, &Neighbors::default(), &range).unwrap_err();
+        assert!(e.contains("label range"), "{e}");
+        let renamed = load(&SPOKE_EXAMPLE.replace("name = \"blue\"", "name = \"green\""));
+        let e = plan(&t, &names, &Neighbors::default(), &renamed).unwrap_err();
+        assert!(e.contains("needs a restart"), "{e}");
+    }
+}
