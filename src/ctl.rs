@@ -307,6 +307,9 @@ fn human(req: &Request, v: &Value) {
         Request::ShowServices => table(
             &[
                 "service",
+                "rd",
+                "import",
+                "export",
                 "gateway",
                 "ttl",
                 "anti-spoofing",
@@ -317,8 +320,19 @@ fn human(req: &Request, v: &Value) {
             list(v)
                 .iter()
                 .map(|x| {
+                    let join = |k: &str| {
+                        let l = list(&x[k]);
+                        if l.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            l.iter().map(s).collect::<Vec<_>>().join(",")
+                        }
+                    };
                     vec![
                         s(&x["name"]),
+                        s(&x["route_distinguisher"]),
+                        join("import_targets"),
+                        join("export_targets"),
                         s(&x["gateway"]),
                         s(&x["ttl_mode"]),
                         s(&x["anti_spoofing"]),

@@ -7,6 +7,7 @@
 //! here; nothing a request does touches a worker.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,9 @@ pub struct Control {
     traced: Vec<TraceRecord>,
     /// Next hops resolved by ARP.
     pub neighbors: Neighbors,
+    /// Per service (by name), what the configuration says of it beyond the
+    /// tables: route distinguisher, targets, address server.
+    vpn: HashMap<String, Value>,
 }
 
 /// How long a request's commit waits for the workers before it answers
@@ -73,7 +77,31 @@ impl Control {
             applied,
             traced: Vec::new(),
             neighbors: Neighbors::default(),
+            vpn: HashMap::new(),
         }
+    }
+
+    /// Takes the services' VPN settings from the configuration (at start
+    /// and on reload).
+    pub fn set_vpn_info(&mut self, c: &control::config::Config) {
+        self.vpn = c
+            .services
+            .iter()
+            .map(|s| {
+                let list = |v: &[toml::Spanned<String>]| {
+                    v.iter().map(|t| t.get_ref().clone()).collect::<Vec<_>>()
+                };
+                (
+                    s.name.get_ref().clone(),
+                    json!({
+                        "route_distinguisher": s.route_distinguisher.as_ref().map(|r| r.get_ref()),
+                        "import_targets": list(&s.import_targets),
+                        "export_targets": list(&s.export_targets),
+                        "address_server": s.address_server.as_ref().map(|a| a.get_ref()),
+                    }),
+                )
+            })
+            .collect();
     }
 
     /// One round of the host path (control thread): punted packets into
@@ -250,6 +278,7 @@ impl Control {
         self.neighbors
             .reload(&loaded, &port_macs, &plan.next_hop_ids);
         self.names = plan.names;
+        self.set_vpn_info(&loaded.config);
         self.applied = raw;
         Ok(json!({
             "added": plan.routes_added,
@@ -392,9 +421,14 @@ impl Control {
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
+                    let vpn = self.vpn.get(&s.name).cloned().unwrap_or(Value::Null);
                     json!({
                         "id": i,
                         "name": s.name,
+                        "route_distinguisher": vpn["route_distinguisher"],
+                        "import_targets": vpn["import_targets"],
+                        "export_targets": vpn["export_targets"],
+                        "address_server": vpn["address_server"],
                         "gateway": std::net::Ipv4Addr::from(s.gateway).to_string(),
                         "ttl_mode": format!("{:?}", s.ttl_mode).to_lowercase(),
                         "anti_spoofing": s.anti_spoofing,

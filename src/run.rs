@@ -222,6 +222,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         .unwrap_or(toml::Value::Table(Default::default()));
     let mut control = Control::new(running, names, devices, path.to_owned(), applied);
     control.neighbors = neighbors;
+    control.set_vpn_info(&loaded.config);
     let state = Rc::new(RefCell::new(Some(control)));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

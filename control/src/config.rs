@@ -34,6 +34,37 @@ pub struct Config {
     /// `[control]`: the management API.
     #[serde(default)]
     pub control: ControlCfg,
+    /// `[bgp]`: the MP-BGP VPNv4 speaker (the BGP issue builds on it).
+    #[serde(default)]
+    pub bgp: Option<Spanned<BgpCfg>>,
+}
+
+/// `[bgp]`: our AS and router id, and the neighbours.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpCfg {
+    /// Our AS number, 1 to 4294967295 (RFC 6793).
+    pub asn: Spanned<i64>,
+    /// A dotted quad, not 0.0.0.0 (RFC 6286).
+    pub router_id: Spanned<String>,
+    #[serde(default, rename = "neighbor")]
+    pub neighbors: Vec<BgpNeighborCfg>,
+}
+
+/// `[[bgp.neighbor]]`: one peer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpNeighborCfg {
+    pub address: Spanned<String>,
+    /// The peer's AS: ours for iBGP, another for eBGP.
+    pub remote_asn: Spanned<i64>,
+    /// Wait for the peer to connect instead of connecting (RFC 4271
+    /// section 8.1.1, PassiveTcpEstablishment).
+    #[serde(default)]
+    pub passive: bool,
+    /// Seconds; 0 (no keepalives) or at least 3 (RFC 4271 section 4.2).
+    /// Default 90.
+    pub hold_time: Option<Spanned<i64>>,
 }
 
 /// Where `hdvrf ctl` reaches a running hdvrf when no socket is configured.
@@ -228,14 +259,31 @@ pub struct ServiceCfg {
     /// Hub: the return path, back to spokes or to the uplink.
     #[serde(default)]
     pub hub: Vec<RouteCfg>,
+    /// RFC 4364 route distinguisher, `ADMIN:NUMBER` (65000:1,
+    /// 192.0.2.1:1, 4200000000:1); required with `[bgp]`, one per service.
+    pub route_distinguisher: Option<Spanned<String>>,
+    /// Route targets whose routes this service imports (into upstream on
+    /// a spoke, into the hub table on a hub).
+    #[serde(default)]
+    pub import_targets: Vec<Spanned<String>>,
+    /// Route targets this service's routes are advertised with.
+    #[serde(default)]
+    pub export_targets: Vec<Spanned<String>>,
+    /// The DHCP server the relay forwards this service's clients to,
+    /// `ADDRESS` or `ADDRESS:PORT` (default port 67). Spoke only.
+    pub address_server: Option<Spanned<String>>,
 }
 
-/// One access binding: frames on `port` with VLAN id `vlan` (0: untagged).
+/// One access binding: frames on `port` with VLAN id `vlan` (0: untagged),
+/// an 802.1Q sub-interface when tagged.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessCfg {
     pub port: Spanned<String>,
     pub vlan: Option<Spanned<i64>>,
+    /// The sub-interface's IPv4 MTU, 68 up to the port's MTU (default
+    /// the port's).
+    pub mtu: Option<Spanned<i64>>,
 }
 
 /// A static route: `prefix` (`10.0.0.0/24`) via a `[[next_hop]]` name.
@@ -684,6 +732,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, LoadError> {
         }
     }
     validate_router(&config, &by_name, &mut err);
+    validate_vpn(&config, &by_name, &mut err);
     let n = config.ports.len();
     let mut peers = Vec::with_capacity(n);
     for (i, p) in config.ports.iter().enumerate() {
@@ -856,6 +905,162 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
         ));
     }
     Ok(mac)
+}
+
+/// Checks what the VPN control plane needs: each service's route
+/// distinguisher and targets, its address server, its sub-interfaces'
+/// MTUs, and `[bgp]`.
+fn validate_vpn(
+    config: &Config,
+    port_by_name: &HashMap<&str, usize>,
+    err: &mut impl FnMut(Range<usize>, String, String),
+) {
+    use crate::vpn::VpnId;
+    let role = config
+        .router
+        .as_ref()
+        .and_then(|r| crate::router::parse_role(r.get_ref().role.get_ref()));
+    let mut rds: HashMap<VpnId, usize> = HashMap::new();
+    for (i, s) in config.services.iter().enumerate() {
+        match &s.route_distinguisher {
+            Some(rd) => match rd.get_ref().parse::<VpnId>() {
+                Err(m) => err(rd.span(), format!("service[{i}].route_distinguisher"), m),
+                Ok(v) => {
+                    if let Some(j) = rds.insert(v, i) {
+                        err(
+                            rd.span(),
+                            format!("service[{i}].route_distinguisher"),
+                            format!("{v} is also service[{j}]'s: each service needs its own"),
+                        );
+                    }
+                }
+            },
+            None if config.bgp.is_some() => err(
+                s.name.span(),
+                format!("service[{i}].route_distinguisher"),
+                "missing: with [bgp], every service's routes need a route distinguisher".into(),
+            ),
+            None => {}
+        }
+        for (what, list) in [
+            ("import_targets", &s.import_targets),
+            ("export_targets", &s.export_targets),
+        ] {
+            let mut seen: HashMap<VpnId, usize> = HashMap::new();
+            for (k, rt) in list.iter().enumerate() {
+                match rt.get_ref().parse::<VpnId>() {
+                    Err(m) => err(rt.span(), format!("service[{i}].{what}[{k}]"), m),
+                    Ok(v) => {
+                        if let Some(j) = seen.insert(v, k) {
+                            err(
+                                rt.span(),
+                                format!("service[{i}].{what}[{k}]"),
+                                format!("{v} is already {what}[{j}]"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(a) = &s.address_server {
+            let text = a.get_ref();
+            let (addr, port) = match text.split_once(':') {
+                Some((a, p)) => (a, Some(p)),
+                None => (text.as_str(), None),
+            };
+            let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p != 0));
+            match parse_ipv4(addr) {
+                Err(_) => err(
+                    a.span(),
+                    format!("service[{i}].address_server"),
+                    format!("{text:?} is not ADDRESS or ADDRESS:PORT (e.g. 192.0.2.50 or 192.0.2.50:67)"),
+                ),
+                Ok(_) if !port_ok => err(
+                    a.span(),
+                    format!("service[{i}].address_server"),
+                    format!("{text:?}: the port must be 1 to 65535"),
+                ),
+                Ok(_) if role.is_some() && role != Some(Role::Spoke) => err(
+                    a.span(),
+                    format!("service[{i}].address_server"),
+                    "only a spoke relays its clients' DHCP to an address server".into(),
+                ),
+                Ok(_) => {}
+            }
+        }
+        for (k, a) in s.access.iter().enumerate() {
+            let Some(m) = &a.mtu else { continue };
+            let port_mtu = port_by_name
+                .get(a.port.get_ref().as_str())
+                .and_then(|&p| config.ports[p].mtu.as_ref())
+                .map_or(1500, |m| i64::from(*m.get_ref()));
+            if !(68..=port_mtu).contains(m.get_ref()) {
+                err(
+                    m.span(),
+                    format!("service[{i}].access[{k}].mtu"),
+                    format!(
+                        "MTU {} is out of range: 68 (RFC 791) up to port {:?}'s {port_mtu}",
+                        m.get_ref(),
+                        a.port.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+    let Some(bgp) = &config.bgp else { return };
+    let b = bgp.get_ref();
+    let asn_ok = |v: i64| (1..=i64::from(u32::MAX)).contains(&v);
+    if !asn_ok(*b.asn.get_ref()) {
+        err(
+            b.asn.span(),
+            "bgp.asn".into(),
+            format!("AS {} is out of range: 1 to 4294967295", b.asn.get_ref()),
+        );
+    }
+    match parse_ipv4(b.router_id.get_ref()) {
+        Err(m) => err(b.router_id.span(), "bgp.router_id".into(), m),
+        Ok(0) => err(
+            b.router_id.span(),
+            "bgp.router_id".into(),
+            "0.0.0.0 is not a router id (RFC 6286)".into(),
+        ),
+        Ok(_) => {}
+    }
+    let mut peers: HashMap<u32, usize> = HashMap::new();
+    for (i, n) in b.neighbors.iter().enumerate() {
+        match parse_ipv4(n.address.get_ref()) {
+            Err(m) => err(n.address.span(), format!("bgp.neighbor[{i}].address"), m),
+            Ok(a) => {
+                if let Some(j) = peers.insert(a, i) {
+                    err(
+                        n.address.span(),
+                        format!("bgp.neighbor[{i}].address"),
+                        format!("{} is also bgp.neighbor[{j}]", n.address.get_ref()),
+                    );
+                }
+            }
+        }
+        if !asn_ok(*n.remote_asn.get_ref()) {
+            err(
+                n.remote_asn.span(),
+                format!("bgp.neighbor[{i}].remote_asn"),
+                format!(
+                    "AS {} is out of range: 1 to 4294967295",
+                    n.remote_asn.get_ref()
+                ),
+            );
+        }
+        if let Some(h) = &n.hold_time {
+            let v = *h.get_ref();
+            if !(v == 0 || (3..=65535).contains(&v)) {
+                err(
+                    h.span(),
+                    format!("bgp.neighbor[{i}].hold_time"),
+                    format!("{v} s: a hold time is 0 or 3 to 65535 seconds (RFC 4271 section 4.2)"),
+                );
+            }
+        }
+    }
 }
 
 /// What validation knows of a next hop when routes and label actions
@@ -1643,6 +1848,24 @@ peer = "a"
     }
 
     /// A service `red` appended to the example, bound to `access`.
+    #[test]
+    fn a_spoke_with_vpn_settings_and_bgp_validates() {
+        let src = format!(
+            "{}\n[bgp]\nasn = 4200000001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 4200000001\npassive = true\n",
+            SPOKE_EXAMPLE
+                .replace(
+                    "vpn_label = 1001\n",
+                    "vpn_label = 1001\nroute_distinguisher = \"192.0.2.1:1\"\nimport_targets = [\"65000:1\"]\nexport_targets = [\"65000:2\", \"4200000000:2\"]\naddress_server = \"192.0.2.50\"\n",
+                )
+                .replace("{ port = \"access0\", vlan = 100 }", "{ port = \"access0\", vlan = 100, mtu = 1496 }")
+        );
+        let l = p(&src).expect("valid");
+        let b = l.config.bgp.as_ref().expect("[bgp]").get_ref();
+        assert_eq!(*b.asn.get_ref(), 4_200_000_001);
+        assert!(b.neighbors[0].passive);
+        assert_eq!(l.config.services[0].export_targets.len(), 2);
+    }
+
     fn with_red(access: &str) -> String {
         format!(
             "{SPOKE_EXAMPLE}\n[[service]]\nname = \"red\"\ngateway = \"10.1.0.1\"\nvpn_label = 1003\naccess = [ {access} ]\n"
@@ -1715,6 +1938,15 @@ peer = "a"
             ("control socket path too long", format!("{SPOKE_EXAMPLE}\n[control]\nsocket = \"/run/{}.sock\"\n", "x".repeat(100)), "", "control.socket", 69, "110 bytes: a unix socket path holds at most 107"),
             ("bad metrics address", format!("{SPOKE_EXAMPLE}\n[control]\nmetrics = \"localhost\"\n"), "", "control.metrics", 69, "\"localhost\" is not ADDRESS:PORT"),
             ("unknown control field", format!("{SPOKE_EXAMPLE}\n[control]\nsock = \"/run/x.sock\"\n"), "", "control.sock", 69, "unknown field `sock`"),
+            ("bad route distinguisher", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000\"\n"), "", "service[0].route_distinguisher", 48, "\"65000\" is not ADMIN:NUMBER"),
+            ("duplicate route distinguisher", format!("{}\n[[service]]\nname = \"red\"\ngateway = \"10.1.0.1\"\nvpn_label = 1003\nroute_distinguisher = \"65000:1\"\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "service[1].route_distinguisher", 73, "65000:1 is also service[0]'s: each service needs its own"),
+            ("route target number too big", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nimport_targets = [\"65000:1\", \"192.0.2.1:70000\"]\n"), "", "service[0].import_targets[1]", 48, "the number 70000 is over 65535"),
+            ("address server port 0", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\naddress_server = \"192.0.2.50:0\"\n"), "", "service[0].address_server", 48, "the port must be 1 to 65535"),
+            ("sub-interface MTU over the port's", SPOKE_EXAMPLE.replace("{ port = \"access0\", vlan = 100 }", "{ port = \"access0\", vlan = 100, mtu = 1600 }"), "", "service[0].access[1].mtu", 50, "MTU 1600 is out of range: 68 (RFC 791) up to port \"access0\"'s 1500"),
+            ("bgp without route distinguishers", format!("{SPOKE_EXAMPLE}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n"), "", "service[0].route_distinguisher", 45, "missing: with [bgp], every service's routes need a route distinguisher"),
+            ("bgp hold time of 2 s", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 65000\nhold_time = 2\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.neighbor[0].hold_time", 75, "a hold time is 0 or 3 to 65535 seconds (RFC 4271 section 4.2)"),
+            ("bgp router id 0.0.0.0", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"0.0.0.0\"\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.router_id", 71, "0.0.0.0 is not a router id (RFC 6286)"),
+            ("bgp AS 0", format!("{}\n[bgp]\nasn = 0\nrouter_id = \"192.0.2.1\"\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.asn", 70, "AS 0 is out of range"),
             ("unknown route field", SPOKE_EXAMPLE.replace("{ prefix = \"0.0.0.0/0\", next_hop", "{ prefix = \"0.0.0.0/0\", nexthop"), "", "service[0].upstream[0].nexthop", 51, "unknown field `nexthop`"),
         ];
         let mut seen = std::collections::HashSet::new();

@@ -9,3 +9,4 @@ pub mod mgmt;
 pub mod neighbor;
 pub mod reload;
 pub mod router;
+pub mod vpn;

@@ -116,6 +116,9 @@ labels = [100, 2003]
 name = "blue"
 gateway = "10.0.0.1"
 vpn_label = 1001
+route_distinguisher = "65000:1"
+import_targets = ["65000:100"]
+export_targets = ["65000:200"]
 anti_spoofing = false
 access = [ {{ port = "access0" }} ]
 upstream = [ {{ prefix = "0.0.0.0/0", next_hop = "hub" }} ]
@@ -272,6 +275,13 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 def test_spoke_host_path_arp_ctl_route_trace_and_metrics(router: Router, tmp_path):
     r = router
+
+    svc = r.ctl_json("show", "services")[0]
+    assert (svc["route_distinguisher"], svc["import_targets"], svc["export_targets"]) == (
+        "65000:1",
+        ["65000:100"],
+        ["65000:200"],
+    ), svc
 
     # The router's core address answers ping from the core peer (ARP and
     # ICMP through the host tap, both ways).
