@@ -72,6 +72,8 @@ enum Show {
     Services,
     NextHops,
     Labels,
+    /// Subscriber sessions (DHCP relay).
+    Sessions,
     /// Routes of one service (or all), one table (or all).
     Routes {
         service: Option<String>,
@@ -111,6 +113,7 @@ fn request(cmd: CtlCmd) -> Request {
             Show::Services => Request::ShowServices,
             Show::NextHops => Request::ShowNextHops,
             Show::Labels => Request::ShowLabels,
+            Show::Sessions => Request::ShowSessions,
             Show::Routes { service, table } => Request::ShowRoutes { service, table },
         },
         CtlCmd::Clear { what: Clear::Stats } => Request::ClearStats,
@@ -339,6 +342,31 @@ fn human(req: &Request, v: &Value) {
                         s(&x["routes"]["upstream"]),
                         s(&x["routes"]["downstream"]),
                         s(&x["routes"]["hub"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Request::ShowSessions => table(
+            &[
+                "service",
+                "address",
+                "mac",
+                "port",
+                "vlan",
+                "lease left (s)",
+                "up (s)",
+            ],
+            list(v)
+                .iter()
+                .map(|x| {
+                    vec![
+                        s(&x["service"]),
+                        s(&x["address"]),
+                        s(&x["mac"]),
+                        s(&x["port"]),
+                        s(&x["vlan"]),
+                        s(&x["lease_remaining_s"]),
+                        s(&x["up_s"]),
                     ]
                 })
                 .collect(),

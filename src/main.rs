@@ -8,6 +8,7 @@ mod churn;
 mod ctl;
 mod metrics;
 mod mgmt;
+mod relay;
 mod run;
 
 use std::path::PathBuf;

@@ -42,6 +42,8 @@ pub struct Control {
     traced: Vec<TraceRecord>,
     /// Next hops resolved by ARP.
     pub neighbors: Neighbors,
+    /// The DHCP relay and the sessions (router mode).
+    pub relay: Option<crate::relay::Relay>,
     /// Per service (by name), what the configuration says of it beyond the
     /// tables: route distinguisher, targets, address server.
     vpn: HashMap<String, Value>,
@@ -77,6 +79,7 @@ impl Control {
             applied,
             traced: Vec::new(),
             neighbors: Neighbors::default(),
+            relay: None,
             vpn: HashMap::new(),
         }
     }
@@ -107,14 +110,28 @@ impl Control {
     /// One round of the host path (control thread): punted packets into
     /// the kernel and the kernel's frames out, neighbours learnt from the
     /// ARP packets among them and published, ARP requests that are due
-    /// sent. Returns how many packets moved.
+    /// sent; the DHCP relay and sessions (`crate::relay`). Returns how many
+    /// packets moved.
     pub fn host_tick(&mut self, now: std::time::Instant) -> usize {
         let mut ops = Vec::new();
         let neighbors = &mut self.neighbors;
+        // What the relay takes: DHCP and ARP from access ports.
+        let relay_on = self.relay.as_ref().is_some_and(|r| r.is_active());
+        let access: Vec<bool> = self
+            .running
+            .tables()
+            .map(|t| t.ports.iter().map(|p| p.role == PortRole::Access).collect())
+            .unwrap_or_default();
+        let mut taken: Vec<(u16, Vec<u8>)> = Vec::new();
         let moved = self.running.host_poll(|port, frame| {
             if let Some(op) = neighbors.learn(port, frame, now) {
                 ops.push(op);
             }
+            if relay_on && access.get(usize::from(port)).copied().unwrap_or(false) {
+                taken.push((port, frame.to_vec()));
+                return true;
+            }
+            false
         });
         if !ops.is_empty() {
             match self.running.commit_within(&ops, Some(COMMIT_WAIT)) {
@@ -135,7 +152,290 @@ impl Control {
         for (port, frame) in self.neighbors.requests_due(now) {
             self.running.host_inject(port, &frame);
         }
+        if relay_on {
+            for (port, frame) in taken {
+                self.relay_client_frame(port, &frame, now);
+            }
+            self.relay_server_replies(now);
+            self.expire_sessions(now);
+        }
         moved
+    }
+
+    fn relay_drop(&mut self, why: &'static str) {
+        if let Some(r) = self.relay.as_mut() {
+            r.stats.drop(why);
+        }
+    }
+
+    /// The service bound to (port, VLAN), and its gateway.
+    fn service_at(&self, port: u16, vlan: u16) -> Option<(u16, u32)> {
+        let t = self.running.tables()?;
+        let s = *t
+            .ports
+            .get(usize::from(port))?
+            .vlan_service
+            .get(usize::from(vlan))?;
+        let svc = t.services.get(usize::from(s))?;
+        Some((s, svc.gateway))
+    }
+
+    /// A frame a client sent to the router on an access port: ARP for the
+    /// gateway is answered, DHCP is relayed; anything else is dropped.
+    fn relay_client_frame(&mut self, port: u16, frame: &[u8], now: std::time::Instant) {
+        let Some(relay) = self.relay.as_mut() else {
+            return;
+        };
+        if let Some(arp) = control::neighbor::arp_request_of(frame) {
+            let (vlan, req) = arp;
+            let Some((_, gw)) = self.service_at(port, vlan) else {
+                self.relay_drop("arp_no_service");
+                return;
+            };
+            if u32::from_be_bytes(req.target_protocol_addr.0) != gw {
+                self.relay_drop("arp_not_gateway");
+                return;
+            }
+            let mac = self.running.port_macs()[usize::from(port)].1;
+            let reply = control::neighbor::arp_reply(&req, vlan, mac);
+            if self.running.host_inject(port, &reply) {
+                if let Some(r) = self.relay.as_mut() {
+                    r.stats.gateway_arp_replies += 1;
+                }
+            }
+            return;
+        }
+        let Some(mut c) = control::dhcp::parse_client_frame(frame) else {
+            relay.stats.drop("not_dhcp");
+            return;
+        };
+        let Some((service, gw)) = self.service_at(port, c.vlan) else {
+            self.relay_drop("no_service");
+            return;
+        };
+        let port_name = self.names.port_name(port);
+        let circuit = control::dhcp::circuit_id(&port_name, c.vlan);
+        let kind = control::dhcp::message_type(&c.msg);
+        if crate::relay::ends_session(kind) {
+            self.end_session(service, c.src_mac, "released", now);
+        }
+        let payload = match control::dhcp::to_server(
+            &mut c.msg,
+            std::net::Ipv4Addr::from(gw),
+            &circuit,
+            c.src_mac,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(r) = self.relay.as_mut() {
+                    r.stats.drop("not_relayable");
+                    r.log_error("relay", &format!("DHCP relay: from {port_name}: {e}"), now);
+                }
+                return;
+            }
+        };
+        if let Some(r) = self.relay.as_mut() {
+            r.send_to_server(service, &payload, now);
+        }
+    }
+
+    /// Replies from the address servers: sessions follow ACK and NAK, then
+    /// the reply goes to its client.
+    fn relay_server_replies(&mut self, now: std::time::Instant) {
+        let Some(relay) = self.relay.as_mut() else {
+            return;
+        };
+        for payload in relay.receive() {
+            let Some(r) = control::dhcp::from_server(&payload) else {
+                self.relay_drop("not_our_reply");
+                continue;
+            };
+            let Some((port, vlan)) = control::dhcp::parse_circuit_id(&r.circuit)
+                .and_then(|(p, v)| Some((self.names.port(p).ok()?, v)))
+            else {
+                self.relay_drop("unknown_circuit");
+                continue;
+            };
+            let Some((service, gw)) = self.service_at(port, vlan) else {
+                self.relay_drop("no_service");
+                continue;
+            };
+            let mac: [u8; 6] = match r.remote.as_slice().try_into() {
+                Ok(m) => m,
+                Err(_) => match control::dhcp::client_mac(&r.msg) {
+                    Some(m) => m,
+                    None => {
+                        self.relay_drop("no_client_mac");
+                        continue;
+                    }
+                },
+            };
+            match control::dhcp::message_type(&r.msg) {
+                Some(control::dhcp::Kind::Ack) if !r.msg.yiaddr().is_unspecified() => {
+                    let lease = control::dhcp::lease_secs(&r.msg).unwrap_or(3600);
+                    if !self.session_up(service, port, vlan, mac, r.msg.yiaddr(), lease, now) {
+                        // Not published: the client does not get an
+                        // address the router cannot deliver to.
+                        continue;
+                    }
+                }
+                Some(control::dhcp::Kind::Nak) => {
+                    self.end_session(service, mac, "refused (NAK)", now);
+                }
+                _ => {}
+            }
+            let port_mac = self.running.port_macs()[usize::from(port)].1;
+            match control::dhcp::client_frame(&r.msg, port_mac, vlan, gw.into(), mac) {
+                Ok(f) => {
+                    if self.running.host_inject(port, &f) {
+                        if let Some(r) = self.relay.as_mut() {
+                            r.stats.to_client += 1;
+                        }
+                    } else {
+                        self.relay_drop("inject_full");
+                    }
+                }
+                Err(_) => {
+                    self.relay_drop("encode");
+                }
+            }
+        }
+    }
+
+    /// Publishes a session's route; true once every worker has it.
+    #[allow(clippy::too_many_arguments)]
+    fn session_up(
+        &mut self,
+        service: u16,
+        port: u16,
+        vlan: u16,
+        mac: [u8; 6],
+        address: std::net::Ipv4Addr,
+        lease: u32,
+        now: std::time::Instant,
+    ) -> bool {
+        let Some(n) = self.running.tables().map(|t| t.next_hops().len() as u32) else {
+            return false;
+        };
+        let mut next = n;
+        let Some(relay) = self.relay.as_mut() else {
+            return false;
+        };
+        let (ops, what) = relay.sessions.ack(
+            service,
+            port,
+            vlan,
+            mac,
+            address,
+            std::time::Duration::from_secs(u64::from(lease)),
+            now,
+            &mut next,
+        );
+        if !self.publish_session_ops(&ops, now) {
+            return false;
+        }
+        if what != control::sessions::Acked::Renewed {
+            crate::run::say!(
+                "hdvrf: session up: {} {} on {} vlan {} ({what:?})",
+                self.names
+                    .services
+                    .get(usize::from(service))
+                    .map_or("?", |s| s.as_str()),
+                address,
+                self.names.port_name(port),
+                vlan
+            );
+        }
+        true
+    }
+
+    fn end_session(&mut self, service: u16, mac: [u8; 6], why: &str, now: std::time::Instant) {
+        let Some(relay) = self.relay.as_mut() else {
+            return;
+        };
+        if let Some((s, ops)) = relay.sessions.end(service, mac) {
+            if self.publish_session_ops(&ops, now) {
+                crate::run::say!("hdvrf: session down: {} {why}", s.address);
+            }
+        }
+    }
+
+    fn expire_sessions(&mut self, now: std::time::Instant) {
+        let Some(relay) = self.relay.as_mut() else {
+            return;
+        };
+        for (s, ops) in relay.sessions.expire(now) {
+            if self.publish_session_ops(&ops, now) {
+                crate::run::say!("hdvrf: session down: {} lease expired", s.address);
+            }
+        }
+    }
+
+    /// Publishes session ops and names their next hops.
+    fn publish_session_ops(&mut self, ops: &[TableOp], now: std::time::Instant) -> bool {
+        let res = self.running.commit_within(ops, Some(COMMIT_WAIT));
+        let rejected = self
+            .running
+            .tables()
+            .and_then(|t| t.rejected().first().cloned());
+        if let Err(e) = &res {
+            if let Some(r) = self.relay.as_mut() {
+                r.log_error("publish", &format!("publishing a session: {e}"), now);
+            }
+            return false;
+        }
+        if let Some((op, why)) = rejected {
+            if let Some(r) = self.relay.as_mut() {
+                r.log_error(
+                    "reject",
+                    &format!("publishing a session: {op:?}: {why}"),
+                    now,
+                );
+            }
+            return false;
+        }
+        for op in ops {
+            if let TableOp::SetNextHop { id, next_hop } = op {
+                let id = *id as usize;
+                if self.names.next_hops.len() <= id {
+                    self.names.next_hops.resize(id + 1, String::new());
+                }
+                self.names.next_hops[id] = if next_hop.port == u16::MAX {
+                    String::new()
+                } else {
+                    format!(
+                        "{}{}",
+                        control::sessions::NAME_PREFIX,
+                        fmt_mac(&next_hop.dst_mac)
+                    )
+                };
+            }
+        }
+        true
+    }
+
+    fn sessions(&self) -> Value {
+        let now = std::time::Instant::now();
+        let Some(r) = self.relay.as_ref() else {
+            return json!([]);
+        };
+        let mut list: Vec<&control::sessions::Session> = r.sessions.iter().collect();
+        list.sort_by_key(|s| (s.service, u32::from(s.address)));
+        Value::Array(
+            list.into_iter()
+                .map(|s| {
+                    json!({
+                        "service": self.names.services.get(usize::from(s.service)),
+                        "mac": fmt_mac(&s.mac),
+                        "port": self.names.port_name(s.port),
+                        "vlan": s.vlan,
+                        "address": s.address.to_string(),
+                        "lease_remaining_s": s.lease_end.saturating_duration_since(now).as_secs(),
+                        "up_s": now.duration_since(s.since).as_secs(),
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// A next hop's name in the configuration.
@@ -168,6 +468,7 @@ impl Control {
             Request::ShowServices => self.services(),
             Request::ShowNextHops => self.next_hops(),
             Request::ShowLabels => self.labels(),
+            Request::ShowSessions => Ok(self.sessions()),
             Request::ShowRoutes { service, table } => self.routes(service, table),
             Request::ClearStats => {
                 self.base = self.running.cores();
@@ -343,6 +644,13 @@ impl Control {
                 "outcomes": outcomes,
             },
             "ports": self.ports(),
+            "relay": self.relay.as_ref().map(|r| json!({
+                "sessions": r.sessions.len(),
+                "to_server": r.stats.to_server,
+                "to_client": r.stats.to_client,
+                "gateway_arp_replies": r.stats.gateway_arp_replies,
+                "drops": r.stats.drops,
+            })),
             "publication": {
                 "commits": p.commits,
                 "ops": p.ops,
@@ -381,7 +689,8 @@ impl Control {
                 let host = host.and_then(|h| {
                     let s = h.stats().get(i)?;
                     Some(json!({
-                        "iface": h.iface(i)?,
+                        "iface": h.iface(i),
+                        "consumed": s.consumed,
                         "to_kernel": s.to_kernel,
                         "from_kernel": s.from_kernel,
                         "injected": s.injected,

@@ -222,6 +222,15 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         .unwrap_or(toml::Value::Table(Default::default()));
     let mut control = Control::new(running, names, devices, path.to_owned(), applied);
     control.neighbors = neighbors;
+    if spec.mode == dataplane::ForwardMode::Router {
+        match crate::relay::Relay::start(&loaded.config) {
+            Ok(r) => control.relay = Some(r),
+            Err(e) => {
+                control.running.shutdown();
+                return Err(e);
+            }
+        }
+    }
     control.set_vpn_info(&loaded.config);
     let state = Rc::new(RefCell::new(Some(control)));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -250,7 +259,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
             Some((path, configured)) => crate::mgmt::bind(path, *configured)?,
             None => None,
         };
-        if has_host {
+        if has_host || state.borrow().as_ref().is_some_and(|c| c.relay.is_some()) {
             tokio::task::spawn_local(host_path(state.clone()));
         }
         if let Some((listener, path)) = bound {

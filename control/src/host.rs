@@ -44,3 +44,10 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Makes `addr` local to this kernel (a /32 on `lo`), so that sockets can
+/// bind it: the DHCP relay owns each service's gateway address this way.
+pub fn add_local_address(addr: std::net::Ipv4Addr) -> Result<(), String> {
+    ip(&["-4", "addr", "replace", &format!("{addr}/32"), "dev", "lo"])?;
+    ip(&["link", "set", "dev", "lo", "up"])
+}

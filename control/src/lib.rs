@@ -3,10 +3,12 @@
 //! and the forwarding tables built from it.
 
 pub mod config;
+pub mod dhcp;
 pub mod eal_args;
 pub mod host;
 pub mod mgmt;
 pub mod neighbor;
 pub mod reload;
 pub mod router;
+pub mod sessions;
 pub mod vpn;

@@ -28,6 +28,8 @@ pub enum Request {
     ShowNextHops,
     /// The local label range and every bound label's action.
     ShowLabels,
+    /// Subscriber sessions: client, port, VLAN, address, lease.
+    ShowSessions,
     /// Routes of one service (all when `None`), one table (all when
     /// `None`).
     ShowRoutes {

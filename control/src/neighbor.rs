@@ -192,6 +192,39 @@ fn arp_of(frame: &[u8]) -> Option<(u16, ArpRepr)> {
     Some((vlan, arp))
 }
 
+/// An ARP request in a frame, with its VLAN.
+pub fn arp_request_of(frame: &[u8]) -> Option<(u16, ArpRepr)> {
+    arp_of(frame).filter(|(_, a)| a.operation == ArpOperation::Request)
+}
+
+/// The reply to `req` from `our_mac` (RFC 826): to the asker, on its VLAN,
+/// padded to the Ethernet minimum.
+pub fn arp_reply(req: &ArpRepr, vlan: u16, our_mac: [u8; 6]) -> Vec<u8> {
+    let mut f = vec![0u8; 60];
+    let l2 = if vlan != 0 { 18 } else { 14 };
+    {
+        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+        EthernetRepr {
+            src_addr: EthernetAddress(our_mac),
+            dst_addr: req.source_hardware_addr,
+            ethertype: if vlan != 0 {
+                EtherType::VLAN
+            } else {
+                EtherType::ARP
+            },
+        }
+        .emit(&mut eth);
+    }
+    if vlan != 0 {
+        let mut tag = VlanTag::new_unchecked(&mut f[14..18]);
+        tag.set_tci(vlan & 0x0fff);
+        tag.set_ethertype(EtherType::ARP);
+    }
+    let mut arp = ArpPacket::new_unchecked(&mut f[l2..]);
+    req.reply(EthernetAddress(our_mac)).emit(&mut arp);
+    f
+}
+
 /// A broadcast who-has for `e.address`, tell `e.our_address`, padded to
 /// the 60-byte Ethernet minimum.
 fn request(e: &Neighbor) -> Vec<u8> {

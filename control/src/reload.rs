@@ -7,7 +7,9 @@
 //! The running tables name next hops and services by index. Names are
 //! matched, not positions: a next hop keeps its index across reloads, a
 //! new one is appended, a removed one is replaced by an unusable next hop
-//! (routes could still name its index) and its name forgotten.
+//! (routes could still name its index) and its name forgotten. Session
+//! next hops and their downstream routes (`crate::sessions`) are not the
+//! file's and stay as they are.
 
 use std::collections::HashMap;
 
@@ -122,7 +124,8 @@ pub fn plan(
         _ => 0,
     });
     for (id, name) in names.next_hops.iter().enumerate() {
-        if !name.is_empty() && !cfg.next_hops.iter().any(|n| n.name.get_ref() == name) {
+        let session = name.starts_with(crate::sessions::NAME_PREFIX);
+        if !name.is_empty() && !session && !cfg.next_hops.iter().any(|n| n.name.get_ref() == name) {
             p.next_hops_removed += 1;
             p.names.next_hops[id] = String::new();
             settings.push(TableOp::SetNextHop {

@@ -79,6 +79,9 @@ pub struct HostStats {
     pub from_kernel: u64,
     /// Frames the control thread built (ARP requests), handed likewise.
     pub injected: u64,
+    /// Punted packets the control thread took (DHCP to relay, ARP for a
+    /// service gateway).
+    pub consumed: u64,
     /// Punted packets for a port without a host tap, freed.
     pub no_tap_drops: u64,
     /// The tap, the inject queue or the pool would not take a packet.
@@ -109,16 +112,23 @@ impl HostPath {
 
     /// Moves punted packets into the kernel and the kernel's frames out of
     /// their ports. `inspect` sees each punted frame first, with its port
-    /// (neighbour learning). Returns how many packets moved.
-    pub fn poll(&mut self, mut inspect: impl FnMut(u16, &[u8])) -> usize {
+    /// (neighbour learning, the DHCP relay), and returns true if it took
+    /// the packet (which then goes no further). Returns how many packets
+    /// moved.
+    pub fn poll(&mut self, mut inspect: impl FnMut(u16, &[u8]) -> bool) -> usize {
         let mut moved = 0;
         while moved < POLL_BUDGET {
             let Some((port, m)) = self.punts.pop() else {
                 break;
             };
             moved += 1;
-            inspect(port, m.data());
             let i = usize::from(port);
+            if inspect(port, m.data()) {
+                if let Some(s) = self.stats.get_mut(i) {
+                    s.consumed += 1;
+                }
+                continue; // `m` drops back to its pool
+            }
             let Some(tap) = self.taps.get_mut(i).and_then(Option::as_mut) else {
                 if let Some(s) = self.stats.get_mut(i) {
                     s.no_tap_drops += 1;
@@ -156,12 +166,12 @@ impl HostPath {
         moved
     }
 
-    /// Sends a frame the control thread built (an ARP request) out of
-    /// `port`. False if the port has no host path, the pool is empty or
-    /// the queue is full (counted).
+    /// Sends a frame the control thread built (an ARP request, a DHCP
+    /// reply) out of `port`. False if there is no such port, the pool is
+    /// empty or the queue is full (counted).
     pub fn inject(&mut self, port: u16, frame: &[u8]) -> bool {
         let i = usize::from(port);
-        if self.taps.get(i).and_then(Option::as_ref).is_none() {
+        if i >= self.taps.len() {
             return false;
         }
         let ok = Mbuf::from_bytes(&self.pool, frame)

@@ -106,7 +106,8 @@ pub struct Running {
     publisher: Option<TablePublisher>,
     publications: PublicationStats,
     trace: Arc<Trace>,
-    /// Router mode with addressed ports: the kernel side of the ports.
+    /// Router mode: the control thread's side of the ports (punts, the
+    /// frames it sends, the host taps of addressed ports).
     host: Option<HostPath>,
     /// `None` once torn down.
     eal: Option<Eal>,
@@ -152,8 +153,8 @@ fn default_pool_size(spec: &DataplaneSpec, ports_on_socket: &[usize], cache: u32
         .iter()
         .filter(|&&i| spec.ports[i].host.is_some())
         .count() as u32;
-    if taps > 0 {
-        n += taps * (u32::from(spec.rx_desc) + u32::from(spec.tx_desc));
+    n += taps * (u32::from(spec.rx_desc) + u32::from(spec.tx_desc));
+    if spec.mode == ForwardMode::Router {
         n += (PUNT_QUEUE_LEN + INJECT_QUEUE_LEN) as u32;
     }
     n += (nw + 1) * (cache + BURST_SIZE as u32) + 2048;
@@ -316,12 +317,13 @@ impl Running {
             }
             None => None,
         };
-        let host =
-            if spec.mode == ForwardMode::Router && spec.ports.iter().any(|p| p.host.is_some()) {
-                Some(open_host_taps(&eal, spec, &mut ports, &pools)?)
-            } else {
-                None
-            };
+        // Router mode always has the host path's queues (punts to the
+        // control thread, its frames out); taps only for addressed ports.
+        let host = if spec.mode == ForwardMode::Router {
+            Some(open_host_taps(&eal, spec, &mut ports, &pools)?)
+        } else {
+            None
+        };
         let punts = host.as_ref().map(|h| h.punt_queue());
         let inject = host.as_ref().map(|h| h.inject_queue());
         let stop = Arc::new(AtomicBool::new(false));
@@ -393,7 +395,7 @@ impl Running {
     /// Runs the host path once (control thread): punted packets into the
     /// kernel, the kernel's frames out of their ports. `inspect` sees each
     /// punted frame with its port first. Returns how many packets moved.
-    pub fn host_poll(&mut self, inspect: impl FnMut(u16, &[u8])) -> usize {
+    pub fn host_poll(&mut self, inspect: impl FnMut(u16, &[u8]) -> bool) -> usize {
         self.host.as_mut().map_or(0, |h| h.poll(inspect))
     }
 

@@ -404,7 +404,7 @@ def test_spoke_host_path_arp_ctl_route_trace_and_metrics(router: Router, tmp_pat
     assert metric(text, "hdvrf_host_packets_total", port="core0", direction="injected") >= 1
     ports = {p["name"]: p for p in r.ctl_json("show", "ports")}
     assert ports["core0"]["host"]["iface"] == "hd-core0", ports["core0"]
-    assert ports["access0"]["host"] is None, ports["access0"]
+    assert ports["access0"]["host"]["iface"] is None, ports["access0"]
 
     # Shutdown: every mbuf back, punted ones included.
     rc = r.hdvrf.stop(timeout=30)

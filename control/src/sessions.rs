@@ -1,0 +1,339 @@
+//! Subscriber sessions, driven by the DHCP exchange the relay sees.
+//!
+//! A session is a client (MAC) of a service on an access port and VLAN,
+//! with the address the server gave it and the lease's end. Its forwarding
+//! state is one next hop (port, VLAN, client MAC) and one downstream host
+//! route to it; the same entry is the anti-spoofing check for the client's
+//! own packets (its source must map back to this port, VLAN and MAC).
+//!
+//! - ACK: session up (or renewed: the lease end moves; or a new address
+//!   for a known MAC: the old route goes in the same batch as the new one
+//!   comes).
+//! - RELEASE, DECLINE, NAK, lease expiry: session down, route removed,
+//!   next hop retired and kept for the next session.
+//!
+//! This module only computes the table ops; the control thread publishes
+//! them (and, with BGP, advertises after publishing and withdraws before).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use dataplane::tables::{NextHop, RouteTable, TableOp, UNRESOLVED_MAC};
+
+/// Names of session next hops start with this, so that a reload, which
+/// only knows the configuration's next hops, leaves them alone.
+pub const NAME_PREFIX: &str = "~";
+
+/// One subscriber session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub service: u16,
+    pub mac: [u8; 6],
+    pub port: u16,
+    pub vlan: u16,
+    pub address: Ipv4Addr,
+    pub lease_end: Instant,
+    pub next_hop: u32,
+    pub since: Instant,
+}
+
+impl Session {
+    /// The name its next hop goes by.
+    pub fn next_hop_name(&self) -> String {
+        format!(
+            "{NAME_PREFIX}{}",
+            self.mac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        )
+    }
+}
+
+/// What an ACK did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acked {
+    Up,
+    Renewed,
+    /// A new address for a known client; the old one is gone.
+    Moved {
+        old: Ipv4Addr,
+    },
+}
+
+/// A next hop that leads nowhere (a retired session's).
+pub fn retired_next_hop() -> NextHop {
+    NextHop {
+        port: u16::MAX,
+        vlan: 0,
+        dst_mac: UNRESOLVED_MAC,
+        labels: [0; 2],
+        n_labels: 0,
+    }
+}
+
+/// Every session, by (service, client MAC).
+#[derive(Debug, Default)]
+pub struct Sessions {
+    by_client: HashMap<(u16, [u8; 6]), Session>,
+    /// Next hops of ended sessions, reused before new ones are appended.
+    free: Vec<u32>,
+}
+
+impl Sessions {
+    pub fn len(&self) -> usize {
+        self.by_client.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_client.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Session> {
+        self.by_client.values()
+    }
+
+    pub fn get(&self, service: u16, mac: [u8; 6]) -> Option<&Session> {
+        self.by_client.get(&(service, mac))
+    }
+
+    /// An ACK for `mac` on (port, VLAN) of `service`. `next_append` is the
+    /// id a newly appended next hop gets (the tables' next hop count plus
+    /// what this batch appended so far); it moves on when used. Returns
+    /// the ops and what happened.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ack(
+        &mut self,
+        service: u16,
+        port: u16,
+        vlan: u16,
+        mac: [u8; 6],
+        address: Ipv4Addr,
+        lease: Duration,
+        now: Instant,
+        next_append: &mut u32,
+    ) -> (Vec<TableOp>, Acked) {
+        let mut ops = Vec::new();
+        // Another client of the service holding this address (its lease
+        // ended and the server gave the address anew): that session ends.
+        let stale: Vec<[u8; 6]> = self
+            .by_client
+            .values()
+            .filter(|s| s.service == service && s.address == address && s.mac != mac)
+            .map(|s| s.mac)
+            .collect();
+        for m in stale {
+            if let Some((_, o)) = self.end(service, m) {
+                ops.extend(o);
+            }
+        }
+        let lease_end = now + lease;
+        if let Some(s) = self.by_client.get_mut(&(service, mac)) {
+            if s.address == address && (s.port, s.vlan) == (port, vlan) {
+                s.lease_end = lease_end;
+                return (ops, Acked::Renewed);
+            }
+            // New address or new attachment: one batch takes the old route
+            // out and puts the new one in.
+            let old = s.address;
+            ops.push(TableOp::DeleteRoute {
+                service,
+                table: RouteTable::Downstream,
+                prefix: u32::from(old),
+                len: 32,
+            });
+            s.address = address;
+            s.port = port;
+            s.vlan = vlan;
+            s.lease_end = lease_end;
+            ops.push(TableOp::SetNextHop {
+                id: s.next_hop,
+                next_hop: client_next_hop(port, vlan, mac),
+            });
+            ops.push(TableOp::AddRoute {
+                service,
+                table: RouteTable::Downstream,
+                prefix: u32::from(address),
+                len: 32,
+                next_hop: s.next_hop,
+            });
+            return (ops, Acked::Moved { old });
+        }
+        let id = self.free.pop().unwrap_or_else(|| {
+            let id = *next_append;
+            *next_append += 1;
+            id
+        });
+        ops.push(TableOp::SetNextHop {
+            id,
+            next_hop: client_next_hop(port, vlan, mac),
+        });
+        ops.push(TableOp::AddRoute {
+            service,
+            table: RouteTable::Downstream,
+            prefix: u32::from(address),
+            len: 32,
+            next_hop: id,
+        });
+        self.by_client.insert(
+            (service, mac),
+            Session {
+                service,
+                mac,
+                port,
+                vlan,
+                address,
+                lease_end,
+                next_hop: id,
+                since: now,
+            },
+        );
+        (ops, Acked::Up)
+    }
+
+    /// Ends `mac`'s session of `service` (RELEASE, DECLINE, NAK): the
+    /// session and the ops that take its route out and retire its next
+    /// hop.
+    pub fn end(&mut self, service: u16, mac: [u8; 6]) -> Option<(Session, Vec<TableOp>)> {
+        let s = self.by_client.remove(&(service, mac))?;
+        self.free.push(s.next_hop);
+        let ops = vec![
+            TableOp::DeleteRoute {
+                service,
+                table: RouteTable::Downstream,
+                prefix: u32::from(s.address),
+                len: 32,
+            },
+            TableOp::SetNextHop {
+                id: s.next_hop,
+                next_hop: retired_next_hop(),
+            },
+        ];
+        Some((s, ops))
+    }
+
+    /// Ends every session whose lease is over at `now`.
+    pub fn expire(&mut self, now: Instant) -> Vec<(Session, Vec<TableOp>)> {
+        let over: Vec<(u16, [u8; 6])> = self
+            .by_client
+            .values()
+            .filter(|s| s.lease_end <= now)
+            .map(|s| (s.service, s.mac))
+            .collect();
+        over.into_iter()
+            .filter_map(|(svc, mac)| self.end(svc, mac))
+            .collect()
+    }
+}
+
+fn client_next_hop(port: u16, vlan: u16, mac: [u8; 6]) -> NextHop {
+    NextHop {
+        port,
+        vlan,
+        dst_mac: mac,
+        labels: [0; 2],
+        n_labels: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+    const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn ip(d: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, d)
+    }
+
+    #[test]
+    fn up_renew_move_and_end_give_the_right_ops() {
+        let mut s = Sessions::default();
+        let now = Instant::now();
+        let mut next = 7;
+        let (ops, what) = s.ack(0, 1, 0, A, ip(100), HOUR, now, &mut next);
+        assert_eq!(what, Acked::Up);
+        assert_eq!(next, 8, "one next hop appended");
+        assert_eq!(
+            ops,
+            vec![
+                TableOp::SetNextHop {
+                    id: 7,
+                    next_hop: client_next_hop(1, 0, A)
+                },
+                TableOp::AddRoute {
+                    service: 0,
+                    table: RouteTable::Downstream,
+                    prefix: u32::from(ip(100)),
+                    len: 32,
+                    next_hop: 7
+                },
+            ]
+        );
+        // Renew: no table change, the lease moves.
+        let (ops, what) = s.ack(0, 1, 0, A, ip(100), HOUR, now + HOUR / 2, &mut next);
+        assert_eq!((ops.len(), what), (0, Acked::Renewed));
+        assert_eq!(s.get(0, A).unwrap().lease_end, now + HOUR / 2 + HOUR);
+        // A new address: the old route goes in the same batch.
+        let (ops, what) = s.ack(0, 1, 0, A, ip(101), HOUR, now, &mut next);
+        assert_eq!(what, Acked::Moved { old: ip(100) });
+        assert!(
+            matches!(ops[0], TableOp::DeleteRoute { prefix, .. } if prefix == u32::from(ip(100)))
+        );
+        assert!(
+            matches!(ops[2], TableOp::AddRoute { prefix, next_hop: 7, .. } if prefix == u32::from(ip(101)))
+        );
+        // End: route out, next hop retired, then reused.
+        let (gone, ops) = s.end(0, A).unwrap();
+        assert_eq!(gone.address, ip(101));
+        assert_eq!(
+            ops[1],
+            TableOp::SetNextHop {
+                id: 7,
+                next_hop: retired_next_hop()
+            }
+        );
+        assert!(s.end(0, A).is_none(), "ends once");
+        let (ops, _) = s.ack(0, 1, 5, B, ip(102), HOUR, now, &mut next);
+        assert!(
+            matches!(ops[0], TableOp::SetNextHop { id: 7, .. }),
+            "reused"
+        );
+        assert_eq!(next, 8);
+    }
+
+    #[test]
+    fn an_address_given_anew_ends_its_old_holder_and_leases_expire() {
+        let mut s = Sessions::default();
+        let now = Instant::now();
+        let mut next = 0;
+        s.ack(0, 1, 0, A, ip(100), Duration::from_secs(5), now, &mut next);
+        let (ops, what) = s.ack(0, 1, 0, B, ip(100), HOUR, now, &mut next);
+        assert_eq!(what, Acked::Up);
+        assert!(s.get(0, A).is_none());
+        // A's route out and its next hop retired, then B's in.
+        assert!(matches!(ops[0], TableOp::DeleteRoute { .. }));
+        assert_eq!(ops.len(), 4);
+        // The same MAC in another service is another session.
+        s.ack(
+            1,
+            1,
+            100,
+            B,
+            ip(100),
+            Duration::from_secs(5),
+            now,
+            &mut next,
+        );
+        assert_eq!(s.len(), 2);
+        assert!(s.expire(now + Duration::from_secs(4)).is_empty());
+        let gone = s.expire(now + Duration::from_secs(5));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].0.service, 1);
+        assert_eq!(s.len(), 1);
+    }
+}

@@ -1,0 +1,198 @@
+//! The DHCP relay and subscriber sessions on the control thread.
+//!
+//! ```text
+//!  worker punts DHCP/ARP from access ports -> host path -> Control::host_tick
+//!     DHCP request  -> option 82, giaddr -> UDP socket (gateway:67) -> server
+//!     ARP for a service gateway          -> reply injected on the port
+//!  server reply -> socket -> option 82 names port/VLAN/client
+//!     ACK          -> session up: next hop + downstream /32 published
+//!                     -> then the ACK goes to the client
+//!     NAK          -> session down, then the NAK goes out
+//!     other        -> to the client
+//!  client RELEASE / DECLINE -> session down (published), then relayed
+//!  every tick: expired leases -> session down
+//! ```
+//!
+//! Sockets are plain non-blocking UDP sockets polled with the host path
+//! every millisecond: a relay's load (a few thousand messages a second at
+//! most) does not need more. Each gateway address is local to the kernel
+//! (added to `lo` when it is not), so the server's replies to giaddr:67
+//! reach us.
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use control::config::Config;
+use control::dhcp;
+use control::dhcp::Kind as MessageType;
+use control::sessions::Sessions;
+
+/// One service's relay settings.
+#[derive(Clone, Debug)]
+pub struct ServiceRelay {
+    pub gateway: Ipv4Addr,
+    pub server: SocketAddrV4,
+}
+
+/// Relay counters, by what happened.
+#[derive(Clone, Debug, Default)]
+pub struct RelayStats {
+    pub to_server: u64,
+    pub to_client: u64,
+    pub gateway_arp_replies: u64,
+    /// Dropped, by reason.
+    pub drops: HashMap<&'static str, u64>,
+}
+
+impl RelayStats {
+    pub fn drop(&mut self, why: &'static str) {
+        *self.drops.entry(why).or_default() += 1;
+    }
+}
+
+/// Logs one line per kind of trouble per interval, not per packet.
+#[derive(Debug, Default)]
+struct Throttle {
+    last: HashMap<String, Instant>,
+}
+
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Throttle {
+    fn error(&mut self, key: &str, msg: &str, now: Instant) {
+        match self.last.get(key) {
+            Some(t) if now.duration_since(*t) < LOG_EVERY => {}
+            _ => {
+                eprintln!("hdvrf: error: {msg}");
+                self.last.insert(key.to_owned(), now);
+            }
+        }
+    }
+}
+
+/// The relay's state: per service settings, one socket per gateway, the
+/// sessions.
+pub struct Relay {
+    /// By service id; `None` for services without an address server.
+    pub services: Vec<Option<ServiceRelay>>,
+    sockets: HashMap<Ipv4Addr, UdpSocket>,
+    pub sessions: Sessions,
+    pub stats: RelayStats,
+    throttle: Throttle,
+}
+
+impl Relay {
+    /// Binds a socket on each service gateway that has an address server
+    /// (adding the address to `lo` if the kernel does not have it).
+    pub fn start(c: &Config) -> Result<Relay> {
+        let mut services = Vec::with_capacity(c.services.len());
+        let mut sockets = HashMap::new();
+        for (i, s) in c.services.iter().enumerate() {
+            let (Some(server), Some(gw)) = (&s.address_server, &s.gateway) else {
+                services.push(None);
+                continue;
+            };
+            let gateway: Ipv4Addr = gw
+                .get_ref()
+                .parse()
+                .with_context(|| format!("service[{i}].gateway"))?;
+            let server = parse_server(server.get_ref())
+                .ok_or_else(|| anyhow!("service[{i}].address_server: {:?}", server.get_ref()))?;
+            if let std::collections::hash_map::Entry::Vacant(e) = sockets.entry(gateway) {
+                e.insert(bind(gateway).with_context(|| {
+                    format!("service[{i}]: the DHCP relay's socket on {gateway}:67")
+                })?);
+            }
+            services.push(Some(ServiceRelay { gateway, server }));
+        }
+        Ok(Relay {
+            services,
+            sockets,
+            sessions: Sessions::default(),
+            stats: RelayStats::default(),
+            throttle: Throttle::default(),
+        })
+    }
+
+    pub fn is_active(&self) -> bool {
+        !self.sockets.is_empty()
+    }
+
+    /// Relays a client's message of `service` to its server.
+    pub fn send_to_server(&mut self, service: u16, payload: &[u8], now: Instant) {
+        let Some(Some(r)) = self.services.get(usize::from(service)) else {
+            self.stats.drop("no_address_server");
+            return;
+        };
+        let Some(sock) = self.sockets.get(&r.gateway) else {
+            self.stats.drop("no_socket");
+            return;
+        };
+        match sock.send_to(payload, r.server) {
+            Ok(_) => self.stats.to_server += 1,
+            Err(e) => {
+                self.stats.drop("server_unreachable");
+                self.throttle.error(
+                    &format!("send {}", r.server),
+                    &format!(
+                        "DHCP relay: sending to the address server {}: {e}",
+                        r.server
+                    ),
+                    now,
+                );
+            }
+        }
+    }
+
+    /// Every reply waiting on the sockets.
+    pub fn receive(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1500];
+        for sock in self.sockets.values() {
+            loop {
+                match sock.recv_from(&mut buf) {
+                    Ok((n, _)) => out.push(buf[..n].to_vec()),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    // ICMP port unreachable from a stopped server shows
+                    // up here on Linux; the send side already counted it.
+                    Err(_) => break,
+                }
+            }
+        }
+        out
+    }
+
+    pub fn log_error(&mut self, key: &str, msg: &str, now: Instant) {
+        self.throttle.error(key, msg, now);
+    }
+}
+
+/// `ADDRESS` or `ADDRESS:PORT` (validated by config).
+fn parse_server(s: &str) -> Option<SocketAddrV4> {
+    match s.split_once(':') {
+        Some((a, p)) => Some(SocketAddrV4::new(a.parse().ok()?, p.parse().ok()?)),
+        None => Some(SocketAddrV4::new(s.parse().ok()?, dhcp::SERVER_PORT)),
+    }
+}
+
+fn bind(gateway: Ipv4Addr) -> Result<UdpSocket> {
+    let addr = SocketAddrV4::new(gateway, dhcp::SERVER_PORT);
+    let sock = match UdpSocket::bind(addr) {
+        Ok(s) => s,
+        Err(e) if e.kind() == ErrorKind::AddrNotAvailable => {
+            control::host::add_local_address(gateway).map_err(|m| anyhow!("{m}"))?;
+            UdpSocket::bind(addr)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
+
+/// What a message from a client means for its session.
+pub fn ends_session(t: Option<MessageType>) -> bool {
+    matches!(t, Some(MessageType::Release | MessageType::Decline))
+}

@@ -1,0 +1,276 @@
+"""Subscriber sessions through hdvrf's DHCP relay, with a real Kea:
+
+    netns A (clients)         netns R (hdvrf)                     netns K (Kea)
+    [tap] <--fd--> access0 (untagged: blue, VLAN 100: red)
+                   core0 = net_null (the hub side is not needed here)
+                   relay sockets on 10.0.0.1:67 and 10.1.0.1:67 (on lo)
+                   rk: 192.0.2.254/24  <--veth-->  kk: 192.0.2.50/24, kea-dhcp4
+
+Two clients on the untagged port and one on VLAN 100 (scapy DHCP clients
+with their own MACs) get leases from Kea through the relay; their host
+routes appear in the downstream tables; the gateway answers ARP; a packet
+with another client's source is dropped and counted; RELEASE removes the
+route; red's 6-second lease expires and its route goes too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Dot1Q, Ether
+from scapy.packet import Raw
+
+from conftest import (
+    HDVRF_BIN,
+    HERE,
+    MBUFS_RE,
+    NS_PREFIX,
+    PYTHON,
+    LineProc,
+    delete_netns,
+    delete_stale_netns,
+    link_exists,
+    run,
+    wait_until,
+)
+
+MAC1, MAC2, MAC3 = "02:00:5e:10:00:01", "02:00:5e:10:00:02", "02:00:5e:10:00:03"
+KEA_ADDR = "192.0.2.50"
+_seq = itertools.count()
+
+
+def hdvrf_config(path: Path, if_a: str, sock: Path) -> None:
+    path.write_text(
+        f"""[dataplane]
+main_lcore = 0
+workers = [1]
+forward_mode = "router"
+hugepages = "auto"
+memory_mb = 512
+idle_sleep_max_us = 100
+stats_interval_ms = 0
+
+[control]
+socket = "{sock}"
+metrics = ""
+
+[router]
+role = "spoke"
+label_base = 1000
+label_count = 64
+transport_label = 1000
+
+[[port]]
+name = "access0"
+device = "net_tap0,iface={if_a}"
+role = "access"
+
+[[port]]
+name = "core0"
+device = "net_null0,no-rx=1"
+role = "core"
+
+[[next_hop]]
+name = "hub"
+port = "core0"
+mac = "02:00:5e:00:02:09"
+labels = [100, 2001]
+
+[[service]]
+name = "blue"
+gateway = "10.0.0.1"
+vpn_label = 1001
+address_server = "{KEA_ADDR}"
+access = [ {{ port = "access0" }} ]
+upstream = [ {{ prefix = "0.0.0.0/0", next_hop = "hub" }} ]
+
+[[service]]
+name = "red"
+gateway = "10.1.0.1"
+vpn_label = 1002
+address_server = "{KEA_ADDR}"
+access = [ {{ port = "access0", vlan = 100 }} ]
+upstream = [ {{ prefix = "0.0.0.0/0", next_hop = "hub" }} ]
+"""
+    )
+
+
+def kea_config(path: Path, iface: str, leases: Path) -> None:
+    path.write_text(
+        json.dumps(
+            {
+                "Dhcp4": {
+                    "interfaces-config": {"interfaces": [iface], "dhcp-socket-type": "udp"},
+                    "lease-database": {"type": "memfile", "persist": True, "name": str(leases), "lfc-interval": 0},
+                    "valid-lifetime": 3600,
+                    "subnet4": [
+                        {"id": 1, "subnet": "10.0.0.0/24", "pools": [{"pool": "10.0.0.100 - 10.0.0.150"}]},
+                        {
+                            "id": 2,
+                            "subnet": "10.1.0.0/24",
+                            "pools": [{"pool": "10.1.0.100 - 10.1.0.150"}],
+                            "valid-lifetime": 6,
+                            "min-valid-lifetime": 6,
+                            "max-valid-lifetime": 6,
+                        },
+                    ],
+                    "loggers": [
+                        {"name": "kea-dhcp4", "output_options": [{"output": "stdout"}], "severity": "INFO"}
+                    ],
+                }
+            },
+            indent=1,
+        )
+    )
+
+
+class Env:
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        n, pid = next(_seq), os.getpid()
+        self.ns_r, self.ns_a, self.ns_k = (f"{NS_PREFIX}{pid}-s{n}{x}" for x in "rak")
+        self.if_a = f"hdv{pid}s{n}a"
+        self.sock = tmp / "hdvrf.sock"
+        self.procs: list[LineProc] = []
+        self.made: list[str] = []
+        self.hdvrf: LineProc | None = None
+
+    def ctl_json(self, *args: str):
+        return json.loads(run(HDVRF_BIN, "ctl", "-s", str(self.sock), "-j", *args).stdout)
+
+    def client(self, mac: str, vlan: int, *action: str) -> list[str]:
+        p = run("ip", "netns", "exec", self.ns_a, PYTHON, str(HERE / "dhcp_client.py"), self.if_a, mac, str(vlan), *action, check=False, timeout=60)
+        assert p.returncode == 0, f"dhcp client {mac} {action}: {p.stderr.strip()}\n{self.hdvrf.describe() if self.hdvrf else ''}"
+        return p.stdout.split()
+
+    def send(self, frames: list[bytes], name: str) -> None:
+        path = self.tmp / f"{name}.hex"
+        path.write_text("".join(f.hex() + "\n" for f in frames))
+        p = run("ip", "netns", "exec", self.ns_a, PYTHON, str(HERE / "scapy_send.py"), self.if_a, str(path), timeout=60)
+        assert f"sent {len(frames)}" in p.stdout
+
+    def routes(self, service: str) -> dict[str, str]:
+        return {r["prefix"]: r["next_hop"] for r in self.ctl_json("show", "routes", service, "downstream")}
+
+    def drops(self, reason: str) -> int:
+        return self.ctl_json("show", "drops")["reasons"].get(reason, 0)
+
+    def outcome(self, name: str) -> int:
+        return self.ctl_json("show", "stats")["total"]["outcomes"].get(name, 0)
+
+
+@pytest.fixture
+def env(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("end-to-end tests need root (network namespaces, tap interfaces, DPDK)")
+    if not shutil.which("kea-dhcp4"):
+        pytest.fail("kea-dhcp4 not found: scripts/setup installs kea-dhcp4-server")
+    delete_stale_netns()
+    e = Env(tmp_path)
+    try:
+        for ns in (e.ns_r, e.ns_a, e.ns_k):
+            e.made.append(ns)
+            run("ip", "netns", "add", ns)
+            for key in ("all", "default"):
+                run("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
+            run("ip", "-n", ns, "link", "set", "dev", "lo", "up")
+        # The server network between the router and Kea.
+        run("ip", "link", "add", "rk", "netns", e.ns_r, "type", "veth", "peer", "name", "kk", "netns", e.ns_k)
+        run("ip", "-n", e.ns_r, "addr", "add", "192.0.2.254/24", "dev", "rk")
+        run("ip", "-n", e.ns_k, "addr", "add", f"{KEA_ADDR}/24", "dev", "kk")
+        for ns, i in ((e.ns_r, "rk"), (e.ns_k, "kk")):
+            run("ip", "-n", ns, "link", "set", "dev", i, "up")
+        run("ip", "-n", e.ns_k, "route", "add", "10.0.0.0/8", "via", "192.0.2.254")
+        # Kea opens no socket on an interface that is not running yet.
+        wait_until(
+            lambda: json.loads(run("ip", "-j", "-n", e.ns_k, "link", "show", "dev", "kk").stdout)[0]["operstate"] == "UP",
+            10,
+            "the veth to Kea up",
+        )
+
+        kea_cfg, leases = tmp_path / "kea.json", tmp_path / "leases.csv"
+        kea_config(kea_cfg, "kk", leases)
+        kea_env = {**os.environ, "KEA_PIDFILE_DIR": str(tmp_path), "KEA_LOCKFILE_DIR": str(tmp_path)}
+        kea = LineProc(["ip", "netns", "exec", e.ns_k, "env"] + [f"{k}={v}" for k, v in kea_env.items() if k.startswith("KEA_")] + ["kea-dhcp4", "-c", str(kea_cfg)], "kea")
+        e.procs.append(kea)
+        kea.wait_line(lambda l: "DHCP4_STARTED" in l, 20, "Kea's DHCP4_STARTED line")
+
+        cfg = tmp_path / "spoke.toml"
+        hdvrf_config(cfg, e.if_a, e.sock)
+        e.hdvrf = LineProc(["ip", "netns", "exec", e.ns_r, HDVRF_BIN, "run", "--config", str(cfg)], "hdvrf")
+        e.procs.append(e.hdvrf)
+        e.hdvrf.wait_line(lambda l: l.startswith("hdvrf: management socket"), 60, "hdvrf's socket line")
+        wait_until(lambda: link_exists(e.if_a, e.ns_r), 10, "the access tap")
+        run("ip", "-n", e.ns_r, "link", "set", "dev", e.if_a, "netns", e.ns_a)
+        run("ip", "-n", e.ns_a, "link", "set", "dev", e.if_a, "up")
+        yield e
+    finally:
+        for p in e.procs:
+            p.kill()
+        for ns in e.made:
+            delete_netns(ns)
+
+
+def frames_from(mac: str, src: str, n: int, vlan: int = 0) -> list[bytes]:
+    out = []
+    for i in range(n):
+        e = Ether(src=mac, dst="02:00:00:00:00:01")
+        if vlan:
+            e = e / Dot1Q(vlan=vlan)
+        out.append(bytes(e / IP(src=src, dst="198.51.100.7") / UDP(sport=5000 + i, dport=9) / Raw(b"x" * 20)))
+    return out
+
+
+def test_dhcp_relay_sessions_routes_spoofing_release_and_expiry(env: Env):
+    e = env
+    l1 = e.client(MAC1, 0, "lease")
+    l2 = e.client(MAC2, 0, "lease")
+    l3 = e.client(MAC3, 100, "lease")
+    (a1, sid, t1), (a2, _, _), (a3, _, t3) = l1[1:4], l2[1:4], l3[1:4]
+    assert a1.startswith("10.0.0.") and a2.startswith("10.0.0.") and a1 != a2, (l1, l2)
+    assert a3.startswith("10.1.0.") and int(t3) == 6 and int(t1) == 3600, (l1, l3)
+    assert sid == KEA_ADDR
+
+    # Each lease is a downstream host route to its client.
+    blue, red = e.routes("blue"), e.routes("red")
+    assert blue == {f"{a1}/32": f"~{MAC1}", f"{a2}/32": f"~{MAC2}"}, blue
+    assert red == {f"{a3}/32": f"~{MAC3}"}, red
+    sessions = {s["mac"]: s for s in e.ctl_json("show", "sessions")}
+    assert set(sessions) == {MAC1, MAC2, MAC3}, sessions
+    assert (sessions[MAC3]["service"], sessions[MAC3]["vlan"], sessions[MAC3]["address"]) == ("red", 100, a3)
+
+    # The gateway answers ARP on its service's port and VLAN.
+    mac_access = e.client(MAC1, 0, "arp", "10.0.0.1")[1]
+    assert e.client(MAC3, 100, "arp", "10.1.0.1")[1] == mac_access
+
+    # Client 1 with its own address goes upstream; with client 2's it is
+    # dropped as spoofed.
+    up0, sp0 = e.outcome("fwd_upstream"), e.drops("drop_spoofed_source")
+    e.send(frames_from(MAC1, a1, 10), "own")
+    e.send(frames_from(MAC1, a2, 7), "spoofed")
+    wait_until(lambda: e.outcome("fwd_upstream") >= up0 + 10, 10, "10 packets upstream")
+    wait_until(lambda: e.drops("drop_spoofed_source") >= sp0 + 7, 10, "7 spoofed packets counted")
+    assert e.outcome("fwd_upstream") == up0 + 10
+
+    # RELEASE: the route goes.
+    e.client(MAC2, 0, "release", a2, KEA_ADDR)
+    wait_until(lambda: f"{a2}/32" not in e.routes("blue"), 10, "client 2's route removed on RELEASE")
+    assert f"{a1}/32" in e.routes("blue")
+
+    # Red's 6-second lease runs out: its route goes without any message.
+    wait_until(lambda: not e.routes("red"), 15, "the expired lease's route removed")
+    assert {s["mac"] for s in e.ctl_json("show", "sessions")} == {MAC1}
+
+    rc = e.hdvrf.stop(timeout=30)
+    assert rc == 0, e.hdvrf.describe()
+    lines = e.hdvrf.lines()
+    mbufs = [m for m in map(MBUFS_RE.match, lines) if m]
+    assert len(mbufs) == 1 and mbufs[0].group(1) == mbufs[0].group(2), e.hdvrf.describe()
+    assert any("session down: " + a2 in l for l in lines), e.hdvrf.describe()
+    assert any("session down: " + a3 + " lease expired" in l for l in lines), e.hdvrf.describe()
