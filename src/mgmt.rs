@@ -158,6 +158,9 @@ impl Control {
             }
             self.relay_server_replies(now);
             self.expire_sessions(now);
+            if let Some(r) = self.relay.as_mut() {
+                r.watch_servers(now);
+            }
         }
         moved
     }
@@ -650,6 +653,11 @@ impl Control {
                 "to_client": r.stats.to_client,
                 "gateway_arp_replies": r.stats.gateway_arp_replies,
                 "drops": r.stats.drops,
+                "servers": r.health.iter().map(|(a, h)| (a.to_string(), json!({
+                    "requests": h.requests,
+                    "replies": h.replies,
+                    "answering": !h.silent,
+                }))).collect::<Map<String, Value>>(),
             })),
             "publication": {
                 "commits": p.commits,

@@ -73,6 +73,23 @@ impl Throttle {
     }
 }
 
+/// Whether an address server answers: requests go out, replies come
+/// back. A server that stopped shows no error on a UDP socket, only
+/// silence, so silence is what is watched.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerHealth {
+    pub requests: u64,
+    pub replies: u64,
+    /// The oldest request since the last reply.
+    pub unanswered_since: Option<Instant>,
+    /// Whether the server is reported as not answering now.
+    pub silent: bool,
+    pub last_report: Option<Instant>,
+}
+
+/// A server that leaves requests unanswered this long is reported.
+pub const SILENCE: Duration = Duration::from_secs(3);
+
 /// The relay's state: per service settings, one socket per gateway, the
 /// sessions.
 pub struct Relay {
@@ -81,6 +98,8 @@ pub struct Relay {
     sockets: HashMap<Ipv4Addr, UdpSocket>,
     pub sessions: Sessions,
     pub stats: RelayStats,
+    /// By server address.
+    pub health: HashMap<SocketAddrV4, ServerHealth>,
     throttle: Throttle,
 }
 
@@ -113,6 +132,7 @@ impl Relay {
             sockets,
             sessions: Sessions::default(),
             stats: RelayStats::default(),
+            health: HashMap::new(),
             throttle: Throttle::default(),
         })
     }
@@ -132,7 +152,12 @@ impl Relay {
             return;
         };
         match sock.send_to(payload, r.server) {
-            Ok(_) => self.stats.to_server += 1,
+            Ok(_) => {
+                self.stats.to_server += 1;
+                let h = self.health.entry(r.server).or_default();
+                h.requests += 1;
+                h.unanswered_since.get_or_insert(now);
+            }
             Err(e) => {
                 self.stats.drop("server_unreachable");
                 self.throttle.error(
@@ -154,6 +179,20 @@ impl Relay {
         for sock in self.sockets.values() {
             loop {
                 match sock.recv_from(&mut buf) {
+                    Ok((n, std::net::SocketAddr::V4(from))) => {
+                        out.push(buf[..n].to_vec());
+                        // Replies come from the server's port 67.
+                        if let Some(h) = self.health.get_mut(&from) {
+                            h.replies += 1;
+                            h.unanswered_since = None;
+                            if h.silent {
+                                h.silent = false;
+                                crate::run::say!(
+                                    "hdvrf: DHCP relay: the address server {from} answers again"
+                                );
+                            }
+                        }
+                    }
                     Ok((n, _)) => out.push(buf[..n].to_vec()),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     // ICMP port unreachable from a stopped server shows
@@ -163,6 +202,33 @@ impl Relay {
             }
         }
         out
+    }
+
+    /// Reports each server that has left requests unanswered for
+    /// [`SILENCE`]: one line when it goes silent and one per
+    /// [`LOG_EVERY`] while it stays so, never one per request.
+    pub fn watch_servers(&mut self, now: Instant) {
+        for (addr, h) in &mut self.health {
+            let Some(since) = h.unanswered_since else {
+                continue;
+            };
+            if now.duration_since(since) < SILENCE {
+                continue;
+            }
+            if h.last_report
+                .is_some_and(|t| now.duration_since(t) < LOG_EVERY)
+            {
+                continue;
+            }
+            h.silent = true;
+            h.last_report = Some(now);
+            eprintln!(
+                "hdvrf: error: DHCP relay: the address server {addr} has not answered for {} s ({} requests sent, {} replies so far); clients get no address until it does",
+                now.duration_since(since).as_secs(),
+                h.requests,
+                h.replies
+            );
+        }
     }
 
     pub fn log_error(&mut self, key: &str, msg: &str, now: Instant) {

@@ -9,9 +9,10 @@
         who-has GATEWAY; prints `is-at MAC`
 
 VLAN 0 sends untagged frames. Exits 1 with a message when an answer does
-not come within 10 s.
+not come within 10 s (DHCP_TIMEOUT in the environment changes that).
 """
 
+import os
 import random
 import sys
 import threading
@@ -24,7 +25,7 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 iface, mac, vlan, action = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 args = sys.argv[5:]
 conf.checkIPaddr = False
-TIMEOUT = 10
+TIMEOUT = float(os.environ.get("DHCP_TIMEOUT", "10"))
 chaddr = bytes.fromhex(mac.replace(":", "")) + b"\x00" * 10
 sock = conf.L2socket(iface=iface)
 

@@ -19,6 +19,7 @@ import itertools
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,11 @@ class Env:
         self.made: list[str] = []
         self.hdvrf: LineProc | None = None
 
+    def start_kea(self) -> None:
+        self.kea = LineProc(self.kea_cmd, "kea")
+        self.procs.append(self.kea)
+        self.kea.wait_line(lambda l: "DHCP4_STARTED" in l, 20, "Kea's DHCP4_STARTED line")
+
     def ctl_json(self, *args: str):
         return json.loads(run(HDVRF_BIN, "ctl", "-s", str(self.sock), "-j", *args).stdout)
 
@@ -197,9 +203,8 @@ def env(tmp_path):
         kea_cfg, leases = tmp_path / "kea.json", tmp_path / "leases.csv"
         kea_config(kea_cfg, "kk", leases)
         kea_env = {**os.environ, "KEA_PIDFILE_DIR": str(tmp_path), "KEA_LOCKFILE_DIR": str(tmp_path)}
-        kea = LineProc(["ip", "netns", "exec", e.ns_k, "env"] + [f"{k}={v}" for k, v in kea_env.items() if k.startswith("KEA_")] + ["kea-dhcp4", "-c", str(kea_cfg)], "kea")
-        e.procs.append(kea)
-        kea.wait_line(lambda l: "DHCP4_STARTED" in l, 20, "Kea's DHCP4_STARTED line")
+        e.kea_cmd = ["ip", "netns", "exec", e.ns_k, "env"] + [f"{k}={v}" for k, v in kea_env.items() if k.startswith("KEA_")] + ["kea-dhcp4", "-c", str(kea_cfg)]
+        e.start_kea()
 
         cfg = tmp_path / "spoke.toml"
         hdvrf_config(cfg, e.if_a, e.sock)
@@ -266,6 +271,31 @@ def test_dhcp_relay_sessions_routes_spoofing_release_and_expiry(env: Env):
     # Red's 6-second lease runs out: its route goes without any message.
     wait_until(lambda: not e.routes("red"), 15, "the expired lease's route removed")
     assert {s["mac"] for s in e.ctl_json("show", "sessions")} == {MAC1}
+
+    # Kea stops: clients get nothing, no session appears without an ACK,
+    # and hdvrf says so once per interval, not once per request.
+    assert e.kea.stop(timeout=20) is not None
+    sent0 = e.ctl_json("show", "stats")["relay"]["to_server"]
+    t0 = time.monotonic()
+    for _ in range(6):
+        p = run("ip", "netns", "exec", e.ns_a, "env", "DHCP_TIMEOUT=1", PYTHON, str(HERE / "dhcp_client.py"), e.if_a, MAC2, "0", "lease", check=False, timeout=60)
+        assert p.returncode != 0 and "no OFFER" in p.stderr, p.stdout + p.stderr
+    took = time.monotonic() - t0
+    assert e.ctl_json("show", "stats")["relay"]["to_server"] >= sent0 + 6
+    silent = [l for l in e.hdvrf.err if "has not answered" in l]
+    # 6 requests, one line per 10 s interval at most.
+    assert 1 <= len(silent) <= 1 + int(took // 10), (took, silent)
+    assert f"address server {KEA_ADDR}:67" in silent[0], silent
+    assert {s["mac"] for s in e.ctl_json("show", "sessions")} == {MAC1}
+    servers = e.ctl_json("show", "stats")["relay"]["servers"]
+    assert servers[f"{KEA_ADDR}:67"]["answering"] is False, servers
+
+    # Kea returns (same lease file): the relay notices and clients get
+    # addresses again.
+    e.start_kea()
+    a2b = e.client(MAC2, 0, "lease")[1]
+    assert f"{a2b}/32" in e.routes("blue")
+    e.hdvrf.wait_line(lambda l: "answers again" in l, 10, "the relay's recovery line")
 
     rc = e.hdvrf.stop(timeout=30)
     assert rc == 0, e.hdvrf.describe()
