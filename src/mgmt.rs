@@ -337,6 +337,7 @@ impl Control {
         if !self.publish_session_ops(&ops, now) {
             return false;
         }
+        self.journal_up(service, mac, now);
         if what != control::sessions::Acked::Renewed {
             crate::run::say!(
                 "hdvrf: session up: {} {} on {} vlan {} ({what:?})",
@@ -358,6 +359,7 @@ impl Control {
         };
         if let Some((s, ops)) = relay.sessions.end(service, mac) {
             if self.publish_session_ops(&ops, now) {
+                self.journal_down(&s, now);
                 crate::run::say!("hdvrf: session down: {} {why}", s.address);
             }
         }
@@ -369,9 +371,83 @@ impl Control {
         };
         for (s, ops) in relay.sessions.expire(now) {
             if self.publish_session_ops(&ops, now) {
+                self.journal_down(&s, now);
                 crate::run::say!("hdvrf: session down: {} lease expired", s.address);
             }
         }
+    }
+
+    fn journal_up(&mut self, service: u16, mac: [u8; 6], now: std::time::Instant) {
+        let Some(s) = self
+            .relay
+            .as_ref()
+            .and_then(|r| r.sessions.get(service, mac))
+            .cloned()
+        else {
+            return;
+        };
+        let left = s.lease_end.saturating_duration_since(now).as_secs();
+        let e = control::journal::Entry::Up {
+            service: self
+                .names
+                .services
+                .get(usize::from(service))
+                .cloned()
+                .unwrap_or_default(),
+            mac: fmt_mac(&s.mac),
+            port: self.names.port_name(s.port),
+            vlan: s.vlan,
+            address: s.address,
+            lease_end: control::journal::unix_now() + left,
+        };
+        if let Some(r) = self.relay.as_mut() {
+            r.journal(&e, now);
+        }
+    }
+
+    fn journal_down(&mut self, s: &control::sessions::Session, now: std::time::Instant) {
+        let e = control::journal::Entry::Down {
+            service: self
+                .names
+                .services
+                .get(usize::from(s.service))
+                .cloned()
+                .unwrap_or_default(),
+            mac: fmt_mac(&s.mac),
+        };
+        if let Some(r) = self.relay.as_mut() {
+            r.journal(&e, now);
+        }
+    }
+
+    /// Rebuilds the sessions a journal kept (start after a crash or a
+    /// restart): each is published again with what is left of its lease.
+    /// Returns how many came back; what no longer fits the configuration
+    /// (an unknown service or port) is skipped with a message.
+    pub fn restore_sessions(&mut self, saved: &[control::journal::Saved]) -> usize {
+        let now = std::time::Instant::now();
+        let unix = control::journal::unix_now();
+        let mut back = 0;
+        for s in saved {
+            let found = (|| {
+                let service = self.names.service(&s.service).ok()?;
+                let port = self.names.port(&s.port).ok()?;
+                let mac = control::config::parse_mac(&s.mac).ok()?;
+                Some((service, port, mac))
+            })();
+            let Some((service, port, mac)) = found else {
+                eprintln!(
+                    "hdvrf: warning: session journal: {} {} on {} no longer fits the configuration; not restored",
+                    s.service, s.address, s.port
+                );
+                continue;
+            };
+            let lease = s.lease_end.saturating_sub(unix).min(u64::from(u32::MAX)) as u32;
+            if self.session_up(service, port, s.vlan, mac, s.address, lease, now) {
+                back += 1;
+            }
+        }
+        back
     }
 
     /// Publishes session ops and names their next hops.

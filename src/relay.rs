@@ -100,6 +100,8 @@ pub struct Relay {
     pub stats: RelayStats,
     /// By server address.
     pub health: HashMap<SocketAddrV4, ServerHealth>,
+    /// Where session changes are journalled (`control.session_journal`).
+    pub journal: Option<control::journal::Journal>,
     throttle: Throttle,
 }
 
@@ -133,6 +135,7 @@ impl Relay {
             sessions: Sessions::default(),
             stats: RelayStats::default(),
             health: HashMap::new(),
+            journal: None,
             throttle: Throttle::default(),
         })
     }
@@ -228,6 +231,18 @@ impl Relay {
                 h.requests,
                 h.replies
             );
+        }
+    }
+
+    /// Journals a session change; a failing journal is reported once per
+    /// interval and does not stop the session.
+    pub fn journal(&mut self, e: &control::journal::Entry, now: Instant) {
+        let Some(j) = self.journal.as_mut() else {
+            return;
+        };
+        if let Err(m) = j.write(e) {
+            self.throttle
+                .error("journal", &format!("session journal: {m}"), now);
         }
     }
 

@@ -230,6 +230,33 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
                 return Err(e);
             }
         }
+        if let Some(j) = &loaded.config.control.session_journal {
+            let path = std::path::Path::new(j.get_ref());
+            match control::journal::Journal::open(path, control::journal::unix_now()) {
+                Ok((journal, found)) => {
+                    for b in &found.bad_lines {
+                        eprintln!("hdvrf: warning: session journal: {b}: skipped");
+                    }
+                    let back = control.restore_sessions(&found.sessions);
+                    if let Some(r) = control.relay.as_mut() {
+                        r.journal = Some(journal);
+                    }
+                    // Written again: restoring publishes each one anew.
+                    say!(
+                        "hdvrf: session journal {}: {back} sessions restored, {} expired while down",
+                        path.display(),
+                        found.expired
+                    );
+                }
+                Err(m) => {
+                    control.running.shutdown();
+                    return Err(anyhow!(
+                        "{}",
+                        loaded.error_at(j.span(), "control.session_journal", m)
+                    ));
+                }
+            }
+        }
     }
     control.set_vpn_info(&loaded.config);
     let state = Rc::new(RefCell::new(Some(control)));

@@ -82,6 +82,10 @@ pub struct ControlCfg {
     /// default [`DEFAULT_METRICS`] (loopback only); "" turns them off.
     #[serde(default)]
     pub metrics: Option<Spanned<String>>,
+    /// Where subscriber sessions are journalled, so that a restarted
+    /// hdvrf rebuilds them (`control::journal`); unset: no journal.
+    #[serde(default)]
+    pub session_journal: Option<Spanned<String>>,
 }
 
 /// Where metrics are served when `control.metrics` is not set.

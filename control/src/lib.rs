@@ -6,6 +6,7 @@ pub mod config;
 pub mod dhcp;
 pub mod eal_args;
 pub mod host;
+pub mod journal;
 pub mod mgmt;
 pub mod neighbor;
 pub mod reload;

@@ -46,7 +46,7 @@ KEA_ADDR = "192.0.2.50"
 _seq = itertools.count()
 
 
-def hdvrf_config(path: Path, if_a: str, sock: Path) -> None:
+def hdvrf_config(path: Path, if_a: str, sock: Path, journal: Path) -> None:
     path.write_text(
         f"""[dataplane]
 main_lcore = 0
@@ -60,6 +60,7 @@ stats_interval_ms = 0
 [control]
 socket = "{sock}"
 metrics = ""
+session_journal = "{journal}"
 
 [router]
 role = "spoke"
@@ -142,6 +143,15 @@ class Env:
         self.made: list[str] = []
         self.hdvrf: LineProc | None = None
 
+    def start_hdvrf(self) -> None:
+        """Starts hdvrf in namespace R and moves its access tap to A."""
+        self.hdvrf = LineProc(["ip", "netns", "exec", self.ns_r, HDVRF_BIN, "run", "--config", str(self.cfg)], "hdvrf")
+        self.procs.append(self.hdvrf)
+        self.hdvrf.wait_line(lambda l: l.startswith("hdvrf: management socket"), 60, "hdvrf's socket line")
+        wait_until(lambda: link_exists(self.if_a, self.ns_r), 10, "the access tap")
+        run("ip", "-n", self.ns_r, "link", "set", "dev", self.if_a, "netns", self.ns_a)
+        run("ip", "-n", self.ns_a, "link", "set", "dev", self.if_a, "up")
+
     def start_kea(self) -> None:
         self.kea = LineProc(self.kea_cmd, "kea")
         self.procs.append(self.kea)
@@ -206,14 +216,9 @@ def env(tmp_path):
         e.kea_cmd = ["ip", "netns", "exec", e.ns_k, "env"] + [f"{k}={v}" for k, v in kea_env.items() if k.startswith("KEA_")] + ["kea-dhcp4", "-c", str(kea_cfg)]
         e.start_kea()
 
-        cfg = tmp_path / "spoke.toml"
-        hdvrf_config(cfg, e.if_a, e.sock)
-        e.hdvrf = LineProc(["ip", "netns", "exec", e.ns_r, HDVRF_BIN, "run", "--config", str(cfg)], "hdvrf")
-        e.procs.append(e.hdvrf)
-        e.hdvrf.wait_line(lambda l: l.startswith("hdvrf: management socket"), 60, "hdvrf's socket line")
-        wait_until(lambda: link_exists(e.if_a, e.ns_r), 10, "the access tap")
-        run("ip", "-n", e.ns_r, "link", "set", "dev", e.if_a, "netns", e.ns_a)
-        run("ip", "-n", e.ns_a, "link", "set", "dev", e.if_a, "up")
+        e.cfg = tmp_path / "spoke.toml"
+        hdvrf_config(e.cfg, e.if_a, e.sock, tmp_path / "sessions.journal")
+        e.start_hdvrf()
         yield e
     finally:
         for p in e.procs:
@@ -296,11 +301,26 @@ def test_dhcp_relay_sessions_routes_spoofing_release_and_expiry(env: Env):
     a2b = e.client(MAC2, 0, "lease")[1]
     assert f"{a2b}/32" in e.routes("blue")
     e.hdvrf.wait_line(lambda l: "answers again" in l, 10, "the relay's recovery line")
+    lines = e.hdvrf.lines()
+    assert any("session down: " + a2 in l for l in lines), e.hdvrf.describe()
+    assert any("session down: " + a3 + " lease expired" in l for l in lines), e.hdvrf.describe()
+
+    # hdvrf killed outright and started again: the journal brings both
+    # sessions back, routes and anti-spoofing entries with them.
+    before = {s["mac"]: s["address"] for s in e.ctl_json("show", "sessions")}
+    assert before == {MAC1: a1, MAC2: a2b}, before
+    e.hdvrf.proc.kill()
+    e.hdvrf.wait(timeout=30)
+    e.start_hdvrf()
+    e.hdvrf.wait_line(lambda l: "2 sessions restored" in l, 10, "the journal's restore line")
+    after = {s["mac"]: s["address"] for s in e.ctl_json("show", "sessions")}
+    assert after == before, after
+    assert e.routes("blue") == {f"{a1}/32": f"~{MAC1}", f"{a2b}/32": f"~{MAC2}"}
+    e.send(frames_from(MAC1, a1, 5), "after-restart")
+    wait_until(lambda: e.outcome("fwd_upstream") >= 5, 10, "client 1's packets upstream after the restart")
+    assert e.drops("drop_spoofed_source") == 0
 
     rc = e.hdvrf.stop(timeout=30)
     assert rc == 0, e.hdvrf.describe()
-    lines = e.hdvrf.lines()
-    mbufs = [m for m in map(MBUFS_RE.match, lines) if m]
+    mbufs = [m for m in map(MBUFS_RE.match, e.hdvrf.lines()) if m]
     assert len(mbufs) == 1 and mbufs[0].group(1) == mbufs[0].group(2), e.hdvrf.describe()
-    assert any("session down: " + a2 in l for l in lines), e.hdvrf.describe()
-    assert any("session down: " + a3 + " lease expired" in l for l in lines), e.hdvrf.describe()
