@@ -325,6 +325,53 @@ pub fn render(c: &Control) -> String {
             );
         }
     }
+    if let Some(r) = c.relay.as_ref() {
+        family(
+            &mut o,
+            "hdvrf_sessions",
+            "gauge",
+            "Subscriber sessions up, per service.",
+        );
+        let mut per: std::collections::BTreeMap<u16, u64> = Default::default();
+        for s in r.sessions.iter() {
+            *per.entry(s.service).or_default() += 1;
+        }
+        for (i, name) in c.service_names().iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "hdvrf_sessions{{service=\"{}\"}} {}",
+                esc(name),
+                per.get(&(i as u16)).copied().unwrap_or(0)
+            );
+        }
+        family(
+            &mut o,
+            "hdvrf_dhcp_relay_packets_total",
+            "counter",
+            "DHCP messages relayed to address servers and to clients.",
+        );
+        let _ = writeln!(
+            o,
+            "hdvrf_dhcp_relay_packets_total{{direction=\"to_server\"}} {}",
+            r.stats.to_server
+        );
+        let _ = writeln!(
+            o,
+            "hdvrf_dhcp_relay_packets_total{{direction=\"to_client\"}} {}",
+            r.stats.to_client
+        );
+        family(
+            &mut o,
+            "hdvrf_dhcp_relay_drops_total",
+            "counter",
+            "Frames the relay dropped, by reason.",
+        );
+        let mut reasons: Vec<_> = r.stats.drops.iter().collect();
+        reasons.sort();
+        for (why, n) in reasons {
+            let _ = writeln!(o, "hdvrf_dhcp_relay_drops_total{{reason=\"{why}\"}} {n}");
+        }
+    }
     family(
         &mut o,
         "hdvrf_mbufs_in_use",

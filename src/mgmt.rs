@@ -115,8 +115,9 @@ impl Control {
     pub fn host_tick(&mut self, now: std::time::Instant) -> usize {
         let mut ops = Vec::new();
         let neighbors = &mut self.neighbors;
-        // What the relay takes: DHCP and ARP from access ports.
-        let relay_on = self.relay.as_ref().is_some_and(|r| r.is_active());
+        // What the relay takes: DHCP and ARP from access ports (the
+        // gateway answers ARP even where no address server is set).
+        let relay_on = self.relay.is_some();
         let access: Vec<bool> = self
             .running
             .tables()
@@ -515,6 +516,11 @@ impl Control {
                 })
                 .collect(),
         )
+    }
+
+    /// Service names by id.
+    pub fn service_names(&self) -> &[String] {
+        &self.names.services
     }
 
     /// A next hop's name in the configuration.

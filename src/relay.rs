@@ -140,10 +140,6 @@ impl Relay {
         })
     }
 
-    pub fn is_active(&self) -> bool {
-        !self.sockets.is_empty()
-    }
-
     /// Relays a client's message of `service` to its server.
     pub fn send_to_server(&mut self, service: u16, payload: &[u8], now: Instant) {
         let Some(Some(r)) = self.services.get(usize::from(service)) else {

@@ -59,7 +59,7 @@ stats_interval_ms = 0
 
 [control]
 socket = "{sock}"
-metrics = ""
+metrics = "127.0.0.1:9469"
 session_journal = "{journal}"
 
 [router]
@@ -254,6 +254,11 @@ def test_dhcp_relay_sessions_routes_spoofing_release_and_expiry(env: Env):
     sessions = {s["mac"]: s for s in e.ctl_json("show", "sessions")}
     assert set(sessions) == {MAC1, MAC2, MAC3}, sessions
     assert (sessions[MAC3]["service"], sessions[MAC3]["vlan"], sessions[MAC3]["address"]) == ("red", 100, a3)
+
+    # The metrics count them per service.
+    code = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9469/metrics', timeout=5).read().decode())"
+    text = run("ip", "netns", "exec", e.ns_r, PYTHON, "-c", code).stdout
+    assert 'hdvrf_sessions{service="blue"} 2' in text and 'hdvrf_sessions{service="red"} 1' in text, text[-2000:]
 
     # The gateway answers ARP on its service's port and VLAN.
     mac_access = e.client(MAC1, 0, "arp", "10.0.0.1")[1]
