@@ -3,6 +3,8 @@
     dhcp_client.py IFACE MAC VLAN lease
         DISCOVER -> OFFER -> REQUEST -> ACK; prints
         `lease ADDRESS SERVER_ID LEASE_SECONDS`
+    dhcp_client.py IFACE MAC VLAN renew ADDRESS SERVER_ID
+        a REQUEST in RENEWING state; prints `renewed ADDRESS LEASE_SECONDS`
     dhcp_client.py IFACE MAC VLAN release ADDRESS SERVER_ID
         sends a RELEASE (no answer is expected); prints `released`
     dhcp_client.py IFACE MAC VLAN arp GATEWAY
@@ -79,6 +81,21 @@ if action == "lease":
     if ack is None:
         sys.exit("no ACK")
     print("lease", ack[BOOTP].yiaddr, server, dhcp_opt(ack, "lease_time"), flush=True)
+elif action == "renew":
+    # RENEWING (RFC 2131 section 4.4.5): unicast to the server, ciaddr set.
+    addr, server = args
+    xid = random.getrandbits(32)
+    req = (
+        l2(dst="ff:ff:ff:ff:ff:ff")
+        / IP(src=addr, dst=server)
+        / UDP(sport=68, dport=67)
+        / BOOTP(chaddr=chaddr, ciaddr=addr, xid=xid)
+        / DHCP(options=[("message-type", "request"), "end"])
+    )
+    ack = ask(req, reply_to(xid, 5))
+    if ack is None:
+        sys.exit("no ACK to the renewal")
+    print("renewed", ack[BOOTP].yiaddr, dhcp_opt(ack, "lease_time"), flush=True)
 elif action == "release":
     addr, server = args
     rel = (

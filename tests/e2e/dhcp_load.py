@@ -5,7 +5,7 @@
 COUNT clients (MACs 02:PP:xx:xx:xx:xx) each do DISCOVER -> OFFER ->
 REQUEST -> ACK, at most WINDOW exchanges in flight. Prints one line:
 
-    done acked=N elapsed=S rate=R
+    done acked=N elapsed=S rate=R retransmits=T
 
 The same generator drives both legs of the benchmark (through hdvrf's
 relay, and straight to the server), so its own cost cancels in the ratio.
@@ -54,6 +54,11 @@ def opt(p, name):
 
 xids = {}
 state = {}  # xid -> "discover" | "request" | "done"
+# Like a real client, retransmit what got no answer (RFC 2131 section
+# 4.1 backs off from 4 s; this impatient one waits 1 s).
+RETRY = 1.0
+pending = {}  # xid -> (last send, frame)
+retransmits = 0
 next_client = 0
 acked = 0
 start = time.monotonic()
@@ -67,14 +72,22 @@ def start_one():
     xid = random.getrandbits(32)
     xids[xid] = i
     state[xid] = "discover"
-    sock.send(frame(i, xid, "discover"))
+    f = frame(i, xid, "discover")
+    pending[xid] = (time.monotonic(), f)
+    sock.send(f)
 
 
 while next_client < min(window, count):
     start_one()
 in_flight = next_client
 while acked < count and time.monotonic() < deadline:
-    r, _, _ = select.select([sock], [], [], 0.5)
+    now = time.monotonic()
+    for xid, (t, f) in list(pending.items()):
+        if now - t >= RETRY:
+            pending[xid] = (now, f)
+            sock.send(f)
+            retransmits += 1
+    r, _, _ = select.select([sock], [], [], 0.2)
     if not r:
         continue
     p = sock.recv()
@@ -85,14 +98,15 @@ while acked < count and time.monotonic() < deadline:
     kind = opt(p, "message-type")
     if st == "discover" and kind == 2:
         state[xid] = "request"
-        sock.send(
-            frame(xids[xid], xid, "request", (("requested_addr", p[BOOTP].yiaddr), ("server_id", opt(p, "server_id"))))
-        )
+        f = frame(xids[xid], xid, "request", (("requested_addr", p[BOOTP].yiaddr), ("server_id", opt(p, "server_id"))))
+        pending[xid] = (time.monotonic(), f)
+        sock.send(f)
     elif st == "request" and kind == 5:
         state[xid] = "done"
+        pending.pop(xid, None)
         acked += 1
         if next_client < count:
             start_one()
 elapsed = time.monotonic() - start
-print(f"done acked={acked} elapsed={elapsed:.3f} rate={acked / elapsed:.1f}", flush=True)
+print(f"done acked={acked} elapsed={elapsed:.3f} rate={acked / elapsed:.1f} retransmits={retransmits}", flush=True)
 sock.close()

@@ -41,7 +41,7 @@ from conftest import (
     wait_until,
 )
 
-MAC1, MAC2, MAC3 = "02:00:5e:10:00:01", "02:00:5e:10:00:02", "02:00:5e:10:00:03"
+MAC1, MAC2, MAC3, MAC4 = (f"02:00:5e:10:00:0{i}" for i in range(1, 5))
 KEA_ADDR = "192.0.2.50"
 _seq = itertools.count()
 
@@ -278,8 +278,22 @@ def test_dhcp_relay_sessions_routes_spoofing_release_and_expiry(env: Env):
     wait_until(lambda: f"{a2}/32" not in e.routes("blue"), 10, "client 2's route removed on RELEASE")
     assert f"{a1}/32" in e.routes("blue")
 
-    # Red's 6-second lease runs out: its route goes without any message.
-    wait_until(lambda: not e.routes("red"), 15, "the expired lease's route removed")
+    # A second red client renews its 6-second lease half way (unicast
+    # REQUEST to the server, relayed): it outlives the first one's.
+    a4 = e.client(MAC4, 100, "lease")[1]
+    got4 = time.monotonic()
+    wait_until(lambda: time.monotonic() - got4 >= 3, 5, "half of the lease")
+    renewed = e.client(MAC4, 100, "renew", a4, KEA_ADDR)
+    assert renewed[:2] == ["renewed", a4], renewed
+
+    # Red's first lease runs out: its route goes without any message; the
+    # renewed one stays.
+    wait_until(lambda: f"{a3}/32" not in e.routes("red"), 15, "the expired lease's route removed")
+    # Past the renewed lease's first term (6 s) it is still there.
+    wait_until(lambda: time.monotonic() - got4 >= 7, 10, "the renewed lease's first term to pass")
+    assert e.routes("red") == {f"{a4}/32": f"~{MAC4}"}, "the renewal did not extend the session"
+    # Then it too expires (not renewed again).
+    wait_until(lambda: not e.routes("red"), 15, "the renewed lease's route removed at its end")
     assert {s["mac"] for s in e.ctl_json("show", "sessions")} == {MAC1}
 
     # Kea stops: clients get nothing, no session appears without an ACK,
