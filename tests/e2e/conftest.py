@@ -198,6 +198,37 @@ def delete_stale_netns() -> None:
             delete_netns(ns)
 
 
+def make_netns(netns: str) -> None:
+    """A new namespace with IPv6 off (no kernel chatter on the wire) and
+    loopback up."""
+    run("ip", "netns", "add", netns)
+    for key in ("all", "default"):
+        run("ip", "netns", "exec", netns, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
+    run("ip", "-n", netns, "link", "set", "dev", "lo", "up")
+
+
+def start_sniffer(procs: list, netns: str, iface: str, marker: bytes, count: int, timeout: float) -> "LineProc":
+    """Starts a scapy sniffer on `iface` in `netns` for frames holding
+    `marker`, waits until it captures, and adds it to `procs` (which the
+    fixture ends)."""
+    p = LineProc(
+        ["ip", "netns", "exec", netns, PYTHON, str(HERE / "scapy_sniff.py"), iface, marker.hex(), str(count), str(timeout)],
+        "sniffer",
+    )
+    procs.append(p)
+    p.wait_line(lambda l: l == "ready", 30, "the sniffer's 'ready' line")
+    return p
+
+
+def send_frames(procs: list, netns: str, iface: str, frames: list[bytes], tmp: Path) -> None:
+    """Sends `frames` out of `iface` in `netns` and waits until sent."""
+    tmp.write_text("".join(f.hex() + "\n" for f in frames))
+    p = LineProc(["ip", "netns", "exec", netns, PYTHON, str(HERE / "scapy_send.py"), iface, str(tmp)], "sender")
+    procs.append(p)
+    assert p.wait(timeout=60) == 0, p.describe()
+    assert f"sent {len(frames)}" in p.lines(), p.describe()
+
+
 def into_netns(iface: str, netns: str) -> None:
     """Moves `iface` into a new namespace `netns`, IPv6 off, link up."""
     run("ip", "netns", "add", netns)
@@ -263,21 +294,11 @@ class TapTopology:
 
     def start_sniffer(self, marker: bytes, count: int, timeout: float) -> LineProc:
         """Starts a scapy sniffer on tap B and waits until it captures."""
-        p = self.in_ns(
-            self.ns_b,
-            [PYTHON, str(HERE / "scapy_sniff.py"), self.if_b, marker.hex(), str(count), str(timeout)],
-            "sniffer",
-        )
-        p.wait_line(lambda l: l == "ready", 30, "the sniffer's 'ready' line")
-        return p
+        return start_sniffer(self.procs, self.ns_b, self.if_b, marker, count, timeout)
 
     def send(self, frames: list[bytes], tmp: Path) -> None:
         """Sends `frames` from tap A (in namespace A) and waits until sent."""
-        tmp.write_text("".join(f.hex() + "\n" for f in frames))
-        p = self.in_ns(self.ns_a, [PYTHON, str(HERE / "scapy_send.py"), self.if_a, str(tmp)], "sender")
-        rc = p.wait(timeout=60)
-        assert rc == 0, p.describe()
-        assert f"sent {len(frames)}" in p.lines(), p.describe()
+        send_frames(self.procs, self.ns_a, self.if_a, frames, tmp)
 
     def stop_hdvrf(self) -> tuple[int, list[str]]:
         """SIGINT to hdvrf; returns its exit code and every stdout line."""

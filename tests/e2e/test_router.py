@@ -41,7 +41,10 @@ from conftest import (
     delete_netns,
     delete_stale_netns,
     link_exists,
+    make_netns,
     run,
+    send_frames,
+    start_sniffer,
     wait_until,
 )
 
@@ -152,26 +155,10 @@ class Router:
         return p
 
     def sniff(self, marker: bytes, count: int, timeout: float) -> LineProc:
-        p = self.in_ns(
-            self.ns_b,
-            [PYTHON, str(HERE / "scapy_sniff.py"), self.if_b, marker.hex(), str(count), str(timeout)],
-            "sniffer",
-        )
-        p.wait_line(lambda l: l == "ready", 30, "the sniffer's 'ready' line")
-        return p
+        return start_sniffer(self.procs, self.ns_b, self.if_b, marker, count, timeout)
 
     def send_from_client(self, frames: list[bytes], tmp: Path) -> None:
-        tmp.write_text("".join(f.hex() + "\n" for f in frames))
-        p = self.in_ns(self.ns_a, [PYTHON, str(HERE / "scapy_send.py"), self.if_a, str(tmp)], "sender")
-        assert p.wait(timeout=60) == 0, p.describe()
-        assert f"sent {len(frames)}" in p.lines(), p.describe()
-
-
-def ns_setup(netns: str) -> None:
-    run("ip", "netns", "add", netns)
-    for key in ("all", "default"):
-        run("ip", "netns", "exec", netns, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
-    run("ip", "-n", netns, "link", "set", "dev", "lo", "up")
+        send_frames(self.procs, self.ns_a, self.if_a, frames, tmp)
 
 
 @pytest.fixture
@@ -186,7 +173,7 @@ def router(tmp_path):
     try:
         for ns in (ns_r, ns_a, ns_b):
             made.append(ns)
-            ns_setup(ns)
+            make_netns(ns)
         sock = tmp_path / "hdvrf.sock"
         cfg = config(tmp_path / "spoke.toml", if_a, if_b, sock)
         hd = LineProc(["ip", "netns", "exec", ns_r, HDVRF_BIN, "run", "--config", str(cfg)], "hdvrf")

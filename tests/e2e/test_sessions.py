@@ -37,7 +37,9 @@ from conftest import (
     delete_netns,
     delete_stale_netns,
     link_exists,
+    make_netns,
     run,
+    send_frames,
     wait_until,
 )
 
@@ -166,10 +168,7 @@ class Env:
         return p.stdout.split()
 
     def send(self, frames: list[bytes], name: str) -> None:
-        path = self.tmp / f"{name}.hex"
-        path.write_text("".join(f.hex() + "\n" for f in frames))
-        p = run("ip", "netns", "exec", self.ns_a, PYTHON, str(HERE / "scapy_send.py"), self.if_a, str(path), timeout=60)
-        assert f"sent {len(frames)}" in p.stdout
+        send_frames(self.procs, self.ns_a, self.if_a, frames, self.tmp / f"{name}.hex")
 
     def routes(self, service: str) -> dict[str, str]:
         return {r["prefix"]: r["next_hop"] for r in self.ctl_json("show", "routes", service, "downstream")}
@@ -192,10 +191,7 @@ def env(tmp_path):
     try:
         for ns in (e.ns_r, e.ns_a, e.ns_k):
             e.made.append(ns)
-            run("ip", "netns", "add", ns)
-            for key in ("all", "default"):
-                run("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
-            run("ip", "-n", ns, "link", "set", "dev", "lo", "up")
+            make_netns(ns)
         # The server network between the router and Kea.
         run("ip", "link", "add", "rk", "netns", e.ns_r, "type", "veth", "peer", "name", "kk", "netns", e.ns_k)
         run("ip", "-n", e.ns_r, "addr", "add", "192.0.2.254/24", "dev", "rk")
