@@ -10,7 +10,7 @@ Two clients on the untagged port and one on VLAN 100 (scapy DHCP clients
 with their own MACs) get leases from Kea through the relay; their host
 routes appear in the downstream tables; the gateway answers ARP; a packet
 with another client's source is dropped and counted; RELEASE removes the
-route; red's 6-second lease expires and its route goes too.
+route; red's 10-second lease expires and its route goes too.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ from conftest import (
 
 MAC1, MAC2, MAC3, MAC4 = (f"02:00:5e:10:00:0{i}" for i in range(1, 5))
 KEA_ADDR = "192.0.2.50"
+# Red's lease, seconds: short enough to watch expire, long enough that a
+# renewal at half of it is clearly before its end on a loaded machine.
+RED_LEASE = 10
 _seq = itertools.count()
 
 
@@ -119,9 +122,9 @@ def kea_config(path: Path, iface: str, leases: Path) -> None:
                             "id": 2,
                             "subnet": "10.1.0.0/24",
                             "pools": [{"pool": "10.1.0.100 - 10.1.0.150"}],
-                            "valid-lifetime": 6,
-                            "min-valid-lifetime": 6,
-                            "max-valid-lifetime": 6,
+                            "valid-lifetime": RED_LEASE,
+                            "min-valid-lifetime": RED_LEASE,
+                            "max-valid-lifetime": RED_LEASE,
                         },
                     ],
                     "loggers": [
@@ -240,7 +243,7 @@ def test_dhcp_relay_sessions_routes_spoofing_release_and_expiry(env: Env):
     l3 = e.client(MAC3, 100, "lease")
     (a1, sid, t1), (a2, _, _), (a3, _, t3) = l1[1:4], l2[1:4], l3[1:4]
     assert a1.startswith("10.0.0.") and a2.startswith("10.0.0.") and a1 != a2, (l1, l2)
-    assert a3.startswith("10.1.0.") and int(t3) == 6 and int(t1) == 3600, (l1, l3)
+    assert a3.startswith("10.1.0.") and int(t3) == RED_LEASE and int(t1) == 3600, (l1, l3)
     assert sid == KEA_ADDR
 
     # Each lease is a downstream host route to its client.
@@ -274,22 +277,23 @@ def test_dhcp_relay_sessions_routes_spoofing_release_and_expiry(env: Env):
     wait_until(lambda: f"{a2}/32" not in e.routes("blue"), 10, "client 2's route removed on RELEASE")
     assert f"{a1}/32" in e.routes("blue")
 
-    # A second red client renews its 6-second lease half way (unicast
+    # A second red client renews its short lease half way (unicast
     # REQUEST to the server, relayed): it outlives the first one's.
     a4 = e.client(MAC4, 100, "lease")[1]
     got4 = time.monotonic()
-    wait_until(lambda: time.monotonic() - got4 >= 3, 5, "half of the lease")
+    wait_until(lambda: time.monotonic() - got4 >= RED_LEASE / 2, RED_LEASE, "half of the lease")
     renewed = e.client(MAC4, 100, "renew", a4, KEA_ADDR)
     assert renewed[:2] == ["renewed", a4], renewed
 
     # Red's first lease runs out: its route goes without any message; the
     # renewed one stays.
-    wait_until(lambda: f"{a3}/32" not in e.routes("red"), 15, "the expired lease's route removed")
-    # Past the renewed lease's first term (6 s) it is still there.
-    wait_until(lambda: time.monotonic() - got4 >= 7, 10, "the renewed lease's first term to pass")
+    wait_until(lambda: f"{a3}/32" not in e.routes("red"), 2 * RED_LEASE, "the expired lease's route removed")
+    # Past the renewed lease's first term it is still there (its new end
+    # is half a lease later).
+    wait_until(lambda: time.monotonic() - got4 >= RED_LEASE + 1, 2 * RED_LEASE, "the renewed lease's first term to pass")
     assert e.routes("red") == {f"{a4}/32": f"~{MAC4}"}, "the renewal did not extend the session"
     # Then it too expires (not renewed again).
-    wait_until(lambda: not e.routes("red"), 15, "the renewed lease's route removed at its end")
+    wait_until(lambda: not e.routes("red"), 2 * RED_LEASE, "the renewed lease's route removed at its end")
     assert {s["mac"] for s in e.ctl_json("show", "sessions")} == {MAC1}
 
     # Kea stops: clients get nothing, no session appears without an ACK,
