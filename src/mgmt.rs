@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use anyhow::{anyhow, Context, Result};
+use control::config::fmt_mac;
 use control::config::{self, LoadError};
 use control::mgmt::{self, Names, Reply, Request};
 use control::neighbor::Neighbors;
@@ -388,7 +389,7 @@ impl Control {
             return;
         };
         let left = s.lease_end.saturating_duration_since(now).as_secs();
-        let e = control::journal::Entry::Up {
+        let e = control::journal::Entry::Up(control::journal::Saved {
             service: self
                 .names
                 .services
@@ -400,7 +401,7 @@ impl Control {
             vlan: s.vlan,
             address: s.address,
             lease_end: control::journal::unix_now() + left,
-        };
+        });
         if let Some(r) = self.relay.as_mut() {
             r.journal(&e, now);
         }
@@ -483,11 +484,7 @@ impl Control {
                 self.names.next_hops[id] = if next_hop.port == u16::MAX {
                     String::new()
                 } else {
-                    format!(
-                        "{}{}",
-                        control::sessions::NAME_PREFIX,
-                        fmt_mac(&next_hop.dst_mac)
-                    )
+                    control::sessions::next_hop_name(&next_hop.dst_mac)
                 };
             }
         }
@@ -1209,11 +1206,4 @@ impl Headers {
         }
         h
     }
-}
-
-fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }

@@ -167,10 +167,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
             "hdvrf: port {} = {} mac {}",
             p.name.get_ref(),
             name,
-            mac.iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":")
+            config::fmt_mac(mac)
         );
     }
     // The control thread is this one, on the main lcore (EAL pinned it

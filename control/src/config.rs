@@ -886,6 +886,14 @@ pub fn parse_prefix(s: &str) -> Result<(u32, u8), String> {
     Ok((addr, len))
 }
 
+/// A MAC address as `02:00:00:00:00:01`.
+pub fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// Parses a unicast MAC address, six hex bytes separated by `:` or `-`.
 pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
     let bad =

@@ -27,22 +27,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Entry {
-    Up {
-        service: String,
-        mac: String,
-        port: String,
-        vlan: u16,
-        address: Ipv4Addr,
-        lease_end: u64,
-    },
-    Down {
-        service: String,
-        mac: String,
-    },
+    Up(Saved),
+    Down { service: String, mac: String },
 }
 
 /// A session as the journal keeps it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Saved {
     pub service: String,
     pub mac: String,
@@ -92,29 +82,12 @@ impl Journal {
                         continue;
                     }
                     match serde_json::from_str::<Entry>(&line) {
-                        Ok(Entry::Up {
-                            service,
-                            mac,
-                            port,
-                            vlan,
-                            address,
-                            lease_end,
-                        }) => {
-                            let key = (service.clone(), mac.clone());
+                        Ok(Entry::Up(s)) => {
+                            let key = (s.service.clone(), s.mac.clone());
                             if !live.contains_key(&key) {
                                 order.push(key.clone());
                             }
-                            live.insert(
-                                key,
-                                Saved {
-                                    service,
-                                    mac,
-                                    port,
-                                    vlan,
-                                    address,
-                                    lease_end,
-                                },
-                            );
+                            live.insert(key, s);
                         }
                         Ok(Entry::Down { service, mac }) => {
                             live.remove(&(service, mac));
@@ -146,7 +119,9 @@ impl Journal {
         {
             let mut f = File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
             for s in &loaded.sessions {
-                writeln!(f, "{}", line_up(s)).map_err(|e| format!("{}: {e}", tmp.display()))?;
+                let line =
+                    serde_json::to_string(&Entry::Up(s.clone())).map_err(|e| e.to_string())?;
+                writeln!(f, "{line}").map_err(|e| format!("{}: {e}", tmp.display()))?;
             }
             f.sync_all()
                 .map_err(|e| format!("{}: {e}", tmp.display()))?;
@@ -176,31 +151,19 @@ impl Journal {
     }
 }
 
-fn line_up(s: &Saved) -> String {
-    serde_json::to_string(&Entry::Up {
-        service: s.service.clone(),
-        mac: s.mac.clone(),
-        port: s.port.clone(),
-        vlan: s.vlan,
-        address: s.address,
-        lease_end: s.lease_end,
-    })
-    .expect("plain data serialises")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn up(mac: &str, addr: [u8; 4], end: u64) -> Entry {
-        Entry::Up {
+        Entry::Up(Saved {
             service: "blue".into(),
             mac: mac.into(),
             port: "access0".into(),
             vlan: 0,
             address: addr.into(),
             lease_end: end,
-        }
+        })
     }
 
     #[test]

@@ -197,66 +197,49 @@ pub fn arp_request_of(frame: &[u8]) -> Option<(u16, ArpRepr)> {
     arp_of(frame).filter(|(_, a)| a.operation == ArpOperation::Request)
 }
 
-/// The reply to `req` from `our_mac` (RFC 826): to the asker, on its VLAN,
-/// padded to the Ethernet minimum.
+/// The reply to `req` from `our_mac` (RFC 826): to the asker, on its VLAN.
 pub fn arp_reply(req: &ArpRepr, vlan: u16, our_mac: [u8; 6]) -> Vec<u8> {
-    let mut f = vec![0u8; 60];
-    let l2 = if vlan != 0 { 18 } else { 14 };
-    {
-        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
-        EthernetRepr {
-            src_addr: EthernetAddress(our_mac),
-            dst_addr: req.source_hardware_addr,
-            ethertype: if vlan != 0 {
-                EtherType::VLAN
-            } else {
-                EtherType::ARP
-            },
-        }
-        .emit(&mut eth);
-    }
-    if vlan != 0 {
-        let mut tag = VlanTag::new_unchecked(&mut f[14..18]);
-        tag.set_tci(vlan & 0x0fff);
-        tag.set_ethertype(EtherType::ARP);
-    }
-    let mut arp = ArpPacket::new_unchecked(&mut f[l2..]);
-    req.reply(EthernetAddress(our_mac)).emit(&mut arp);
-    f
+    arp_frame(
+        req.source_hardware_addr,
+        our_mac,
+        vlan,
+        &req.reply(EthernetAddress(our_mac)),
+    )
 }
 
-/// A broadcast who-has for `e.address`, tell `e.our_address`, padded to
-/// the 60-byte Ethernet minimum.
+/// A broadcast who-has for `e.address`, tell `e.our_address`.
 fn request(e: &Neighbor) -> Vec<u8> {
-    let mut f = vec![0u8; 60];
-    let l2 = if e.vlan != 0 { 18 } else { 14 };
-    {
-        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
-        EthernetRepr {
-            src_addr: EthernetAddress(e.our_mac),
-            dst_addr: EthernetAddress([0xff; 6]),
-            ethertype: if e.vlan != 0 {
-                EtherType::VLAN
-            } else {
-                EtherType::ARP
-            },
-        }
-        .emit(&mut eth);
-    }
-    if e.vlan != 0 {
-        let mut tag = VlanTag::new_unchecked(&mut f[14..18]);
-        tag.set_tci(e.vlan & 0x0fff);
-        tag.set_ethertype(EtherType::ARP);
-    }
-    let mut arp = ArpPacket::new_unchecked(&mut f[l2..]);
-    ArpRepr {
+    let arp = ArpRepr {
         operation: ArpOperation::Request,
         source_hardware_addr: EthernetAddress(e.our_mac),
         source_protocol_addr: Ipv4Address(e.our_address.octets()),
         target_hardware_addr: EthernetAddress([0; 6]),
         target_protocol_addr: Ipv4Address(e.address.octets()),
+    };
+    arp_frame(EthernetAddress([0xff; 6]), e.our_mac, e.vlan, &arp)
+}
+
+/// Ethernet (802.1Q-tagged when `vlan` is not 0) around `arp`, padded to
+/// the 60-byte Ethernet minimum.
+fn arp_frame(dst: EthernetAddress, src: [u8; 6], vlan: u16, arp: &ArpRepr) -> Vec<u8> {
+    let mut f = vec![0u8; 60];
+    let l2 = if vlan != 0 { 18 } else { 14 };
+    EthernetRepr {
+        src_addr: EthernetAddress(src),
+        dst_addr: dst,
+        ethertype: if vlan != 0 {
+            EtherType::VLAN
+        } else {
+            EtherType::ARP
+        },
     }
-    .emit(&mut arp);
+    .emit(&mut EthernetFrame::new_unchecked(&mut f[..]));
+    if vlan != 0 {
+        let mut tag = VlanTag::new_unchecked(&mut f[14..18]);
+        tag.set_tci(vlan & 0x0fff);
+        tag.set_ethertype(EtherType::ARP);
+    }
+    arp.emit(&mut ArpPacket::new_unchecked(&mut f[l2..]));
     f
 }
 

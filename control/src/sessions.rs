@@ -38,18 +38,9 @@ pub struct Session {
     pub since: Instant,
 }
 
-impl Session {
-    /// The name its next hop goes by.
-    pub fn next_hop_name(&self) -> String {
-        format!(
-            "{NAME_PREFIX}{}",
-            self.mac
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":")
-        )
-    }
+/// The name a client's session next hop goes by.
+pub fn next_hop_name(mac: &[u8; 6]) -> String {
+    format!("{NAME_PREFIX}{}", crate::config::fmt_mac(mac))
 }
 
 /// What an ACK did.

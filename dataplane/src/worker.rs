@@ -76,17 +76,19 @@ fn hand_to_host(punted: &mut Burst, in_port: u16, queue: Option<&PuntQueue>) -> 
 }
 
 /// Sends up to a burst of the host path's frames on this worker's tx
-/// queues. Returns (sent, dropped); the dropped ones met a full ring and
-/// were freed (the kernel retransmits, ARP asks again).
+/// queues. Returns (sent, dropped); the dropped ones met a full ring (the
+/// kernel retransmits, ARP asks again) or named no port, and were freed.
 #[inline(never)]
 fn send_injected(q: &InjectQueue, tx: &[TxQueue], outs: &mut [Burst]) -> (u64, u64) {
+    let (mut sent, mut dropped) = (0, 0);
     for _ in 0..BURST_SIZE {
         let Some((port, m)) = q.pop() else { break };
-        if let Some(o) = outs.get_mut(usize::from(port)) {
-            let _ = o.push(m); // a burst's worth at most: always room
+        match outs.get_mut(usize::from(port)) {
+            // A burst's worth at most: always room.
+            Some(o) => dropped += u64::from(o.push(m).is_err()),
+            None => dropped += 1,
         }
     }
-    let (mut sent, mut dropped) = (0, 0);
     for (o, t) in outs.iter_mut().zip(tx) {
         if !o.is_empty() {
             let (s, d) = t.tx_or_drop(o);
