@@ -355,6 +355,11 @@ fn human(req: &Request, v: &Value) {
                 "vlan",
                 "lease left (s)",
                 "up (s)",
+                "up pkts",
+                "up bytes",
+                "down pkts",
+                "down bytes",
+                "spoofed",
             ],
             list(v)
                 .iter()
@@ -367,6 +372,11 @@ fn human(req: &Request, v: &Value) {
                         s(&x["vlan"]),
                         s(&x["lease_remaining_s"]),
                         s(&x["up_s"]),
+                        s(&x["up_packets"]),
+                        s(&x["up_bytes"]),
+                        s(&x["down_packets"]),
+                        s(&x["down_bytes"]),
+                        s(&x["spoofed_drops"]),
                     ]
                 })
                 .collect(),

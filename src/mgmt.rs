@@ -22,7 +22,7 @@ use dataplane::pipeline::{Outcome, OutcomeKind};
 use dataplane::tables::{LabelAction, PortRole, RouteTable, TableOp};
 use dataplane::trace::{TraceRecord, HEAD};
 use dataplane::wire::{self, EtherType, EthernetFrame, Ipv4Packet, VlanTag};
-use dataplane::{CoreSnapshot, Running};
+use dataplane::{CoreSnapshot, Running, SubscriberSnapshot};
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -48,6 +48,9 @@ pub struct Control {
     /// Per service (by name), what the configuration says of it beyond the
     /// tables: route distinguisher, targets, address server.
     vpn: HashMap<String, Value>,
+    /// A session's next hop's counters when the session came up: its
+    /// counts are what was added since (next hop ids are reused).
+    session_base: HashMap<u32, SubscriberSnapshot>,
 }
 
 /// How long a request's commit waits for the workers before it answers
@@ -82,6 +85,7 @@ impl Control {
             neighbors: Neighbors::default(),
             relay: None,
             vpn: HashMap::new(),
+            session_base: HashMap::new(),
         }
     }
 
@@ -224,6 +228,11 @@ impl Control {
         if crate::relay::ends_session(kind) {
             self.end_session(service, c.src_mac, "released", now);
         }
+        if let Some(r) = self.relay.as_mut() {
+            if !r.admits(service, c.src_mac, kind, now) {
+                return;
+            }
+        }
         let payload = match control::dhcp::to_server(
             &mut c.msg,
             std::net::Ipv4Addr::from(gw),
@@ -336,6 +345,13 @@ impl Control {
             now,
             &mut next,
         );
+        let id = relay.sessions.get(service, mac).map(|s| s.next_hop);
+        if what == control::sessions::Acked::Up {
+            if let Some(id) = id {
+                let base = self.running.subscriber(id).unwrap_or_default();
+                self.session_base.insert(id, base);
+            }
+        }
         if !self.publish_session_ops(&ops, now) {
             return false;
         }
@@ -360,6 +376,7 @@ impl Control {
             return;
         };
         if let Some((s, ops)) = relay.sessions.end(service, mac) {
+            self.session_base.remove(&s.next_hop);
             if self.publish_session_ops(&ops, now) {
                 self.journal_down(&s, now);
                 crate::run::say!("hdvrf: session down: {} {why}", s.address);
@@ -372,6 +389,7 @@ impl Control {
             return;
         };
         for (s, ops) in relay.sessions.expire(now) {
+            self.session_base.remove(&s.next_hop);
             if self.publish_session_ops(&ops, now) {
                 self.journal_down(&s, now);
                 crate::run::say!("hdvrf: session down: {} lease expired", s.address);
@@ -501,6 +519,13 @@ impl Control {
         Value::Array(
             list.into_iter()
                 .map(|s| {
+                    let c = self.running.subscriber(s.next_hop).map(|c| {
+                        c.since(
+                            self.session_base
+                                .get(&s.next_hop)
+                                .unwrap_or(&Default::default()),
+                        )
+                    });
                     json!({
                         "service": self.names.services.get(usize::from(s.service)),
                         "mac": fmt_mac(&s.mac),
@@ -509,6 +534,12 @@ impl Control {
                         "address": s.address.to_string(),
                         "lease_remaining_s": s.lease_end.saturating_duration_since(now).as_secs(),
                         "up_s": now.duration_since(s.since).as_secs(),
+                        // null: beyond the counted next hops.
+                        "up_packets": c.map(|c| c.up_packets),
+                        "up_bytes": c.map(|c| c.up_bytes),
+                        "down_packets": c.map(|c| c.down_packets),
+                        "down_bytes": c.map(|c| c.down_bytes),
+                        "spoofed_drops": c.map(|c| c.spoofed_drops),
                     })
                 })
                 .collect(),

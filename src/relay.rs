@@ -102,6 +102,8 @@ pub struct Relay {
     pub health: HashMap<SocketAddrV4, ServerHealth>,
     /// Where session changes are journalled (`control.session_journal`).
     pub journal: Option<control::journal::Journal>,
+    /// `control.max_sessions`: new clients beyond it are not relayed.
+    pub max_sessions: usize,
     throttle: Throttle,
 }
 
@@ -136,8 +138,39 @@ impl Relay {
             stats: RelayStats::default(),
             health: HashMap::new(),
             journal: None,
+            max_sessions: c.control.max_sessions() as usize,
             throttle: Throttle::default(),
         })
+    }
+
+    /// Whether a client's message may go to the server: a client without
+    /// a session asking for one (DISCOVER, REQUEST) is refused once
+    /// `max_sessions` are up, with one log line per interval.
+    pub fn admits(
+        &mut self,
+        service: u16,
+        mac: [u8; 6],
+        kind: Option<control::dhcp::Kind>,
+        now: Instant,
+    ) -> bool {
+        use control::dhcp::Kind;
+        if !matches!(kind, Some(Kind::Discover | Kind::Request))
+            || self.sessions.len() < self.max_sessions
+            || self.sessions.get(service, mac).is_some()
+        {
+            return true;
+        }
+        self.stats.drop("sessions_full");
+        self.log_error(
+            "full",
+            &format!(
+                "DHCP relay: {} sessions, the most control.max_sessions allows: new clients are not relayed (last: {})",
+                self.sessions.len(),
+                control::config::fmt_mac(&mac)
+            ),
+            now,
+        );
+        false
     }
 
     /// Relays a client's message of `service` to its server.

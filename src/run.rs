@@ -70,6 +70,9 @@ pub fn spec_for(loaded: &Loaded, eal_args: Vec<String>) -> DataplaneSpec {
             max_sleep_us: dp.idle_sleep_max_us,
         },
         latency_every: None,
+        // Configured next hops, then one per session (ids of ended
+        // sessions are reused).
+        subscribers: loaded.config.next_hops.len() + loaded.config.control.max_sessions() as usize,
     }
 }
 

@@ -86,6 +86,26 @@ pub struct ControlCfg {
     /// hdvrf rebuilds them (`control::journal`); unset: no journal.
     #[serde(default)]
     pub session_journal: Option<Spanned<String>>,
+    /// Subscriber sessions the relay admits; a new client beyond them is
+    /// not relayed. Each worker preallocates per-session counters for
+    /// this many. Default [`DEFAULT_MAX_SESSIONS`].
+    #[serde(default)]
+    pub max_sessions: Option<Spanned<i64>>,
+}
+
+/// Sessions admitted when `control.max_sessions` is not set.
+pub const DEFAULT_MAX_SESSIONS: u32 = 65_536;
+/// The most `control.max_sessions` may be: a 64-byte counter line each per
+/// worker, so 64 MiB per worker at this bound.
+pub const MAX_SESSIONS_LIMIT: u32 = 1 << 20;
+
+impl ControlCfg {
+    /// `max_sessions`, validated.
+    pub fn max_sessions(&self) -> u32 {
+        self.max_sessions
+            .as_ref()
+            .map_or(DEFAULT_MAX_SESSIONS, |m| *m.get_ref() as u32)
+    }
 }
 
 /// Where metrics are served when `control.metrics` is not set.
@@ -564,6 +584,15 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, LoadError> {
                     "{:?} is not ADDRESS:PORT (e.g. \"127.0.0.1:9469\")",
                     m.get_ref()
                 ),
+            );
+        }
+    }
+    if let Some(m) = &config.control.max_sessions {
+        if !(1..=i64::from(MAX_SESSIONS_LIMIT)).contains(m.get_ref()) {
+            err(
+                m.span(),
+                "control.max_sessions".into(),
+                format!("{} is out of range: 1 to {MAX_SESSIONS_LIMIT}", m.get_ref()),
             );
         }
     }
@@ -1949,6 +1978,7 @@ peer = "a"
             ("unknown service field", SPOKE_EXAMPLE.replace("anti_spoofing = true", "anti_spoof = true"), "", "service[0].anti_spoof", 49, "unknown field `anti_spoof`"),
             ("control socket path too long", format!("{SPOKE_EXAMPLE}\n[control]\nsocket = \"/run/{}.sock\"\n", "x".repeat(100)), "", "control.socket", 69, "110 bytes: a unix socket path holds at most 107"),
             ("bad metrics address", format!("{SPOKE_EXAMPLE}\n[control]\nmetrics = \"localhost\"\n"), "", "control.metrics", 69, "\"localhost\" is not ADDRESS:PORT"),
+            ("max sessions 0", format!("{SPOKE_EXAMPLE}\n[control]\nmax_sessions = 0\n"), "", "control.max_sessions", 69, "0 is out of range: 1 to 1048576"),
             ("unknown control field", format!("{SPOKE_EXAMPLE}\n[control]\nsock = \"/run/x.sock\"\n"), "", "control.sock", 69, "unknown field `sock`"),
             ("bad route distinguisher", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000\"\n"), "", "service[0].route_distinguisher", 48, "\"65000\" is not ADMIN:NUMBER"),
             ("duplicate route distinguisher", format!("{}\n[[service]]\nname = \"red\"\ngateway = \"10.1.0.1\"\nvpn_label = 1003\nroute_distinguisher = \"65000:1\"\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "service[1].route_distinguisher", 73, "65000:1 is also service[0]'s: each service needs its own"),

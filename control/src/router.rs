@@ -410,13 +410,7 @@ mod tests {
         // transport label outermost, VPN label at the bottom, uniform TTL.
         let inner = ipv4("10.0.0.10", "10.0.0.20", 64, b"hello");
         let (n, out) = run(&t, 0, &eth(MAC_ACCESS, MAC_A, 0x0800, &inner));
-        assert_eq!(
-            n,
-            Next {
-                outcome: Outcome::Upstream,
-                port: 1
-            }
-        );
+        assert_eq!((n.outcome, n.port), (Outcome::Upstream, 1));
         assert_eq!(out[0..6], MAC_HUB);
         assert_eq!(out[6..12], MAC_CORE);
         assert_eq!(out[12..14], [0x88, 0x47]);
@@ -439,13 +433,7 @@ mod tests {
             1,
             &mpls(&[lse(1000, false, 50), lse(1001, true, 50)], &reply),
         );
-        assert_eq!(
-            n,
-            Next {
-                outcome: Outcome::Downstream,
-                port: 0
-            }
-        );
+        assert_eq!((n.outcome, n.port), (Outcome::Downstream, 0));
         assert_eq!(out[0..6], MAC_B);
         assert_eq!(out[6..12], MAC_ACCESS);
         assert_eq!(out[12..16], [0x81, 0x00, 0, 100]);
@@ -460,13 +448,7 @@ mod tests {
             1,
             &mpls(&[lse(1002, false, 20), lse(9, true, 20)], &reply),
         );
-        assert_eq!(
-            n,
-            Next {
-                outcome: Outcome::LabelSwap,
-                port: 1
-            }
-        );
+        assert_eq!((n.outcome, n.port), (Outcome::LabelSwap, 1));
         assert_eq!(out[14..18], lse(555, false, 19));
         // A label outside what the file binds.
         let (n, _) = run(&t, 1, &mpls(&[lse(1003, true, 20)], &reply));
@@ -539,13 +521,7 @@ hub = [
             1,
             &mpls(&[lse(2000, false, 59), lse(2001, true, 59)], &p),
         );
-        assert_eq!(
-            n,
-            Next {
-                outcome: Outcome::HubToSpoke,
-                port: 1
-            }
-        );
+        assert_eq!((n.outcome, n.port), (Outcome::HubToSpoke, 1));
         assert_eq!(out[0..6], [0x02, 0xc0, 0, 0, 0, 1]);
         assert_eq!(
             out[14..18],
@@ -556,13 +532,7 @@ hub = [
         // To anything else: the uplink, unlabelled.
         let p = ipv4("10.0.0.10", "9.9.9.9", 60, b"y");
         let (n, out) = run(&t, 1, &mpls(&[lse(2001, true, 59)], &p));
-        assert_eq!(
-            n,
-            Next {
-                outcome: Outcome::HubToUplink,
-                port: 0
-            }
-        );
+        assert_eq!((n.outcome, n.port), (Outcome::HubToUplink, 0));
         assert_eq!(out[12..14], [0x08, 0x00]);
         // From the uplink toward a client: the return path.
         let p = ipv4("9.9.9.9", "10.0.0.20", 64, b"");
@@ -571,13 +541,7 @@ hub = [
             0,
             &eth(MAC_ACCESS, [0x02, 0xee, 0, 0, 0, 1], 0x0800, &p),
         );
-        assert_eq!(
-            n,
-            Next {
-                outcome: Outcome::HubToSpoke,
-                port: 1
-            }
-        );
+        assert_eq!((n.outcome, n.port), (Outcome::HubToSpoke, 1));
     }
 
     #[test]
@@ -627,24 +591,12 @@ action = "pop"
         assert_eq!(t.labels.get(22), Some(LabelAction::PopContinue));
         let p = ipv4("1.1.1.1", "2.2.2.2", 64, b"");
         let (n, out) = run(&t, 0, &mpls(&[lse(20, false, 9), lse(1001, true, 9)], &p));
-        assert_eq!(
-            n,
-            Next {
-                outcome: Outcome::LabelSwap,
-                port: 1
-            }
-        );
+        assert_eq!((n.outcome, n.port), (Outcome::LabelSwap, 1));
         assert_eq!(out[0..6], [0x02, 0, 0, 0, 0, 0x0e]);
         assert_eq!(out[6..12], MAC_CORE);
         assert_eq!(out[14..18], lse(1000, false, 8));
         let (n, out) = run(&t, 0, &mpls(&[lse(21, false, 9), lse(1001, true, 9)], &p));
-        assert_eq!(
-            n,
-            Next {
-                outcome: Outcome::LabelPop,
-                port: 1
-            }
-        );
+        assert_eq!((n.outcome, n.port), (Outcome::LabelPop, 1));
         assert_eq!(out[14..18], lse(1001, true, 8));
     }
 

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::pipeline::{Outcome, OutcomeKind};
+use crate::pipeline::{Outcome, OutcomeKind, SubscriberCount, COUNT_DOWN, COUNT_SPOOFED, COUNT_UP};
 
 /// One worker's counters, on a cache line of its own so that workers never
 /// share a line.
@@ -32,6 +32,8 @@ pub struct CoreCounters {
     pub empty_polls: AtomicU64,
     /// Router mode: how each packet ended, by [`Outcome`].
     pub outcomes: [AtomicU64; Outcome::COUNT],
+    /// Router mode: packets and bytes by subscriber.
+    pub subscribers: SubscriberCounters,
 }
 
 /// A point-in-time copy of [`CoreCounters`].
@@ -135,7 +137,110 @@ impl CoreSnapshot {
     }
 }
 
+/// One worker's counters by subscriber (next hop id), preallocated for a
+/// fixed number of next hops; a subscriber beyond them is not counted.
+/// Written by the worker only, like [`CoreCounters`].
+#[derive(Default, Debug)]
+pub struct SubscriberCounters {
+    slots: Box<[Slot]>,
+}
+
+/// A subscriber's counters on one worker, a cache line: packets and
+/// bytes upstream, downstream and dropped as spoofed (at the `COUNT_*`
+/// indexes), and two spare. One line per packet.
+#[repr(align(64))]
+#[derive(Default, Debug)]
+struct Slot([[AtomicU64; 2]; 4]);
+
+/// A subscriber's counts, summed over workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubscriberSnapshot {
+    pub up_packets: u64,
+    pub up_bytes: u64,
+    pub down_packets: u64,
+    pub down_bytes: u64,
+    pub spoofed_drops: u64,
+}
+
+impl SubscriberSnapshot {
+    /// What was counted since `base`.
+    pub fn since(&self, base: &SubscriberSnapshot) -> SubscriberSnapshot {
+        SubscriberSnapshot {
+            up_packets: self.up_packets.wrapping_sub(base.up_packets),
+            up_bytes: self.up_bytes.wrapping_sub(base.up_bytes),
+            down_packets: self.down_packets.wrapping_sub(base.down_packets),
+            down_bytes: self.down_bytes.wrapping_sub(base.down_bytes),
+            spoofed_drops: self.spoofed_drops.wrapping_sub(base.spoofed_drops),
+        }
+    }
+
+    /// Adds another worker's counts.
+    pub fn add(&mut self, o: &SubscriberSnapshot) {
+        self.up_packets += o.up_packets;
+        self.up_bytes += o.up_bytes;
+        self.down_packets += o.down_packets;
+        self.down_bytes += o.down_bytes;
+        self.spoofed_drops += o.spoofed_drops;
+    }
+}
+
+/// Adds `v` to a counter only this thread writes: a load and a store, no
+/// locked read-modify-write.
+#[inline(always)]
+fn bump(c: &AtomicU64, v: u64) {
+    c.store(c.load(Relaxed).wrapping_add(v), Relaxed);
+}
+
+impl SubscriberCounters {
+    /// Counters for next hops `0..slots`.
+    pub fn new(slots: usize) -> SubscriberCounters {
+        SubscriberCounters {
+            slots: (0..slots).map(|_| Slot::default()).collect(),
+        }
+    }
+
+    /// How many subscribers (next hop ids `0..slots`) are counted.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Subscriber `id`'s counts on this worker; `None` beyond the slots.
+    pub fn get(&self, id: u32) -> Option<SubscriberSnapshot> {
+        let Slot(c) = self.slots.get(id as usize)?;
+        let at = |i: u8| c[usize::from(i >> 1)][usize::from(i & 1)].load(Relaxed);
+        Some(SubscriberSnapshot {
+            up_packets: at(COUNT_UP),
+            up_bytes: at(COUNT_UP + 1),
+            down_packets: at(COUNT_DOWN),
+            down_bytes: at(COUNT_DOWN + 1),
+            spoofed_drops: at(COUNT_SPOOFED),
+        })
+    }
+}
+
+impl SubscriberCount for SubscriberCounters {
+    /// A subscriber beyond the slots ([`crate::pipeline::NO_SUBSCRIBER`]
+    /// among them) is not counted.
+    #[inline(always)]
+    fn count(&self, subscriber: u32, at: u8, bytes: u16) {
+        if let Some(Slot(c)) = self.slots.get(subscriber as usize) {
+            // Masked to the four pairs: no bounds check.
+            let [packets, octets] = &c[usize::from(at >> 1) & 3];
+            bump(packets, 1);
+            bump(octets, u64::from(bytes));
+        }
+    }
+}
+
 impl CoreCounters {
+    /// Counters for a worker that counts `subscribers` next hops.
+    pub fn with_subscribers(subscribers: usize) -> CoreCounters {
+        CoreCounters {
+            subscribers: SubscriberCounters::new(subscribers),
+            ..CoreCounters::default()
+        }
+    }
+
     pub fn snapshot(&self) -> CoreSnapshot {
         CoreSnapshot {
             rx_packets: self.rx_packets.load(Relaxed),

@@ -15,7 +15,7 @@ pub mod trace;
 pub mod wire;
 pub mod worker;
 
-pub use counters::{CoreCounters, CoreSnapshot};
+pub use counters::{CoreCounters, CoreSnapshot, SubscriberSnapshot};
 pub use forward::ForwardMode;
 pub use runtime::{
     DataplaneSpec, HostSpec, PortSpec, PublicationStats, Running, ShutdownReport, StartError,

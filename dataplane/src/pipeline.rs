@@ -136,6 +136,34 @@ outcomes! {
 /// path (the control thread) instead of a tx queue.
 pub const PUNT_PORT: u16 = u16::MAX - 1;
 
+/// No subscriber: beyond every counted next hop.
+pub const NO_SUBSCRIBER: u32 = u32::MAX;
+/// A subscriber's upstream packets (bytes at the next index).
+pub const COUNT_UP: u8 = 0;
+/// A subscriber's downstream packets.
+pub const COUNT_DOWN: u8 = 2;
+/// Packets a subscriber sent with a spoofed source.
+pub const COUNT_SPOOFED: u8 = 4;
+
+/// Where the pipeline counts packets against subscribers (next hops on
+/// access ports: sessions). It counts where it has the subscriber and the
+/// length at hand, so nothing more travels with each verdict: the
+/// source's next hop for upstream packets (when anti-spoofing looks it
+/// up), the sender's for spoofed ones (found by its port, VLAN and MAC),
+/// the destination's for downstream ones.
+pub trait SubscriberCount {
+    /// One packet of `bytes` (its IPv4 total length) for `subscriber`, in
+    /// the counters at `at` ([`COUNT_UP`], [`COUNT_DOWN`],
+    /// [`COUNT_SPOOFED`]).
+    fn count(&self, subscriber: u32, at: u8, bytes: u16);
+}
+
+/// Counts nothing.
+impl SubscriberCount for () {
+    #[inline(always)]
+    fn count(&self, _: u32, _: u8, _: u16) {}
+}
+
 /// The verdict for one packet: its outcome and, when forwarded, the port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Next {
@@ -222,8 +250,19 @@ fn parse_l2(d: &[u8]) -> Option<(u16, u16, usize)> {
 /// Processes one frame that arrived on `in_port` (a burst of one).
 #[inline]
 pub fn process<F: Frame>(t: &Tables, in_port: u16, f: &mut F) -> Next {
+    process_counted(t, in_port, f, &())
+}
+
+/// [`process`], counting subscribers' packets in `counts`.
+#[inline]
+pub fn process_counted<F: Frame, C: SubscriberCount>(
+    t: &Tables,
+    in_port: u16,
+    f: &mut F,
+    counts: &C,
+) -> Next {
     let mut next = [Next::end(Outcome::UnknownService)];
-    process_burst(t, in_port, std::slice::from_mut(f), &mut next);
+    process_burst(t, in_port, std::slice::from_mut(f), &mut next, counts);
     next[0]
 }
 
@@ -270,11 +309,12 @@ impl<F: Frame> Frame for &mut F {
 /// once per burst (a port's role does not change within one), as VPP
 /// hands a frame of packets to one graph node.
 #[inline]
-pub fn process_burst<B: FrameBurst + ?Sized>(
+pub fn process_burst<B: FrameBurst + ?Sized, C: SubscriberCount>(
     t: &Tables,
     in_port: u16,
     frames: &mut B,
     next: &mut [Next],
+    counts: &C,
 ) {
     let Some(pi) = t.ports.get(in_port as usize) else {
         next.fill(Next::end(Outcome::UnknownService));
@@ -283,12 +323,12 @@ pub fn process_burst<B: FrameBurst + ?Sized>(
     match (t.role, pi.role) {
         (Role::Spoke, PortRole::Access) => {
             for (i, n) in next.iter_mut().enumerate() {
-                *n = spoke_upstream(t, pi, in_port, &mut frames.frame(i));
+                *n = spoke_upstream(t, pi, in_port, &mut frames.frame(i), counts);
             }
         }
         (_, PortRole::Core) => {
             for (i, n) in next.iter_mut().enumerate() {
-                *n = core_input(t, pi, &mut frames.frame(i));
+                *n = core_input(t, pi, &mut frames.frame(i), counts);
             }
         }
         (Role::Hub, PortRole::Access) => {
@@ -311,6 +351,8 @@ struct Ip4 {
     fragment: bool,
     /// Header length, options included.
     hl: u8,
+    /// Total length.
+    len: u16,
 }
 
 impl Ip4 {
@@ -353,6 +395,7 @@ fn parse_ipv4(d: &[u8]) -> Result<Ip4, Outcome> {
         protocol: h[9],
         fragment: u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0,
         hl: hl as u8,
+        len: total as u16,
     })
 }
 
@@ -528,15 +571,21 @@ fn access_ingress<'t>(
 /// comes from the upstream table; the downstream table is only consulted
 /// to check the source.
 #[inline(always)]
-fn spoke_upstream<F: Frame>(t: &Tables, pi: &PortInfo, in_port: u16, f: &mut F) -> Next {
+fn spoke_upstream<F: Frame, C: SubscriberCount>(
+    t: &Tables,
+    pi: &PortInfo,
+    in_port: u16,
+    f: &mut F,
+    c: &C,
+) -> Next {
     let fast = match f.data().get(12..14) {
-        Some([0x08, 0x00]) => upstream_fast::<F, ETH_HDR>(t, pi, in_port, f),
-        Some([0x81, 0x00]) => upstream_fast::<F, { ETH_HDR + 4 }>(t, pi, in_port, f),
+        Some([0x08, 0x00]) => upstream_fast::<F, C, ETH_HDR>(t, pi, in_port, f, c),
+        Some([0x81, 0x00]) => upstream_fast::<F, C, { ETH_HDR + 4 }>(t, pi, in_port, f, c),
         _ => None,
     };
     match fast {
         Some(n) => n,
-        None => upstream_general(t, pi, in_port, f),
+        None => upstream_general(t, pi, in_port, f, c),
     }
 }
 
@@ -548,11 +597,12 @@ fn spoke_upstream<F: Frame>(t: &Tables, pi: &PortInfo, in_port: u16, f: &mut F) 
 /// any other packet: [`upstream_general`] then decides, so both paths
 /// always agree (a property test holds them to it).
 #[inline(always)]
-fn upstream_fast<F: Frame, const L3: usize>(
+fn upstream_fast<F: Frame, C: SubscriberCount, const L3: usize>(
     t: &Tables,
     pi: &PortInfo,
     in_port: u16,
     f: &mut F,
+    c: &C,
 ) -> Option<Next> {
     let d = f.data();
     // Ethernet, an optional tag, IPv4, the UDP ports: 42 bytes at most.
@@ -579,12 +629,15 @@ fn upstream_fast<F: Frame, const L3: usize>(
     if ip[9] == UDP && unfragmented && h[L3 + 22..L3 + 24] == DHCP_SERVER_PORT.to_be_bytes() {
         return None;
     }
+    let mut subscriber = NO_SUBSCRIBER;
     if svc.anti_spoofing {
-        let a = t.adjacency(svc.downstream.lookup(src))?;
+        subscriber = svc.downstream.lookup(src);
+        let a = t.adjacency(subscriber)?;
         if a.port != in_port || a.vlan != vlan || h[6..12] != a.dst_mac()[..] {
             return None;
         }
     }
+    let bytes = u16::from_be_bytes([ip[2], ip[3]]);
     let a = t.adjacency(svc.upstream.lookup(dst))?;
     if !a.usable || a.n_labels == 0 {
         return None;
@@ -612,12 +665,19 @@ fn upstream_fast<F: Frame, const L3: usize>(
         return Some(Next::end(Outcome::NoHeadroom));
     };
     write_header(h, a, encap);
+    c.count(subscriber, COUNT_UP, bytes);
     Some(Next::tx(Outcome::Upstream, a.port))
 }
 
 /// Every upstream packet the fast path leaves: the checks one by one,
 /// each with its outcome.
-fn upstream_general<F: Frame>(t: &Tables, pi: &PortInfo, in_port: u16, f: &mut F) -> Next {
+fn upstream_general<F: Frame, C: SubscriberCount>(
+    t: &Tables,
+    pi: &PortInfo,
+    in_port: u16,
+    f: &mut F,
+    c: &C,
+) -> Next {
     let d = f.data();
     let (svc, vlan, l3, ip) = match access_ingress(t, pi, d) {
         Ok(x) => x,
@@ -632,12 +692,18 @@ fn upstream_general<F: Frame>(t: &Tables, pi: &PortInfo, in_port: u16, f: &mut F
     if ip.ttl <= 1 {
         return Next::end(Outcome::TtlExpired);
     }
+    let mut subscriber = NO_SUBSCRIBER;
     if svc.anti_spoofing {
-        let ok = match (t.adjacency(svc.downstream.lookup(ip.src)), d.get(6..12)) {
-            (Some(a), Some(mac)) => a.port == in_port && a.vlan == vlan && mac == a.dst_mac(),
+        subscriber = svc.downstream.lookup(ip.src);
+        let mac = d.get(6..12).unwrap_or_default();
+        let ok = match t.adjacency(subscriber) {
+            Some(a) => a.port == in_port && a.vlan == vlan && mac == a.dst_mac(),
             _ => false,
         };
         if !ok {
+            // Counted against the client that sent it, if it has a session.
+            let sender = t.client(in_port, vlan, mac).unwrap_or(NO_SUBSCRIBER);
+            c.count(sender, COUNT_SPOOFED, ip.len);
             return Next::end(Outcome::Spoofed);
         }
     }
@@ -659,15 +725,16 @@ fn upstream_general<F: Frame>(t: &Tables, pi: &PortInfo, in_port: u16, f: &mut F
     if !rewrite(f, l3, a, encap, Some(new_ttl)) {
         return Next::end(Outcome::NoHeadroom);
     }
+    c.count(subscriber, COUNT_UP, ip.len);
     Next::tx(Outcome::Upstream, a.port)
 }
 
 /// Core port in: MPLS label processing (also ARP and packets for us).
 #[inline(always)]
-fn core_input<F: Frame>(t: &Tables, pi: &PortInfo, f: &mut F) -> Next {
-    match core_fast(t, f) {
+fn core_input<F: Frame, C: SubscriberCount>(t: &Tables, pi: &PortInfo, f: &mut F, c: &C) -> Next {
+    match core_fast(t, f, c) {
         Some(n) => n,
-        None => core_general(t, pi, f),
+        None => core_general(t, pi, f, c),
     }
 }
 
@@ -678,7 +745,7 @@ fn core_input<F: Frame>(t: &Tables, pi: &PortInfo, f: &mut F) -> Next {
 /// other packet, which [`core_general`] decides, so both paths always
 /// agree (a property test holds them to it).
 #[inline(always)]
-fn core_fast<F: Frame>(t: &Tables, f: &mut F) -> Option<Next> {
+fn core_fast<F: Frame, C: SubscriberCount>(t: &Tables, f: &mut F, c: &C) -> Option<Next> {
     let d = f.data();
     let h = d.first_chunk::<22>()?;
     if h[12..14] != ETHERTYPE_MPLS.to_be_bytes() {
@@ -713,7 +780,9 @@ fn core_fast<F: Frame>(t: &Tables, f: &mut F) -> Option<Next> {
                 TtlMode::Uniform => label_ttl.min(ip[8]),
                 TtlMode::Pipe => ip[8],
             };
-            let a = t.adjacency(svc.downstream.lookup(be32(ip, 16)))?;
+            let subscriber = svc.downstream.lookup(be32(ip, 16));
+            let bytes = u16::from_be_bytes([ip[2], ip[3]]);
+            let a = t.adjacency(subscriber)?;
             if ttl <= 1 || !a.to_access || a.n_labels != 0 {
                 return None;
             }
@@ -729,6 +798,7 @@ fn core_fast<F: Frame>(t: &Tables, f: &mut F) -> Option<Next> {
                 18
             };
             f.shift_front(22 - l2);
+            c.count(subscriber, COUNT_DOWN, bytes);
             Some(Next::tx(Outcome::Downstream, a.port))
         }
         _ => None,
@@ -737,7 +807,7 @@ fn core_fast<F: Frame>(t: &Tables, f: &mut F) -> Option<Next> {
 
 /// Every core packet the fast path leaves: the label stack walked entry
 /// by entry, each error with its outcome.
-fn core_general<F: Frame>(t: &Tables, pi: &PortInfo, f: &mut F) -> Next {
+fn core_general<F: Frame, C: SubscriberCount>(t: &Tables, pi: &PortInfo, f: &mut F, c: &C) -> Next {
     let d = f.data();
     let Some((_vlan, et, l2)) = parse_l2(d) else {
         return Next::end(Outcome::Runt);
@@ -775,10 +845,10 @@ fn core_general<F: Frame>(t: &Tables, pi: &PortInfo, f: &mut F) -> Next {
                 off += 4;
             }
             LabelAction::PopDownstream { service } => {
-                return vpn_pop(t, f, off, lse, ttl, service, Direction::Downstream);
+                return vpn_pop(t, f, off, lse, ttl, service, Direction::Downstream, c);
             }
             LabelAction::PopHub { service } => {
-                return vpn_pop(t, f, off, lse, ttl, service, Direction::Hub);
+                return vpn_pop(t, f, off, lse, ttl, service, Direction::Hub, c);
             }
             LabelAction::Swap { label, next_hop } => {
                 if ttl <= 1 {
@@ -845,7 +915,8 @@ enum Direction {
 /// Pops a VPN label (bottom of stack at `off`) and routes the IPv4 packet
 /// beneath in the service's downstream (spoke) or hub table.
 #[inline(always)]
-fn vpn_pop<F: Frame>(
+#[allow(clippy::too_many_arguments)]
+fn vpn_pop<F: Frame, C: SubscriberCount>(
     t: &Tables,
     f: &mut F,
     off: usize,
@@ -853,6 +924,7 @@ fn vpn_pop<F: Frame>(
     lse_ttl: u8,
     service: u16,
     dir: Direction,
+    c: &C,
 ) -> Next {
     if !lse.bos() {
         return Next::end(Outcome::MplsStack);
@@ -876,7 +948,8 @@ fn vpn_pop<F: Frame>(
     let new_ttl = ttl_in - 1;
     match dir {
         Direction::Downstream => {
-            let Some(a) = t.adjacency(svc.downstream.lookup(ip.dst)) else {
+            let subscriber = svc.downstream.lookup(ip.dst);
+            let Some(a) = t.adjacency(subscriber) else {
                 return Next::end(Outcome::NoRoute);
             };
             if a.unresolved {
@@ -888,6 +961,7 @@ fn vpn_pop<F: Frame>(
             if !rewrite(f, l3, a, Encap::L2Own, Some(new_ttl)) {
                 return Next::end(Outcome::NoHeadroom);
             }
+            c.count(subscriber, COUNT_DOWN, ip.len);
             Next::tx(Outcome::Downstream, a.port)
         }
         Direction::Hub => {
@@ -1085,6 +1159,24 @@ mod tests {
         (n, f.data().to_vec())
     }
 
+    /// Subscriber counts as the pipeline made them.
+    #[derive(Default)]
+    struct Recorder(std::cell::RefCell<Vec<(u32, u8, u16)>>);
+
+    impl SubscriberCount for Recorder {
+        fn count(&self, subscriber: u32, at: u8, bytes: u16) {
+            self.0.borrow_mut().push((subscriber, at, bytes));
+        }
+    }
+
+    /// [`run`], with the subscriber counts it made.
+    fn counted(t: &Tables, port: u16, bytes: &[u8]) -> (Next, Vec<(u32, u8, u16)>) {
+        let mut f = VecFrame::new(bytes);
+        let r = Recorder::default();
+        let n = process_counted(t, port, &mut f, &r);
+        (n, r.0.into_inner())
+    }
+
     /// Checks an IPv4 header with a decoder independent of ours
     /// (etherparse): checksum and TTL.
     fn assert_ip(h: &[u8], ttl: u8) {
@@ -1102,13 +1194,7 @@ mod tests {
         let t = spoke(TtlMode::Uniform);
         let inner = ipv4("10.0.0.10", "10.0.0.20", 64, 9, b"hello");
         let (n, out) = run(&t, 0, &eth(MAC_ACCESS, MAC_A, 0, 0x0800, &inner));
-        assert_eq!(
-            n,
-            Next {
-                outcome: Outcome::Upstream,
-                port: 1
-            }
-        );
+        assert_eq!((n.outcome, n.port), (Outcome::Upstream, 1));
         assert_eq!(out[0..6], MAC_HUB);
         assert_eq!(out[6..12], MAC_CORE);
         assert_eq!(out[12..14], [0x88, 0x47]);
@@ -1192,9 +1278,11 @@ mod tests {
         ]);
         let (n, out) = run(&t, 0, &up);
         assert_eq!(n, Next::tx(Outcome::Upstream, 1));
+        assert_eq!(counted(&t, 0, &up).1, [(1, COUNT_UP, 29)]);
         assert_eq!(out[..6], learnt);
         let (n, out) = run(&t, 1, &down);
         assert_eq!(n, Next::tx(Outcome::Downstream, 0));
+        assert_eq!(counted(&t, 1, &down).1, [(1, COUNT_DOWN, 29)]);
         assert_eq!(out[..6], client);
         // A next hop that does not exist is still a bad next hop.
         assert_eq!(
@@ -1209,26 +1297,83 @@ mod tests {
     #[test]
     fn spoofed_sources_are_dropped() {
         let t = spoke(TtlMode::Uniform);
-        // B's address from A's MAC, port and VLAN.
+        // Each drop is counted against the client that sent it (next hop
+        // 1 is A's, on port 0 untagged), when it has a session.
+        let spoofed = |sender| {
+            (
+                Next::end(Outcome::Spoofed),
+                vec![(sender, COUNT_SPOOFED, 28)],
+            )
+        };
+        // B's address from A's MAC, port and VLAN: A's drop.
         let p = ipv4("10.0.0.20", "1.1.1.1", 64, 9, b"");
         assert_eq!(
-            run(&t, 0, &eth(MAC_ACCESS, MAC_A, 0, 0x0800, &p)).0.outcome,
-            Outcome::Spoofed
+            counted(&t, 0, &eth(MAC_ACCESS, MAC_A, 0, 0x0800, &p)),
+            spoofed(1)
         );
-        // A's address on B's VLAN.
+        // A's address on B's VLAN, where A has no session.
         let p = ipv4("10.0.0.10", "1.1.1.1", 64, 9, b"");
         assert_eq!(
-            run(&t, 0, &eth(MAC_ACCESS, MAC_A, 100, 0x0800, &p))
-                .0
-                .outcome,
-            Outcome::Spoofed
+            counted(&t, 0, &eth(MAC_ACCESS, MAC_A, 100, 0x0800, &p)),
+            spoofed(NO_SUBSCRIBER)
         );
-        // An address with no session.
+        // An address with no session, from A.
         let p = ipv4("10.0.0.99", "1.1.1.1", 64, 9, b"");
         assert_eq!(
-            run(&t, 0, &eth(MAC_ACCESS, MAC_A, 0, 0x0800, &p)).0.outcome,
-            Outcome::Spoofed
+            counted(&t, 0, &eth(MAC_ACCESS, MAC_A, 0, 0x0800, &p)),
+            spoofed(1)
         );
+        // A's address from a MAC with no session.
+        let p = ipv4("10.0.0.10", "1.1.1.1", 64, 9, b"");
+        let stranger = [0x02, 0x99, 0, 0, 0, 1];
+        assert_eq!(
+            counted(&t, 0, &eth(MAC_ACCESS, stranger, 0, 0x0800, &p)),
+            spoofed(NO_SUBSCRIBER)
+        );
+    }
+
+    #[test]
+    fn subscribers_follow_their_next_hops() {
+        use crate::tables::{TableOp, UNRESOLVED_MAC};
+        let mut t = spoke(TtlMode::Uniform);
+        let from_a = eth(
+            MAC_ACCESS,
+            MAC_A,
+            0,
+            0x0800,
+            &ipv4("10.0.0.99", "1.1.1.1", 64, 9, b""),
+        );
+        assert_eq!(counted(&t, 0, &from_a).1[0].0, 1);
+        // A's next hop moves to B's VLAN: the old key no longer names it.
+        t.apply(&[TableOp::SetNextHop {
+            id: 1,
+            next_hop: nh(0, 100, MAC_A, &[]),
+        }]);
+        assert!(t.rejected().is_empty());
+        assert_eq!(counted(&t, 0, &from_a).1[0].0, NO_SUBSCRIBER);
+        assert_eq!(t.client(0, 100, &MAC_A), Some(1));
+        // A new next hop for the same client takes the key over; a next
+        // hop toward the core is no client.
+        t.apply(&[
+            TableOp::SetNextHop {
+                id: 5,
+                next_hop: nh(0, 100, MAC_A, &[]),
+            },
+            TableOp::SetNextHop {
+                id: 6,
+                next_hop: nh(1, 0, [0x02, 0x55, 0, 0, 0, 1], &[]),
+            },
+        ]);
+        assert!(t.rejected().is_empty());
+        assert_eq!(t.client(0, 100, &MAC_A), Some(5));
+        assert_eq!(t.client(1, 0, &[0x02, 0x55, 0, 0, 0, 1]), None);
+        // Retiring it drops the key; the older next hop does not get it
+        // back (the map keeps one per client, the latest).
+        t.apply(&[TableOp::SetNextHop {
+            id: 5,
+            next_hop: nh(u16::MAX, 0, UNRESOLVED_MAC, &[]),
+        }]);
+        assert_eq!(t.client(0, 100, &MAC_A), None);
     }
 
     #[test]
@@ -1267,13 +1412,7 @@ mod tests {
             1,
             &mpls(&[lse(1000, false, 50), lse(1001, true, 50)], &inner),
         );
-        assert_eq!(
-            n,
-            Next {
-                outcome: Outcome::Downstream,
-                port: 0
-            }
-        );
+        assert_eq!((n.outcome, n.port), (Outcome::Downstream, 0));
         assert_eq!(out[0..6], MAC_B);
         assert_eq!(out[6..12], MAC_ACCESS);
         assert_eq!(out[12..16], [0x81, 0x00, 0, 100]);
@@ -1336,13 +1475,7 @@ mod tests {
             1,
             &mpls(&[lse(1002, false, 20), lse(9, true, 20)], &inner),
         );
-        assert_eq!(
-            n,
-            Next {
-                outcome: Outcome::LabelSwap,
-                port: 1
-            }
-        );
+        assert_eq!((n.outcome, n.port), (Outcome::LabelSwap, 1));
         assert_eq!(out[0..6], MAC_HUB);
         assert_eq!(out[14..18], lse(555, false, 19));
         assert_eq!(out[18..22], lse(9, true, 20));
@@ -1366,13 +1499,7 @@ mod tests {
         t.role = Role::Hub;
         let to_b = ipv4("10.0.0.10", "10.0.0.20", 60, 9, b"y");
         let (n, out) = run(&t, 1, &mpls(&[lse(1003, true, 59)], &to_b));
-        assert_eq!(
-            n,
-            Next {
-                outcome: Outcome::HubToSpoke,
-                port: 1
-            }
-        );
+        assert_eq!((n.outcome, n.port), (Outcome::HubToSpoke, 1));
         assert_eq!(out[14..18], (200u32 << 12 | 5 << 9 | 58).to_be_bytes());
         assert_eq!(
             out[18..22],
@@ -1381,13 +1508,7 @@ mod tests {
         assert_ip(&out[22..], 58);
         let out_bound = ipv4("10.0.0.10", "9.9.9.9", 60, 9, b"y");
         let (n, out) = run(&t, 1, &mpls(&[lse(1003, true, 59)], &out_bound));
-        assert_eq!(
-            n,
-            Next {
-                outcome: Outcome::HubToUplink,
-                port: 0
-            }
-        );
+        assert_eq!((n.outcome, n.port), (Outcome::HubToUplink, 0));
         assert_eq!(out[12..14], [0x08, 0x00]);
         assert_ip(&out[14..], 58);
         // Uplink in: plain IPv4 toward a client goes back to its spoke.
@@ -1489,15 +1610,19 @@ mod tests {
             }
             bytes.truncate(bytes.len().min(cut.max(1) + 20));
             let (n_all, out_all) = run(t, port, &bytes);
+            let (_, counts_all) = counted(t, port, &bytes);
             let mut g = VecFrame::new(&bytes);
             let pi = &t.ports[usize::from(port)];
+            let r = Recorder::default();
             let n_gen = if pi.role == PortRole::Access {
-                upstream_general(t, pi, port, &mut g)
+                upstream_general(t, pi, port, &mut g, &r)
             } else {
-                core_general(t, pi, &mut g)
+                core_general(t, pi, &mut g, &r)
             };
             prop_assert_eq!(n_all, n_gen);
             prop_assert_eq!(out_all, g.data().to_vec());
+            // The same subscriber counted the same way.
+            prop_assert_eq!(counts_all, r.0.into_inner());
         }
 
         /// The checksum shortcuts against the RFC 1071 reference: the

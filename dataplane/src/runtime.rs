@@ -18,7 +18,7 @@ use crate::trace::Trace;
 
 use hdrhistogram::Histogram;
 
-use crate::counters::{CoreCounters, CoreSnapshot};
+use crate::counters::{CoreCounters, CoreSnapshot, SubscriberSnapshot};
 use crate::dpdk::{
     DpdkError, Eal, LinkState, Mempool, Port, PortConfig, PortStats, BURST_SIZE, SOCKET_ID_ANY,
 };
@@ -69,6 +69,9 @@ pub struct DataplaneSpec {
     pub idle: IdlePolicy,
     /// Record per-burst latency on one burst in this many (power of two).
     pub latency_every: Option<u32>,
+    /// Router mode: next hops (ids `0..subscribers`) whose packets and
+    /// bytes each worker counts, preallocated.
+    pub subscribers: usize,
 }
 
 /// Why the data plane could not start. `port` indexes `DataplaneSpec::ports`
@@ -350,7 +353,7 @@ impl Running {
                         .expect("one tx queue per worker per port")
                 })
                 .collect();
-            let counters = Arc::new(CoreCounters::default());
+            let counters = Arc::new(CoreCounters::with_subscribers(spec.subscribers));
             let latency = spec.latency_every.map(|every| {
                 let h = Histogram::new_with_bounds(1, 1 << 40, 3).expect("valid bounds");
                 (h, every.next_power_of_two())
@@ -414,6 +417,16 @@ impl Running {
             .iter()
             .map(|(l, c)| (*l, c.snapshot()))
             .collect()
+    }
+
+    /// Subscriber (next hop) `id`'s counts summed over the workers;
+    /// `None` if it is beyond the counted ones.
+    pub fn subscriber(&self, id: u32) -> Option<SubscriberSnapshot> {
+        let mut sum = SubscriberSnapshot::default();
+        for (_, c) in &self.workers {
+            sum.add(&c.subscribers.get(id)?);
+        }
+        Some(sum)
     }
 
     pub fn port_stats(&self) -> Vec<(String, PortStats, LinkState)> {
@@ -598,6 +611,7 @@ mod tests {
             tx_desc: 1024,
             idle: IdlePolicy { max_sleep_us: 0 },
             latency_every: None,
+            subscribers: 0,
         };
         let n = default_pool_size(&spec, &[0, 1], 256);
         assert_eq!((n + 1).count_ones(), 1);

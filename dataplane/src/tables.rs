@@ -485,6 +485,10 @@ pub struct Tables {
     /// `next_hops[i]` as the fast path uses it; rebuilt whenever a next
     /// hop or a port MAC changes.
     adjacencies: Vec<Adjacency>,
+    /// Next hops on access ports by (port, VLAN, MAC): the subscriber a
+    /// client's packets are counted against when their source fails
+    /// anti-spoofing. Two next hops for the same client: the latest set.
+    clients: HashMap<(u16, u16, [u8; 6]), u32>,
     /// Ops of the last batch that could not be applied (unknown service
     /// or next hop, table full, no such route), for the writer to report.
     rejected: Vec<(TableOp, String)>,
@@ -505,10 +509,41 @@ impl Tables {
             labels,
             next_hops,
             adjacencies: Vec::new(),
+            clients: HashMap::new(),
             rejected: Vec::new(),
         };
         t.rebuild_adjacencies();
+        for id in 0..t.next_hops.len() {
+            t.index_client(id as u32, None);
+        }
         t
+    }
+
+    /// A next hop's key in [`Tables::clients`], if it leads to a client.
+    fn client_key(nh: &NextHop) -> Option<(u16, u16, [u8; 6])> {
+        (nh.n_labels == 0 && nh.port != u16::MAX && nh.dst_mac != UNRESOLVED_MAC)
+            .then_some((nh.port, nh.vlan, nh.dst_mac))
+    }
+
+    /// Keeps [`Tables::clients`] in step with next hop `id`, which was
+    /// `old` before.
+    fn index_client(&mut self, id: u32, old: Option<NextHop>) {
+        if let Some(k) = old.as_ref().and_then(Tables::client_key) {
+            if self.clients.get(&k) == Some(&id) {
+                self.clients.remove(&k);
+            }
+        }
+        if let Some(k) = self.next_hops.get(id as usize).and_then(Tables::client_key) {
+            if self.ports.get(usize::from(k.0)).map(|p| p.role) == Some(PortRole::Access) {
+                self.clients.insert(k, id);
+            }
+        }
+    }
+
+    /// The next hop of the client at (port, VLAN, MAC), if there is one.
+    pub fn client(&self, port: u16, vlan: u16, mac: &[u8]) -> Option<u32> {
+        let mac: [u8; 6] = mac.try_into().ok()?;
+        self.clients.get(&(port, vlan, mac)).copied()
     }
 
     fn rebuild_adjacencies(&mut self) {
@@ -529,6 +564,7 @@ impl Tables {
             labels: self.labels.clone(),
             next_hops: self.next_hops.clone(),
             adjacencies: self.adjacencies.clone(),
+            clients: self.clients.clone(),
             rejected: Vec::new(),
         }
     }
@@ -646,20 +682,24 @@ impl Tables {
                     .next_hops
                     .get_mut(next_hop as usize)
                     .ok_or_else(|| format!("no next hop {next_hop}"))?;
+                let old = *nh;
                 nh.dst_mac = mac;
                 let nh = *nh;
                 self.adjacencies[next_hop as usize] = Adjacency::new(&nh, &self.ports);
+                self.index_client(next_hop, Some(old));
             }
             TableOp::SetNextHop { id, next_hop } => {
                 let adj = Adjacency::new(&next_hop, &self.ports);
                 match (id as usize).cmp(&self.next_hops.len()) {
                     std::cmp::Ordering::Less => {
-                        self.next_hops[id as usize] = next_hop;
+                        let old = std::mem::replace(&mut self.next_hops[id as usize], next_hop);
                         self.adjacencies[id as usize] = adj;
+                        self.index_client(id, Some(old));
                     }
                     std::cmp::Ordering::Equal if id < NO_ROUTE => {
                         self.next_hops.push(next_hop);
                         self.adjacencies.push(adj);
+                        self.index_client(id, None);
                     }
                     _ => {
                         return Err(format!(

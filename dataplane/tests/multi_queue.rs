@@ -40,6 +40,7 @@ fn every_rx_queue_is_polled_and_forwarded() {
         tx_desc: 256,
         idle: IdlePolicy { max_sleep_us: 0 },
         latency_every: None,
+        subscribers: 0,
     };
     let running = Running::start(&spec, None).expect("data plane starts");
     let enough = wait_until(Duration::from_secs(30), || {

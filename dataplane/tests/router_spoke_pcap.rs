@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use dataplane::pipeline::Outcome;
 use dataplane::topology::{self, Path};
-use dataplane::{ForwardMode, Running};
+use dataplane::{ForwardMode, Running, SubscriberSnapshot};
 use etherparse::{Ipv4HeaderSlice, SlicedPacket};
 
 const CLIENTS: u32 = 64;
@@ -59,12 +59,52 @@ fn spoke_upstream_and_downstream_golden() {
         ForwardMode::Router,
     );
     let tables = topology::tables(Path::Upstream, CLIENTS).unwrap();
+    // Each client's session next hop, as its host route names it.
+    let subscriber: Vec<u32> = (0..CLIENTS)
+        .map(|c| {
+            tables.services[0]
+                .downstream
+                .lookup(topology::client_addr(c))
+        })
+        .collect();
+    // What each client should be counted: packets and IPv4 bytes (decoded
+    // by etherparse) each way, found by the frames' addresses.
+    let mut want = vec![SubscriberSnapshot::default(); CLIENTS as usize];
+    let client_of = |a: [u8; 4]| (u32::from_be_bytes(a) - topology::client_addr(0)) as usize;
+    for f in &up {
+        let h = Ipv4HeaderSlice::from_slice(&f[14..]).unwrap();
+        let w = &mut want[client_of(h.source())];
+        w.up_packets += 1;
+        w.up_bytes += u64::from(h.total_len());
+    }
+    for f in &down {
+        let h = Ipv4HeaderSlice::from_slice(&f[22..]).unwrap();
+        let w = &mut want[client_of(h.destination())];
+        w.down_packets += 1;
+        w.down_bytes += u64::from(h.total_len());
+    }
+    // The spoofed frame came from client 5's MAC.
+    want[5].spoofed_drops = 1;
     let running = Running::start(&spec, Some(tables)).expect("data plane starts");
     let macs: Vec<[u8; 6]> = running.port_macs().into_iter().map(|(_, m)| m).collect();
     let total_in = (up_in.len() + down_in.len()) as u64;
     let done = wait_until(Duration::from_secs(30), || {
         total(&running).rx_packets >= total_in
     });
+    let counted = |r: &Running| -> Vec<SubscriberSnapshot> {
+        subscriber
+            .iter()
+            .map(|&id| r.subscriber(id).expect("within the counted next hops"))
+            .collect()
+    };
+    // The workers' counter stores are relaxed: wait for them to show.
+    wait_until(Duration::from_secs(5), || counted(&running) == want);
+    assert_eq!(counted(&running), want, "per-subscriber counters");
+    assert_eq!(
+        running.subscriber(spec.subscribers as u32),
+        None,
+        "next hops beyond the preallocated ones are not counted"
+    );
     let report = running.shutdown();
     assert!(done, "not all packets arrived");
     assert_eq!(report.mbufs_missing, 0);

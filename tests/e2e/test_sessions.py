@@ -2,7 +2,7 @@
 
     netns A (clients)         netns R (hdvrf)                     netns K (Kea)
     [tap] <--fd--> access0 (untagged: blue, VLAN 100: red)
-                   core0 = net_null (the hub side is not needed here)
+                   core0 <--fd--> [tap] netns C (labelled frames from "the hub")
                    relay sockets on 10.0.0.1:67 and 10.1.0.1:67 (on lo)
                    rk: 192.0.2.254/24  <--veth-->  kk: 192.0.2.50/24, kea-dhcp4
 
@@ -10,7 +10,9 @@ Two clients on the untagged port and one on VLAN 100 (scapy DHCP clients
 with their own MACs) get leases from Kea through the relay; their host
 routes appear in the downstream tables; the gateway answers ARP; a packet
 with another client's source is dropped and counted; RELEASE removes the
-route; red's 10-second lease expires and its route goes too.
+route; red's 10-second lease expires and its route goes too. Each
+session counts its own packets and bytes each way and the spoofed packets
+its client sent.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import itertools
 import json
 import os
 import shutil
+import struct
 import time
 from pathlib import Path
 
@@ -51,7 +54,7 @@ RED_LEASE = 10
 _seq = itertools.count()
 
 
-def hdvrf_config(path: Path, if_a: str, sock: Path, journal: Path) -> None:
+def hdvrf_config(path: Path, if_a: str, if_c: str, sock: Path, journal: Path) -> None:
     path.write_text(
         f"""[dataplane]
 main_lcore = 0
@@ -66,6 +69,7 @@ stats_interval_ms = 0
 socket = "{sock}"
 metrics = "127.0.0.1:9469"
 session_journal = "{journal}"
+max_sessions = 3
 
 [router]
 role = "spoke"
@@ -80,7 +84,7 @@ role = "access"
 
 [[port]]
 name = "core0"
-device = "net_null0,no-rx=1"
+device = "net_tap1,iface={if_c}"
 role = "core"
 
 [[next_hop]]
@@ -142,7 +146,8 @@ class Env:
         self.tmp = tmp
         n, pid = next(_seq), os.getpid()
         self.ns_r, self.ns_a, self.ns_k = (f"{NS_PREFIX}{pid}-s{n}{x}" for x in "rak")
-        self.if_a = f"hdv{pid}s{n}a"
+        self.ns_c = f"{NS_PREFIX}{pid}-s{n}c"
+        self.if_a, self.if_c = f"hdv{pid}s{n}a", f"hdv{pid}s{n}c"
         self.sock = tmp / "hdvrf.sock"
         self.procs: list[LineProc] = []
         self.made: list[str] = []
@@ -153,9 +158,10 @@ class Env:
         self.hdvrf = LineProc(["ip", "netns", "exec", self.ns_r, HDVRF_BIN, "run", "--config", str(self.cfg)], "hdvrf")
         self.procs.append(self.hdvrf)
         self.hdvrf.wait_line(lambda l: l.startswith("hdvrf: management socket"), 60, "hdvrf's socket line")
-        wait_until(lambda: link_exists(self.if_a, self.ns_r), 10, "the access tap")
-        run("ip", "-n", self.ns_r, "link", "set", "dev", self.if_a, "netns", self.ns_a)
-        run("ip", "-n", self.ns_a, "link", "set", "dev", self.if_a, "up")
+        for iface, ns in ((self.if_a, self.ns_a), (self.if_c, self.ns_c)):
+            wait_until(lambda: link_exists(iface, self.ns_r), 10, f"the tap {iface}")
+            run("ip", "-n", self.ns_r, "link", "set", "dev", iface, "netns", ns)
+            run("ip", "-n", ns, "link", "set", "dev", iface, "up")
 
     def start_kea(self) -> None:
         self.kea = LineProc(self.kea_cmd, "kea")
@@ -172,6 +178,14 @@ class Env:
 
     def send(self, frames: list[bytes], name: str) -> None:
         send_frames(self.procs, self.ns_a, self.if_a, frames, self.tmp / f"{name}.hex")
+
+    def send_core(self, frames: list[bytes], name: str) -> None:
+        send_frames(self.procs, self.ns_c, self.if_c, frames, self.tmp / f"{name}.hex")
+
+    def counters(self) -> dict[str, dict]:
+        """Each session's counters, by client MAC."""
+        keys = ("up_packets", "up_bytes", "down_packets", "down_bytes", "spoofed_drops")
+        return {s["mac"]: {k: s[k] for k in keys} for s in self.ctl_json("show", "sessions")}
 
     def routes(self, service: str) -> dict[str, str]:
         return {r["prefix"]: r["next_hop"] for r in self.ctl_json("show", "routes", service, "downstream")}
@@ -192,7 +206,7 @@ def env(tmp_path):
     delete_stale_netns()
     e = Env(tmp_path)
     try:
-        for ns in (e.ns_r, e.ns_a, e.ns_k):
+        for ns in (e.ns_r, e.ns_a, e.ns_k, e.ns_c):
             e.made.append(ns)
             make_netns(ns)
         # The server network between the router and Kea.
@@ -216,7 +230,7 @@ def env(tmp_path):
         e.start_kea()
 
         e.cfg = tmp_path / "spoke.toml"
-        hdvrf_config(e.cfg, e.if_a, e.sock, tmp_path / "sessions.journal")
+        hdvrf_config(e.cfg, e.if_a, e.if_c, e.sock, tmp_path / "sessions.journal")
         e.start_hdvrf()
         yield e
     finally:
@@ -236,6 +250,17 @@ def frames_from(mac: str, src: str, n: int, vlan: int = 0) -> list[bytes]:
     return out
 
 
+def frames_to(dst: str, n: int) -> list[bytes]:
+    """From the hub: transport label 1000 over blue's VPN label 1001."""
+    labels = struct.pack("!II", 1000 << 12 | 64, 1001 << 12 | 1 << 8 | 64)
+    ip = IP(src="198.51.100.7", dst=dst) / UDP(sport=9, dport=5000) / Raw(b"y" * 30)
+    return [bytes(Ether(src="02:00:5e:00:02:09", dst="02:00:00:00:00:02", type=0x8847) / Raw(labels + bytes(ip))) for _ in range(n)]
+
+
+def counted(up: int = 0, up_bytes: int = 0, down: int = 0, down_bytes: int = 0, spoofed: int = 0) -> dict:
+    return {"up_packets": up, "up_bytes": up_bytes, "down_packets": down, "down_bytes": down_bytes, "spoofed_drops": spoofed}
+
+
 def test_dhcp_relay_sessions_routes_spoofing_release_and_expiry(env: Env):
     e = env
     l1 = e.client(MAC1, 0, "lease")
@@ -245,6 +270,13 @@ def test_dhcp_relay_sessions_routes_spoofing_release_and_expiry(env: Env):
     assert a1.startswith("10.0.0.") and a2.startswith("10.0.0.") and a1 != a2, (l1, l2)
     assert a3.startswith("10.1.0.") and int(t3) == RED_LEASE and int(t1) == 3600, (l1, l3)
     assert sid == KEA_ADDR
+    # control.max_sessions is 3: a fourth client is not relayed (red's
+    # lease is 10 s; this is within a second or two of it).
+    p = run("ip", "netns", "exec", e.ns_a, "env", "DHCP_TIMEOUT=1", PYTHON, str(HERE / "dhcp_client.py"), e.if_a, MAC4, "0", "lease", check=False, timeout=60)
+    assert p.returncode != 0 and "no OFFER" in p.stderr, p.stdout + p.stderr
+    assert e.ctl_json("show", "stats")["relay"]["drops"].get("sessions_full", 0) >= 1
+    assert len(e.ctl_json("show", "sessions")) == 3
+    wait_until(lambda: any("the most control.max_sessions allows" in l for l in list(e.hdvrf.err)), 10, "the relay's sessions-full line")
 
     # Each lease is a downstream host route to its client.
     blue, red = e.routes("blue"), e.routes("red")
@@ -271,6 +303,16 @@ def test_dhcp_relay_sessions_routes_spoofing_release_and_expiry(env: Env):
     wait_until(lambda: e.outcome("fwd_upstream") >= up0 + 10, 10, "10 packets upstream")
     wait_until(lambda: e.drops("drop_spoofed_source") >= sp0 + 7, 10, "7 spoofed packets counted")
     assert e.outcome("fwd_upstream") == up0 + 10
+    # From the hub, 4 packets to client 1 and 3 to client 2.
+    dn0 = e.outcome("fwd_downstream")
+    e.send_core(frames_to(a1, 4) + frames_to(a2, 3), "down")
+    wait_until(lambda: e.outcome("fwd_downstream") >= dn0 + 7, 10, "7 packets downstream")
+    # Per session: client 1's own 10 (48-byte IPv4 packets) up, 4 (58
+    # bytes) down, and the 7 with client 2's source it sent, charged to
+    # client 1 (the sender), not to client 2 (whose address it used).
+    c = e.counters()
+    assert c[MAC1] == counted(10, 480, 4, 232, 7), c
+    assert c[MAC2] == counted(down=3, down_bytes=174), c
 
     # RELEASE: the route goes.
     e.client(MAC2, 0, "release", a2, KEA_ADDR)
@@ -338,6 +380,9 @@ def test_dhcp_relay_sessions_routes_spoofing_release_and_expiry(env: Env):
     e.send(frames_from(MAC1, a1, 5), "after-restart")
     wait_until(lambda: e.outcome("fwd_upstream") >= 5, 10, "client 1's packets upstream after the restart")
     assert e.drops("drop_spoofed_source") == 0
+    # A restored session counts from the restart.
+    wait_until(lambda: e.counters()[MAC1]["up_packets"] == 5, 10, "client 1's restored session counting")
+    assert e.counters() == {MAC1: counted(5, 240), MAC2: counted()}
 
     rc = e.hdvrf.stop(timeout=30)
     assert rc == 0, e.hdvrf.describe()

@@ -118,6 +118,7 @@ pub fn spec(eal_args: Vec<String>, ports: &[(&str, usize)], mode: ForwardMode) -
         tx_desc: 512,
         idle: IdlePolicy { max_sleep_us: 50 },
         latency_every: None,
+        subscribers: 1024,
     }
 }
 
