@@ -2,6 +2,7 @@
 //! (parse, validate, turn into the data plane's spec and EAL arguments)
 //! and the forwarding tables built from it.
 
+pub mod bgp;
 pub mod config;
 pub mod dhcp;
 pub mod eal_args;
