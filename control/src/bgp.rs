@@ -44,6 +44,8 @@ use netgauze_parse_utils::WritablePdu;
 
 use crate::vpn::VpnId;
 
+pub mod fsm;
+
 /// The largest BGP message without RFC 8654's extended messages.
 pub const MAX_MESSAGE: usize = 4096;
 /// My Autonomous System in an OPEN when ours needs 4 octets (RFC 6793).
