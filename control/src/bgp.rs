@@ -45,6 +45,7 @@ use netgauze_parse_utils::WritablePdu;
 use crate::vpn::VpnId;
 
 pub mod fsm;
+pub mod session;
 
 /// The largest BGP message without RFC 8654's extended messages.
 pub const MAX_MESSAGE: usize = 4096;

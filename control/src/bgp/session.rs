@@ -1,0 +1,661 @@
+//! One BGP neighbour as a task: TCP, the message framing, the state
+//! machine's actions and timers, our Adj-RIB-Out for it, and what it
+//! learns, handed to the caller as [`FromSession`] values.
+//!
+//! Framing is done here rather than with the codec's tokio codec: every
+//! UPDATE must pass [`check_update`] (RFC 7606) as raw bytes before it is
+//! decoded.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::time::Instant;
+
+use super::fsm::{check_open, Action, Event, Expect, Fsm, Negotiated, Notify, State, Timer};
+use super::{
+    check_update, decode, encode, notification, open, vpnv4_end_of_rib, vpnv4_of, vpnv4_reach,
+    vpnv4_unreach, BgpMessage, Verdict, VpnPath, VpnRoute, Vpnv4Update, MAX_MESSAGE,
+};
+
+/// How to reach one neighbour and what to expect of it.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    /// The peer's address and port (179 in service).
+    pub peer: SocketAddr,
+    /// Passive: where to listen for the peer instead of connecting.
+    pub listen: Option<SocketAddr>,
+    pub local_asn: u32,
+    pub router_id: Ipv4Addr,
+    pub remote_asn: u32,
+    pub hold_time: u16,
+}
+
+/// What the owner of a session tells it.
+#[derive(Clone, Debug)]
+pub enum ToSession {
+    /// Advertise these routes with this path (replacing what was
+    /// advertised for the same RD and prefix).
+    Advertise(Vec<VpnRoute>, VpnPath),
+    Withdraw(Vec<VpnRoute>),
+    /// ManualStop, and the task ends.
+    Stop,
+}
+
+/// What a session reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FromSession {
+    Established(Negotiated),
+    /// Left Established (or never got there): every route learnt from the
+    /// peer is gone. The reason, for the log.
+    Down(String),
+    /// Routes the peer advertised or withdrew.
+    Learned(Vpnv4Update),
+    /// An UPDATE RFC 7606 handled without a reset (treat-as-withdraw or
+    /// attribute discard), for the log and the counters.
+    Malformed(String),
+    /// A NOTIFICATION we sent or received: (sent, code, subcode).
+    Notification(bool, u8, u8),
+}
+
+/// A route's key in the Adj-RIB-Out: RD and prefix.
+type Key = (super::VpnId, Ipv4Addr, u8);
+
+struct Conn {
+    wr: OwnedWriteHalf,
+    frames: UnboundedReceiver<io::Result<Vec<u8>>>,
+}
+
+/// Reads whole messages (header checked for length) until the
+/// connection ends.
+async fn read_frames(mut rd: OwnedReadHalf, tx: UnboundedSender<io::Result<Vec<u8>>>) {
+    loop {
+        let mut m = vec![0u8; 19];
+        if let Err(e) = rd.read_exact(&mut m).await {
+            let _ = tx.send(Err(e));
+            return;
+        }
+        let len = usize::from(u16::from_be_bytes([m[16], m[17]]));
+        if !(19..=MAX_MESSAGE).contains(&len) {
+            // Handed over as is: the session answers with a header error.
+            let _ = tx.send(Ok(m));
+            return;
+        }
+        m.resize(len, 0);
+        if let Err(e) = rd.read_exact(&mut m[19..]).await {
+            let _ = tx.send(Err(e));
+            return;
+        }
+        if tx.send(Ok(m)).is_err() {
+            return;
+        }
+    }
+}
+
+fn attach(s: TcpStream) -> Conn {
+    let _ = s.set_nodelay(true);
+    let (rd, wr) = s.into_split();
+    let (tx, frames) = unbounded_channel();
+    tokio::spawn(read_frames(rd, tx));
+    Conn { wr, frames }
+}
+
+/// Runs one neighbour until [`ToSession::Stop`] or the owner goes away.
+pub async fn run(
+    cfg: PeerConfig,
+    mut cmds: UnboundedReceiver<ToSession>,
+    out: UnboundedSender<FromSession>,
+) {
+    let mut s = Session {
+        fsm: Fsm::new(cfg.listen.is_some()),
+        expect: Expect {
+            local_id: cfg.router_id,
+            local_hold_time: cfg.hold_time,
+            remote_asn: cfg.remote_asn,
+            local_asn: cfg.local_asn,
+        },
+        cfg,
+        out,
+        conn: None,
+        timers: [None; 3],
+        rib_out: BTreeMap::new(),
+    };
+    let listener = match s.cfg.listen {
+        Some(a) => match TcpListener::bind(a).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let _ = s
+                    .out
+                    .send(FromSession::Down(format!("listening on {a}: {e}")));
+                return;
+            }
+        },
+        None => None,
+    };
+    let mut restart_at = Some(Instant::now());
+    let mut connecting: Option<tokio::task::JoinHandle<io::Result<TcpStream>>> = None;
+    loop {
+        let timer = s.next_timer();
+        tokio::select! {
+            _ = sleep_until(restart_at), if restart_at.is_some() => {
+                restart_at = None;
+                let ev = s.fsm.start_event();
+                s.handle(ev, &mut connecting).await;
+            }
+            _ = sleep_until(timer.map(|t| t.1)), if timer.is_some() => {
+                let (which, _) = timer.expect("guarded");
+                s.timers[which as usize] = None;
+                let ev = match which {
+                    Timer::ConnectRetry => Event::ConnectRetryTimerExpires,
+                    Timer::Hold => Event::HoldTimerExpires,
+                    Timer::Keepalive => Event::KeepaliveTimerExpires,
+                };
+                s.handle(ev, &mut connecting).await;
+            }
+            r = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
+                connecting = None;
+                match r {
+                    Ok(Ok(stream)) if s.fsm.state == State::Connect || s.fsm.state == State::Active => {
+                        s.conn = Some(attach(stream));
+                        s.handle(Event::TcpCrAcked, &mut connecting).await;
+                    }
+                    Ok(Ok(_)) => {}
+                    _ => s.handle(Event::TcpConnectionFails, &mut connecting).await,
+                }
+            }
+            a = async { listener.as_ref().expect("guarded").accept().await }, if listener.is_some() => {
+                if let Ok((stream, from)) = a {
+                    let wanted = from.ip() == s.cfg.peer.ip()
+                        && matches!(s.fsm.state, State::Active | State::Connect);
+                    if wanted {
+                        s.conn = Some(attach(stream));
+                        s.handle(Event::TcpConnectionConfirmed, &mut connecting).await;
+                    }
+                }
+            }
+            f = async { s.conn.as_mut().expect("guarded").frames.recv().await }, if s.conn.is_some() => {
+                match f {
+                    Some(Ok(m)) => s.message(&m, &mut connecting).await,
+                    _ => s.handle(Event::TcpConnectionFails, &mut connecting).await,
+                }
+            }
+            c = cmds.recv() => {
+                match c {
+                    Some(ToSession::Advertise(routes, path)) => s.advertise(routes, path).await,
+                    Some(ToSession::Withdraw(routes)) => s.withdraw(routes).await,
+                    Some(ToSession::Stop) | None => {
+                        s.handle(Event::ManualStop, &mut connecting).await;
+                        return;
+                    }
+                }
+            }
+        }
+        if s.fsm.state == State::Idle && restart_at.is_none() {
+            restart_at = Some(Instant::now() + s.fsm.restart_after());
+        }
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Session {
+    cfg: PeerConfig,
+    fsm: Fsm,
+    expect: Expect,
+    out: UnboundedSender<FromSession>,
+    conn: Option<Conn>,
+    timers: [Option<Instant>; 3],
+    rib_out: BTreeMap<Key, (VpnRoute, VpnPath)>,
+}
+
+impl Session {
+    fn next_timer(&self) -> Option<(Timer, Instant)> {
+        [Timer::ConnectRetry, Timer::Hold, Timer::Keepalive]
+            .into_iter()
+            .filter_map(|t| self.timers[t as usize].map(|at| (t, at)))
+            .min_by_key(|(_, at)| *at)
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        if let Some(c) = self.conn.as_mut() {
+            // A failed write shows up as the reader's end.
+            let _ = c.wr.write_all(bytes).await;
+        }
+    }
+
+    /// Feeds an event to the FSM and carries out its actions.
+    async fn handle(
+        &mut self,
+        ev: Event,
+        connecting: &mut Option<tokio::task::JoinHandle<io::Result<TcpStream>>>,
+    ) {
+        for a in self.fsm.event(ev) {
+            match a {
+                Action::OpenTcp => {
+                    let peer = self.cfg.peer;
+                    *connecting = Some(tokio::spawn(async move {
+                        match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(peer))
+                            .await
+                        {
+                            Ok(r) => r,
+                            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+                        }
+                    }));
+                }
+                Action::Listen => {}
+                Action::Drop => {
+                    if let Some(c) = connecting.take() {
+                        c.abort();
+                    }
+                    if let Some(mut c) = self.conn.take() {
+                        let _ = c.wr.shutdown().await;
+                    }
+                }
+                Action::SendOpen => {
+                    let m = encode(&open(
+                        self.cfg.local_asn,
+                        self.cfg.hold_time,
+                        self.cfg.router_id,
+                    ));
+                    self.send(&m).await;
+                }
+                Action::SendKeepalive => self.send(&encode(&BgpMessage::KeepAlive)).await,
+                Action::SendNotification(n) => {
+                    let _ = self
+                        .out
+                        .send(FromSession::Notification(true, n.code, n.subcode));
+                    self.send(&notification(n.code, n.subcode, &n.data)).await;
+                }
+                Action::Start(t, d) => self.timers[t as usize] = Some(Instant::now() + d),
+                Action::Stop(t) => self.timers[t as usize] = None,
+                Action::Up => {
+                    if let Some(n) = self.fsm.negotiated {
+                        let _ = self.out.send(FromSession::Established(n));
+                    }
+                    let all: Vec<(VpnRoute, VpnPath)> = self.rib_out.values().cloned().collect();
+                    for (r, p) in all {
+                        // One UPDATE per path; routes sharing a path could
+                        // share one, which the owner's batches already do.
+                        for m in vpnv4_reach(&[r], &p) {
+                            self.send(&encode(&m)).await;
+                        }
+                    }
+                    self.send(&encode(&vpnv4_end_of_rib())).await;
+                }
+                Action::Down => {
+                    let _ = self
+                        .out
+                        .send(FromSession::Down("session left Established".into()));
+                }
+            }
+        }
+    }
+
+    async fn message(
+        &mut self,
+        m: &[u8],
+        connecting: &mut Option<tokio::task::JoinHandle<io::Result<TcpStream>>>,
+    ) {
+        let len = u16::from_be_bytes([m[16], m[17]]);
+        let header_err = |subcode: u8, data: Vec<u8>| {
+            Event::BgpHeaderErr(Notify {
+                code: 1,
+                subcode,
+                data,
+            })
+        };
+        let ev = if m[..16] != [0xff; 16] {
+            header_err(1, vec![])
+        } else if !(19..=MAX_MESSAGE as u16).contains(&len) {
+            header_err(2, len.to_be_bytes().to_vec())
+        } else {
+            match m[18] {
+                1 => match decode(m, true) {
+                    Ok(BgpMessage::Open(o)) => match check_open(&o, &self.expect) {
+                        Ok(n) => Event::BgpOpen(n),
+                        Err(n) => Event::BgpOpenMsgErr(n),
+                    },
+                    Err(e) if e.contains("unsupported BGP version") => {
+                        Event::BgpOpenMsgErr(Notify {
+                            code: 2,
+                            subcode: 1,
+                            data: vec![0, 4],
+                        })
+                    }
+                    _ => Event::BgpOpenMsgErr(Notify {
+                        code: 2,
+                        subcode: 0,
+                        data: vec![],
+                    }),
+                },
+                2 if self.fsm.state == State::Established => {
+                    let asn4 = self.fsm.negotiated.is_some_and(|n| n.asn4);
+                    self.update(m, asn4)
+                }
+                2 => Event::UpdateMsg,
+                3 => {
+                    let (code, sub) = (m.get(19).copied(), m.get(20).copied());
+                    let _ = self.out.send(FromSession::Notification(
+                        false,
+                        code.unwrap_or(0),
+                        sub.unwrap_or(0),
+                    ));
+                    if code == Some(2) && sub == Some(1) {
+                        Event::NotifMsgVerErr
+                    } else {
+                        Event::NotifMsg
+                    }
+                }
+                4 => Event::KeepAliveMsg,
+                5 => {
+                    // Route refresh (RFC 2918): everything again.
+                    let all: Vec<(VpnRoute, VpnPath)> = self.rib_out.values().cloned().collect();
+                    for (r, p) in all {
+                        for msg in vpnv4_reach(&[r], &p) {
+                            self.send(&encode(&msg)).await;
+                        }
+                    }
+                    return;
+                }
+                t => header_err(3, vec![t]),
+            }
+        };
+        self.handle(ev, connecting).await;
+    }
+
+    /// An UPDATE in Established: RFC 7606 first, then the routes.
+    fn update(&mut self, m: &[u8], asn4: bool) -> Event {
+        let learnt = |bytes: &[u8]| match decode(bytes, asn4) {
+            Ok(BgpMessage::Update(u)) => Ok(vpnv4_of(&u)),
+            Ok(_) => Err("not an UPDATE".to_string()),
+            Err(e) => Err(e),
+        };
+        let got = match check_update(m, asn4) {
+            Verdict::Fine => learnt(m),
+            Verdict::Discard { update, discarded } => {
+                let _ = self.out.send(FromSession::Malformed(format!(
+                    "attributes {discarded:?} discarded (RFC 7606)"
+                )));
+                learnt(&update)
+            }
+            Verdict::TreatAsWithdraw { update, why } => {
+                let _ = self.out.send(FromSession::Malformed(format!(
+                    "{why}: treated as withdraw (RFC 7606)"
+                )));
+                learnt(&update).map(|v| Vpnv4Update {
+                    withdrawn: v.reach.into_iter().chain(v.withdrawn).collect(),
+                    ..Default::default()
+                })
+            }
+            Verdict::Reset {
+                code,
+                subcode,
+                data,
+                why,
+            } => {
+                let _ = self.out.send(FromSession::Malformed(why));
+                return Event::UpdateMsgErr(Notify {
+                    code,
+                    subcode,
+                    data,
+                });
+            }
+        };
+        match got {
+            Ok(v) => {
+                let _ = self.out.send(FromSession::Learned(v));
+                Event::UpdateMsg
+            }
+            Err(e) => {
+                let _ = self.out.send(FromSession::Malformed(e));
+                Event::UpdateMsgErr(Notify {
+                    code: 3,
+                    subcode: 1,
+                    data: vec![],
+                })
+            }
+        }
+    }
+
+    async fn advertise(&mut self, routes: Vec<VpnRoute>, path: VpnPath) {
+        for r in &routes {
+            self.rib_out
+                .insert((r.rd, r.prefix, r.len), (*r, path.clone()));
+        }
+        if self.fsm.state == State::Established {
+            for m in vpnv4_reach(&routes, &path) {
+                self.send(&encode(&m)).await;
+            }
+        }
+    }
+
+    async fn withdraw(&mut self, routes: Vec<VpnRoute>) {
+        let gone: Vec<VpnRoute> = routes
+            .iter()
+            .filter_map(|r| {
+                self.rib_out
+                    .remove(&(r.rd, r.prefix, r.len))
+                    .map(|(r, _)| r)
+            })
+            .collect();
+        if self.fsm.state == State::Established && !gone.is_empty() {
+            for m in vpnv4_unreach(&gone) {
+                self.send(&encode(&m)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    async fn next(
+        rx: &mut UnboundedReceiver<FromSession>,
+        what: &str,
+        want: impl Fn(&FromSession) -> bool,
+    ) -> FromSession {
+        let deadline = Duration::from_secs(20);
+        tokio::time::timeout(deadline, async {
+            loop {
+                let m = rx.recv().await.expect("session alive");
+                if want(&m) {
+                    return m;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within {deadline:?}"))
+    }
+
+    /// Two speakers over loopback: one active (AS 65001), one passive
+    /// (AS 65000, eBGP). Routes advertised before the session is up go
+    /// out when it comes up; later ones and withdrawals follow; a speaker
+    /// that stops takes the other down, and it comes back.
+    #[tokio::test]
+    async fn two_speakers_exchange_vpnv4_routes() {
+        let port = free_port();
+        let lo = Ipv4Addr::LOCALHOST;
+        let passive = PeerConfig {
+            peer: SocketAddr::from((lo, 0)),
+            listen: Some(SocketAddr::from((lo, port))),
+            local_asn: 65000,
+            router_id: Ipv4Addr::new(192, 0, 2, 2),
+            remote_asn: 65001,
+            hold_time: 9,
+        };
+        let active = PeerConfig {
+            peer: SocketAddr::from((lo, port)),
+            listen: None,
+            local_asn: 65001,
+            router_id: Ipv4Addr::new(192, 0, 2, 1),
+            remote_asn: 65000,
+            hold_time: 30,
+        };
+        let rd: crate::vpn::VpnId = "65001:1".parse().unwrap();
+        let routes: Vec<VpnRoute> = (0..1000u32)
+            .map(|i| VpnRoute {
+                rd,
+                prefix: Ipv4Addr::from(0x0a00_0000 + i),
+                len: 32,
+                label: 2001,
+            })
+            .collect();
+        let path = VpnPath {
+            next_hop: Ipv4Addr::new(192, 0, 2, 1),
+            route_targets: vec!["65000:1".parse().unwrap()],
+            local_pref: None,
+            med: None,
+            as_path: vec![65001],
+        };
+        let (to_p, p_cmds) = unbounded_channel();
+        let (p_out, mut from_p) = unbounded_channel();
+        let (to_a, a_cmds) = unbounded_channel();
+        let (a_out, mut from_a) = unbounded_channel();
+        to_a.send(ToSession::Advertise(routes[..600].to_vec(), path.clone()))
+            .unwrap();
+        tokio::spawn(run(passive.clone(), p_cmds, p_out));
+        let a_task = tokio::spawn(run(active, a_cmds, a_out));
+        let FromSession::Established(n) = next(&mut from_p, "Established", |m| {
+            matches!(m, FromSession::Established(_))
+        })
+        .await
+        else {
+            unreachable!()
+        };
+        assert_eq!((n.hold_time, n.peer_asn, n.asn4), (9, 65001, true));
+        next(&mut from_a, "Established", |m| {
+            matches!(m, FromSession::Established(_))
+        })
+        .await;
+        to_a.send(ToSession::Advertise(routes[600..].to_vec(), path.clone()))
+            .unwrap();
+        // Everything arrives, with its label, RD, targets and next hop.
+        let mut learnt = std::collections::BTreeSet::new();
+        let mut eor = false;
+        while learnt.len() < 1000 || !eor {
+            let FromSession::Learned(u) = next(&mut from_p, "routes", |m| {
+                matches!(m, FromSession::Learned(_))
+            })
+            .await
+            else {
+                unreachable!()
+            };
+            eor |= u.end_of_rib;
+            if let Some(p) = &u.path {
+                assert_eq!(p, &path);
+            }
+            learnt.extend(u.reach);
+        }
+        assert_eq!(learnt.into_iter().collect::<Vec<_>>(), routes);
+        // Withdrawals.
+        to_a.send(ToSession::Withdraw(routes[..10].to_vec()))
+            .unwrap();
+        let FromSession::Learned(u) = next(
+            &mut from_p,
+            "withdrawals",
+            |m| matches!(m, FromSession::Learned(v) if !v.withdrawn.is_empty()),
+        )
+        .await
+        else {
+            unreachable!()
+        };
+        let want: Vec<VpnRoute> = routes[..10]
+            .iter()
+            .map(|r| VpnRoute { label: 0, ..*r })
+            .collect();
+        assert_eq!(u.withdrawn, want);
+        // The active side stops (Cease): the passive one goes down, and
+        // keeps listening; a new active speaker brings it back up.
+        to_a.send(ToSession::Stop).unwrap();
+        a_task.await.unwrap();
+        assert!(matches!(
+            next(&mut from_p, "the Cease", |m| matches!(
+                m,
+                FromSession::Notification(false, ..)
+            ))
+            .await,
+            FromSession::Notification(false, 6, 2)
+        ));
+        next(&mut from_p, "Down", |m| matches!(m, FromSession::Down(_))).await;
+        let (_to_a2, a2_cmds) = unbounded_channel();
+        let (a2_out, _from_a2) = unbounded_channel();
+        let active2 = PeerConfig {
+            peer: SocketAddr::from((lo, port)),
+            listen: None,
+            local_asn: 65001,
+            router_id: Ipv4Addr::new(192, 0, 2, 1),
+            remote_asn: 65000,
+            hold_time: 30,
+        };
+        tokio::spawn(run(active2, a2_cmds, a2_out));
+        next(&mut from_p, "Established again", |m| {
+            matches!(m, FromSession::Established(_))
+        })
+        .await;
+        to_p.send(ToSession::Stop).unwrap();
+    }
+
+    /// A peer with the wrong AS gets OPEN Message Error, Bad Peer AS.
+    #[tokio::test]
+    async fn a_wrong_peer_as_is_refused() {
+        let port = free_port();
+        let lo = Ipv4Addr::LOCALHOST;
+        let passive = PeerConfig {
+            peer: SocketAddr::from((lo, 0)),
+            listen: Some(SocketAddr::from((lo, port))),
+            local_asn: 65000,
+            router_id: Ipv4Addr::new(192, 0, 2, 2),
+            remote_asn: 65009,
+            hold_time: 90,
+        };
+        let active = PeerConfig {
+            peer: SocketAddr::from((lo, port)),
+            listen: None,
+            local_asn: 65001,
+            router_id: Ipv4Addr::new(192, 0, 2, 1),
+            remote_asn: 65000,
+            hold_time: 90,
+        };
+        let (_to_p, p_cmds) = unbounded_channel();
+        let (p_out, mut from_p) = unbounded_channel();
+        let (_to_a, a_cmds) = unbounded_channel();
+        let (a_out, mut from_a) = unbounded_channel();
+        tokio::spawn(run(passive, p_cmds, p_out));
+        tokio::spawn(run(active, a_cmds, a_out));
+        assert_eq!(
+            next(&mut from_p, "a sent NOTIFICATION", |m| matches!(
+                m,
+                FromSession::Notification(true, ..)
+            ))
+            .await,
+            FromSession::Notification(true, 2, 2)
+        );
+        assert_eq!(
+            next(&mut from_a, "a received NOTIFICATION", |m| matches!(
+                m,
+                FromSession::Notification(false, ..)
+            ))
+            .await,
+            FromSession::Notification(false, 2, 2)
+        );
+    }
+}
