@@ -34,12 +34,15 @@ struct GoBgp {
 
 impl GoBgp {
     fn new() -> GoBgp {
-        let dir = std::env::temp_dir().join(format!("hdvrf-gobgp-{}", std::process::id()));
+        let (bgp_port, api_port) = (free_port(), free_port());
+        // One directory per daemon: tests run in parallel.
+        let dir =
+            std::env::temp_dir().join(format!("hdvrf-gobgp-{}-{api_port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let g = GoBgp {
             dir,
-            bgp_port: free_port(),
-            api_port: free_port(),
+            bgp_port,
+            api_port,
             child: None,
         };
         std::fs::write(
@@ -389,4 +392,75 @@ async fn gobgp_learns_our_routes_and_we_learn_its() {
     assert_eq!(rib, want_after, "GoBGP's RIB after its restart");
     to.send(ToSession::Stop).unwrap();
     task.await.unwrap();
+}
+
+/// Scale (not in CI: `cargo test --release -p control --test
+/// gobgp_interop -- --ignored --nocapture`): how long until N routes
+/// (HDVRF_BGP_ROUTES, default 100000) advertised on an established session
+/// are all in GoBGP's RIB.
+#[tokio::test]
+#[ignore]
+async fn gobgp_scale() {
+    let n: u32 = std::env::var("HDVRF_BGP_ROUTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let mut g = GoBgp::new();
+    g.start();
+    let rd: VpnId = "65001:7".parse().unwrap();
+    let routes: Vec<VpnRoute> = (0..n)
+        .map(|i| VpnRoute {
+            rd,
+            prefix: Ipv4Addr::from(0x0a00_0000 + i),
+            len: 32,
+            label: 16 + i % 100_000,
+        })
+        .collect();
+    let path = VpnPath {
+        next_hop: Ipv4Addr::new(192, 0, 2, 1),
+        route_targets: vec!["65000:1".parse().unwrap()],
+        local_pref: None,
+        med: None,
+        as_path: vec![65001],
+    };
+    let (to, cmds) = unbounded_channel();
+    let (out, mut from) = unbounded_channel();
+    let cfg = PeerConfig {
+        peer: SocketAddr::from((Ipv4Addr::LOCALHOST, g.bgp_port)),
+        listen: None,
+        local_asn: 65001,
+        router_id: Ipv4Addr::new(192, 0, 2, 1),
+        remote_asn: 65000,
+        hold_time: 90,
+    };
+    tokio::spawn(run(cfg, cmds, out));
+    next(&mut from, "Established", |m| {
+        matches!(m, FromSession::Established(_))
+    })
+    .await;
+    let t0 = Instant::now();
+    to.send(ToSession::Advertise(routes, path)).unwrap();
+    let g = std::sync::Arc::new(g);
+    loop {
+        let gc = g.clone();
+        let count = blocking(move || {
+            gc.cli(&["global", "rib", "summary", "-a", "vpnv4", "-j"])
+                .and_then(|v| v["num_destination"].as_u64())
+                .unwrap_or(0)
+        })
+        .await;
+        if count >= u64::from(n) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "{count} of {n} after 600 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "bgp_scale routes={n} seconds={:.2}",
+        t0.elapsed().as_secs_f64()
+    );
+    to.send(ToSession::Stop).unwrap();
 }

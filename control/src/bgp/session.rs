@@ -282,14 +282,7 @@ impl Session {
                     if let Some(n) = self.fsm.negotiated {
                         let _ = self.out.send(FromSession::Established(n));
                     }
-                    let all: Vec<(VpnRoute, VpnPath)> = self.rib_out.values().cloned().collect();
-                    for (r, p) in all {
-                        // One UPDATE per path; routes sharing a path could
-                        // share one, which the owner's batches already do.
-                        for m in vpnv4_reach(&[r], &p) {
-                            self.send(&encode(&m)).await;
-                        }
-                    }
+                    self.send_rib_out().await;
                     self.send(&encode(&vpnv4_end_of_rib())).await;
                 }
                 Action::Down => {
@@ -359,12 +352,7 @@ impl Session {
                 4 => Event::KeepAliveMsg,
                 5 => {
                     // Route refresh (RFC 2918): everything again.
-                    let all: Vec<(VpnRoute, VpnPath)> = self.rib_out.values().cloned().collect();
-                    for (r, p) in all {
-                        for msg in vpnv4_reach(&[r], &p) {
-                            self.send(&encode(&msg)).await;
-                        }
-                    }
+                    self.send_rib_out().await;
                     return;
                 }
                 t => header_err(3, vec![t]),
@@ -423,6 +411,22 @@ impl Session {
                     subcode: 1,
                     data: vec![],
                 })
+            }
+        }
+    }
+
+    /// The whole Adj-RIB-Out, routes grouped by path into full UPDATEs.
+    async fn send_rib_out(&mut self) {
+        let mut by_path: Vec<(VpnPath, Vec<VpnRoute>)> = Vec::new();
+        for (r, p) in self.rib_out.values() {
+            match by_path.iter_mut().find(|(q, _)| q == p) {
+                Some((_, rs)) => rs.push(*r),
+                None => by_path.push((p.clone(), vec![*r])),
+            }
+        }
+        for (p, rs) in by_path {
+            for m in vpnv4_reach(&rs, &p) {
+                self.send(&encode(&m)).await;
             }
         }
     }
