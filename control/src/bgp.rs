@@ -575,6 +575,8 @@ pub fn check_update(msg: &[u8], asn4: bool) -> Verdict {
     let mut withdraw: Option<String> = None;
     let mut discarded: Vec<u8> = Vec::new();
     let mut seen: Vec<u8> = Vec::new();
+    // What is left after the discards.
+    let mut kept: Vec<&RawAttr> = Vec::new();
     for a in &attrs {
         if seen.contains(&a.kind) {
             // Section 3 (g): all but the first discarded.
@@ -595,15 +597,16 @@ pub fn check_update(msg: &[u8], asn4: bool) -> Verdict {
             }
             EXT_COMMUNITIES => (a.value.len() % 8 != 0)
                 .then_some("EXTENDED_COMMUNITIES length is not a multiple of 8 (section 7.14)"),
-            ATOMIC_AGGREGATE => {
-                if !a.value.is_empty() {
+            // Sections 7.6 and 7.7: attribute discard.
+            ATOMIC_AGGREGATE | AGGREGATOR => {
+                let want = match a.kind {
+                    ATOMIC_AGGREGATE => 0,
+                    _ if asn4 => 8,
+                    _ => 6,
+                };
+                if a.value.len() != want {
                     discarded.push(a.kind);
-                }
-                None
-            }
-            AGGREGATOR => {
-                if a.value.len() != if asn4 { 8 } else { 6 } {
-                    discarded.push(a.kind);
+                    continue;
                 }
                 None
             }
@@ -630,6 +633,7 @@ pub fn check_update(msg: &[u8], asn4: bool) -> Verdict {
         if let (Some(why), None) = (bad, &withdraw) {
             withdraw = Some(why.to_string());
         }
+        kept.push(a);
     }
     // Section 3 (d): a missing well-known mandatory attribute when routes
     // are advertised.
@@ -649,16 +653,6 @@ pub fn check_update(msg: &[u8], asn4: bool) -> Verdict {
         };
     }
     if !discarded.is_empty() {
-        let agg_len = if asn4 { 8 } else { 6 };
-        let mut kept: Vec<&RawAttr> = Vec::new();
-        for a in &attrs {
-            let malformed = (a.kind == ATOMIC_AGGREGATE && !a.value.is_empty())
-                || (a.kind == AGGREGATOR && a.value.len() != agg_len);
-            if malformed || kept.iter().any(|k| k.kind == a.kind) {
-                continue;
-            }
-            kept.push(a);
-        }
         return Verdict::Discard {
             update: rebuild_with(&body[..2 + wlen], &kept, &body[start + alen..]),
             discarded,

@@ -139,17 +139,7 @@ impl Sessions {
             s.port = port;
             s.vlan = vlan;
             s.lease_end = lease_end;
-            ops.push(TableOp::SetNextHop {
-                id: s.next_hop,
-                next_hop: client_next_hop(port, vlan, mac),
-            });
-            ops.push(TableOp::AddRoute {
-                service,
-                table: RouteTable::Downstream,
-                prefix: u32::from(address),
-                len: 32,
-                next_hop: s.next_hop,
-            });
+            ops.extend(install(service, s.next_hop, port, vlan, mac, address));
             return (ops, Acked::Moved { old });
         }
         let id = self.free.pop().unwrap_or_else(|| {
@@ -157,17 +147,7 @@ impl Sessions {
             *next_append += 1;
             id
         });
-        ops.push(TableOp::SetNextHop {
-            id,
-            next_hop: client_next_hop(port, vlan, mac),
-        });
-        ops.push(TableOp::AddRoute {
-            service,
-            table: RouteTable::Downstream,
-            prefix: u32::from(address),
-            len: 32,
-            next_hop: id,
-        });
+        ops.extend(install(service, id, port, vlan, mac, address));
         self.by_client.insert(
             (service, mac),
             Session {
@@ -217,6 +197,31 @@ impl Sessions {
             .filter_map(|(svc, mac)| self.end(svc, mac))
             .collect()
     }
+}
+
+/// A session's forwarding state: next hop `id` to the client, and the
+/// downstream host route to it.
+fn install(
+    service: u16,
+    id: u32,
+    port: u16,
+    vlan: u16,
+    mac: [u8; 6],
+    address: Ipv4Addr,
+) -> [TableOp; 2] {
+    [
+        TableOp::SetNextHop {
+            id,
+            next_hop: client_next_hop(port, vlan, mac),
+        },
+        TableOp::AddRoute {
+            service,
+            table: RouteTable::Downstream,
+            prefix: u32::from(address),
+            len: 32,
+            next_hop: id,
+        },
+    ]
 }
 
 fn client_next_hop(port: u16, vlan: u16, mac: [u8; 6]) -> NextHop {

@@ -112,7 +112,7 @@ impl GoBgp {
     }
 
     /// GoBGP's VPNv4 RIB: key "RD:prefix" to (labels, next hop, targets).
-    fn rib(&self) -> BTreeMap<String, (Vec<u64>, String, Vec<String>)> {
+    fn rib(&self) -> Rib {
         let Some(Value::Object(m)) = self.cli(&["global", "rib", "-a", "vpnv4", "-j"]) else {
             return BTreeMap::new();
         };
@@ -184,10 +184,24 @@ async fn next(
 type Rib = BTreeMap<String, (Vec<u64>, String, Vec<String>)>;
 
 /// The routes of our RD.
-fn ours(rib: Rib) -> Rib {
-    rib.into_iter()
+fn ours(rib: &Rib) -> Rib {
+    rib.iter()
         .filter(|(k, _)| k.starts_with("65001:7:"))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// GoBGP's RIB once `done` holds for it, or as it is after 30 s.
+async fn rib_when(g: &std::sync::Arc<std::sync::Mutex<GoBgp>>, done: impl Fn(&Rib) -> bool) -> Rib {
+    let t0 = Instant::now();
+    loop {
+        let gc = g.clone();
+        let rib = blocking(move || gc.lock().unwrap().rib()).await;
+        if done(&rib) || t0.elapsed() > Duration::from_secs(30) {
+            return rib;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Runs blocking CLI polls off the runtime's thread.
@@ -240,11 +254,7 @@ async fn gobgp_learns_our_routes_and_we_learn_its() {
     // Our 1000 routes in GoBGP's RIB, each with its label, RD, target and
     // next hop.
     let g = std::sync::Arc::new(std::sync::Mutex::new(g));
-    let rib_of = |g: &std::sync::Arc<std::sync::Mutex<GoBgp>>| {
-        let g = g.clone();
-        async move { blocking(move || g.lock().unwrap().rib()).await }
-    };
-    let want: BTreeMap<String, (Vec<u64>, String, Vec<String>)> = routes
+    let want: Rib = routes
         .iter()
         .map(|r| {
             (
@@ -257,15 +267,7 @@ async fn gobgp_learns_our_routes_and_we_learn_its() {
             )
         })
         .collect();
-    let t0 = Instant::now();
-    let mut rib = BTreeMap::new();
-    while t0.elapsed() < Duration::from_secs(30) {
-        rib = rib_of(&g).await;
-        if rib.len() >= want.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let rib = rib_when(&g, |r| r.len() >= want.len()).await;
     assert_eq!(rib, want, "GoBGP's RIB");
 
     // GoBGP's default route with a label and our target reaches us.
@@ -313,15 +315,8 @@ async fn gobgp_learns_our_routes_and_we_learn_its() {
 
     // Withdrawals both ways.
     to.send(ToSession::Withdraw(routes[..10].to_vec())).unwrap();
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(30) {
-        if ours(rib_of(&g).await).len() == 990 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     // (GoBGP's own default route is in its RIB too.)
-    let rib = ours(rib_of(&g).await);
+    let rib = ours(&rib_when(&g, |r| ours(r).len() == 990).await);
     assert_eq!(rib.len(), 990);
     assert!(!rib.contains_key("65001:7:10.0.0.0/32"));
     let gc = g.clone();
@@ -372,15 +367,7 @@ async fn gobgp_learns_our_routes_and_we_learn_its() {
         matches!(m, FromSession::Established(_))
     })
     .await;
-    let t0 = Instant::now();
-    let mut rib = BTreeMap::new();
-    while t0.elapsed() < Duration::from_secs(30) {
-        rib = rib_of(&g).await;
-        if rib.len() >= 990 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let rib = rib_when(&g, |r| r.len() >= 990).await;
     let withdrawn: Vec<String> = routes[..10]
         .iter()
         .map(|r| format!("65001:7:{}/32", r.prefix))

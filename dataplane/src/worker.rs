@@ -120,8 +120,6 @@ impl Worker {
         // every rx burst (so a staging burst never overflows).
         let mut outs: Vec<Burst> = (0..self.tx.len()).map(|_| Burst::new()).collect();
         let mut punted = Burst::new();
-        let counters = self.counters.clone();
-        let subscribers = &counters.subscribers;
         let mut targets = [u16::MAX; BURST_SIZE];
         let mut next = [Next::end(Outcome::Runt); BURST_SIZE];
         // Packet heads as they arrived, for the packets being traced.
@@ -172,7 +170,13 @@ impl Worker {
                         for (i, h) in heads[..traced].iter_mut().enumerate() {
                             h.1 = trace::copy_head(burst.frame(i).data(), &mut h.0);
                         }
-                        process_burst(t, s.in_port, &mut burst, &mut next[..n], subscribers);
+                        process_burst(
+                            t,
+                            s.in_port,
+                            &mut burst,
+                            &mut next[..n],
+                            &self.counters.subscribers,
+                        );
                         for (i, h) in heads[..traced].iter().enumerate() {
                             let mut output = [0u8; trace::HEAD];
                             let out_len = trace::copy_head(burst.frame(i).data(), &mut output);

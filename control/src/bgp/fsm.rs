@@ -347,16 +347,10 @@ pub struct Expect {
 }
 
 /// Section 6.2's checks of a received OPEN, RFC 6793's AS and RFC 5492's
-/// capabilities: what was negotiated, or the NOTIFICATION to send.
+/// capabilities: what was negotiated, or the NOTIFICATION to send. The
+/// version is not among them: the codec decodes version 4 only, and the
+/// session answers any other with 2/1 before decoding.
 pub fn check_open(open: &BgpOpenMessage, e: &Expect) -> Result<Negotiated, Notify> {
-    if open.version() != 4 {
-        // Unsupported Version Number; the data is the largest we support.
-        return Err(Notify {
-            code: 2,
-            subcode: 1,
-            data: vec![0, 4],
-        });
-    }
     let caps: Vec<&BgpCapability> = open.capabilities();
     let asn4 = caps.iter().find_map(|c| match c {
         BgpCapability::FourOctetAs(a) => Some(a.asn4()),
@@ -631,8 +625,8 @@ mod tests {
                 .peer_asn,
             4_200_000_001
         );
-        // Version 3 never reaches check_open: the codec refuses it, and
-        // the session answers the decode error with 2/1.
+        // Version 3 never reaches check_open: the codec refuses it (the
+        // session checks the version byte first and answers 2/1).
         let mut b = crate::bgp::encode(&our_open(65000, 90, id));
         b[19] = 3;
         let e = decode(&b, true).unwrap_err();

@@ -313,18 +313,18 @@ impl Session {
             header_err(2, len.to_be_bytes().to_vec())
         } else {
             match m[18] {
+                // Unsupported Version Number; the data is the largest we
+                // support.
+                1 if m.get(19) != Some(&4) => Event::BgpOpenMsgErr(Notify {
+                    code: 2,
+                    subcode: 1,
+                    data: vec![0, 4],
+                }),
                 1 => match decode(m, true) {
                     Ok(BgpMessage::Open(o)) => match check_open(&o, &self.expect) {
                         Ok(n) => Event::BgpOpen(n),
                         Err(n) => Event::BgpOpenMsgErr(n),
                     },
-                    Err(e) if e.contains("unsupported BGP version") => {
-                        Event::BgpOpenMsgErr(Notify {
-                            code: 2,
-                            subcode: 1,
-                            data: vec![0, 4],
-                        })
-                    }
                     _ => Event::BgpOpenMsgErr(Notify {
                         code: 2,
                         subcode: 0,
@@ -464,6 +464,26 @@ impl Session {
 mod tests {
     use super::*;
 
+    /// Our side of a loopback peering on `port`: passive (listening, id
+    /// 192.0.2.2) or active (connecting, id 192.0.2.1).
+    fn config(
+        port: u16,
+        passive: bool,
+        local_asn: u32,
+        remote_asn: u32,
+        hold_time: u16,
+    ) -> PeerConfig {
+        let lo = Ipv4Addr::LOCALHOST;
+        PeerConfig {
+            peer: SocketAddr::from((lo, if passive { 0 } else { port })),
+            listen: passive.then_some(SocketAddr::from((lo, port))),
+            local_asn,
+            router_id: Ipv4Addr::new(192, 0, 2, if passive { 2 } else { 1 }),
+            remote_asn,
+            hold_time,
+        }
+    }
+
     fn free_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -497,23 +517,8 @@ mod tests {
     #[tokio::test]
     async fn two_speakers_exchange_vpnv4_routes() {
         let port = free_port();
-        let lo = Ipv4Addr::LOCALHOST;
-        let passive = PeerConfig {
-            peer: SocketAddr::from((lo, 0)),
-            listen: Some(SocketAddr::from((lo, port))),
-            local_asn: 65000,
-            router_id: Ipv4Addr::new(192, 0, 2, 2),
-            remote_asn: 65001,
-            hold_time: 9,
-        };
-        let active = PeerConfig {
-            peer: SocketAddr::from((lo, port)),
-            listen: None,
-            local_asn: 65001,
-            router_id: Ipv4Addr::new(192, 0, 2, 1),
-            remote_asn: 65000,
-            hold_time: 30,
-        };
+        let passive = config(port, true, 65000, 65001, 9);
+        let active = config(port, false, 65001, 65000, 30);
         let rd: crate::vpn::VpnId = "65001:1".parse().unwrap();
         let routes: Vec<VpnRoute> = (0..1000u32)
             .map(|i| VpnRoute {
@@ -536,7 +541,7 @@ mod tests {
         let (a_out, mut from_a) = unbounded_channel();
         to_a.send(ToSession::Advertise(routes[..600].to_vec(), path.clone()))
             .unwrap();
-        tokio::spawn(run(passive.clone(), p_cmds, p_out));
+        tokio::spawn(run(passive, p_cmds, p_out));
         let a_task = tokio::spawn(run(active, a_cmds, a_out));
         let FromSession::Established(n) = next(&mut from_p, "Established", |m| {
             matches!(m, FromSession::Established(_))
@@ -602,14 +607,7 @@ mod tests {
         next(&mut from_p, "Down", |m| matches!(m, FromSession::Down(_))).await;
         let (_to_a2, a2_cmds) = unbounded_channel();
         let (a2_out, _from_a2) = unbounded_channel();
-        let active2 = PeerConfig {
-            peer: SocketAddr::from((lo, port)),
-            listen: None,
-            local_asn: 65001,
-            router_id: Ipv4Addr::new(192, 0, 2, 1),
-            remote_asn: 65000,
-            hold_time: 30,
-        };
+        let active2 = config(port, false, 65001, 65000, 30);
         tokio::spawn(run(active2, a2_cmds, a2_out));
         next(&mut from_p, "Established again", |m| {
             matches!(m, FromSession::Established(_))
@@ -622,23 +620,8 @@ mod tests {
     #[tokio::test]
     async fn a_wrong_peer_as_is_refused() {
         let port = free_port();
-        let lo = Ipv4Addr::LOCALHOST;
-        let passive = PeerConfig {
-            peer: SocketAddr::from((lo, 0)),
-            listen: Some(SocketAddr::from((lo, port))),
-            local_asn: 65000,
-            router_id: Ipv4Addr::new(192, 0, 2, 2),
-            remote_asn: 65009,
-            hold_time: 90,
-        };
-        let active = PeerConfig {
-            peer: SocketAddr::from((lo, port)),
-            listen: None,
-            local_asn: 65001,
-            router_id: Ipv4Addr::new(192, 0, 2, 1),
-            remote_asn: 65000,
-            hold_time: 90,
-        };
+        let passive = config(port, true, 65000, 65009, 90);
+        let active = config(port, false, 65001, 65000, 90);
         let (_to_p, p_cmds) = unbounded_channel();
         let (p_out, mut from_p) = unbounded_channel();
         let (_to_a, a_cmds) = unbounded_channel();
