@@ -15,7 +15,7 @@
 //! This module only computes the table ops; the control thread publishes
 //! them (and, with BGP, advertises after publishing and withdraws before).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -65,10 +65,14 @@ pub fn retired_next_hop() -> NextHop {
     }
 }
 
-/// Every session, by (service, client MAC).
+/// Every session, by (service, client MAC), with two indexes so that no
+/// DHCP message costs a walk over every session: who holds an address,
+/// and the lease ends in order.
 #[derive(Debug, Default)]
 pub struct Sessions {
     by_client: HashMap<(u16, [u8; 6]), Session>,
+    by_address: HashMap<(u16, Ipv4Addr), [u8; 6]>,
+    by_lease_end: BTreeSet<(Instant, u16, [u8; 6])>,
     /// Next hops of ended sessions, reused before new ones are appended.
     free: Vec<u32>,
 }
@@ -109,19 +113,17 @@ impl Sessions {
         let mut ops = Vec::new();
         // Another client of the service holding this address (its lease
         // ended and the server gave the address anew): that session ends.
-        let stale: Vec<[u8; 6]> = self
-            .by_client
-            .values()
-            .filter(|s| s.service == service && s.address == address && s.mac != mac)
-            .map(|s| s.mac)
-            .collect();
-        for m in stale {
-            if let Some((_, o)) = self.end(service, m) {
-                ops.extend(o);
+        if let Some(&m) = self.by_address.get(&(service, address)) {
+            if m != mac {
+                if let Some((_, o)) = self.end(service, m) {
+                    ops.extend(o);
+                }
             }
         }
         let lease_end = now + lease;
         if let Some(s) = self.by_client.get_mut(&(service, mac)) {
+            self.by_lease_end.remove(&(s.lease_end, service, mac));
+            self.by_lease_end.insert((lease_end, service, mac));
             if s.address == address && (s.port, s.vlan) == (port, vlan) {
                 s.lease_end = lease_end;
                 return (ops, Acked::Renewed);
@@ -129,6 +131,8 @@ impl Sessions {
             // New address or new attachment: one batch takes the old route
             // out and puts the new one in.
             let old = s.address;
+            self.by_address.remove(&(service, old));
+            self.by_address.insert((service, address), mac);
             ops.push(TableOp::DeleteRoute {
                 service,
                 table: RouteTable::Downstream,
@@ -148,6 +152,8 @@ impl Sessions {
             id
         });
         ops.extend(install(service, id, port, vlan, mac, address));
+        self.by_address.insert((service, address), mac);
+        self.by_lease_end.insert((lease_end, service, mac));
         self.by_client.insert(
             (service, mac),
             Session {
@@ -169,6 +175,8 @@ impl Sessions {
     /// hop.
     pub fn end(&mut self, service: u16, mac: [u8; 6]) -> Option<(Session, Vec<TableOp>)> {
         let s = self.by_client.remove(&(service, mac))?;
+        self.by_address.remove(&(service, s.address));
+        self.by_lease_end.remove(&(s.lease_end, service, mac));
         self.free.push(s.next_hop);
         let ops = vec![
             TableOp::DeleteRoute {
@@ -187,15 +195,20 @@ impl Sessions {
 
     /// Ends every session whose lease is over at `now`.
     pub fn expire(&mut self, now: Instant) -> Vec<(Session, Vec<TableOp>)> {
-        let over: Vec<(u16, [u8; 6])> = self
-            .by_client
-            .values()
-            .filter(|s| s.lease_end <= now)
-            .map(|s| (s.service, s.mac))
-            .collect();
-        over.into_iter()
-            .filter_map(|(svc, mac)| self.end(svc, mac))
-            .collect()
+        let mut gone = Vec::new();
+        while let Some(&(end, service, mac)) = self.by_lease_end.first() {
+            if end > now {
+                break;
+            }
+            match self.end(service, mac) {
+                Some(g) => gone.push(g),
+                // Not reachable while the indexes agree; never loop on it.
+                None => {
+                    self.by_lease_end.pop_first();
+                }
+            }
+        }
+        gone
     }
 }
 
@@ -331,5 +344,56 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].0.service, 1);
         assert_eq!(s.len(), 1);
+    }
+
+    /// The indexes agree with the sessions.
+    fn consistent(s: &Sessions) {
+        assert_eq!(s.by_address.len(), s.by_client.len());
+        assert_eq!(s.by_lease_end.len(), s.by_client.len());
+        for (&(svc, mac), x) in &s.by_client {
+            assert_eq!(s.by_address.get(&(svc, x.address)), Some(&mac));
+            assert!(s.by_lease_end.contains(&(x.lease_end, svc, mac)));
+        }
+    }
+
+    proptest::proptest! {
+        /// Random ACKs (new clients, renewals, moves, addresses given
+        /// anew), ends and expiries: the indexes stay in step, every
+        /// address has one holder, and expiry ends exactly the sessions a
+        /// walk over all of them finds over.
+        #[test]
+        fn indexes_follow_every_change(steps in proptest::collection::vec((0u8..4, 0u8..2, 0u8..6, 0u8..6, 1u64..20), 1..200)) {
+            let mut s = Sessions::default();
+            let t0 = Instant::now();
+            let mut next = 0;
+            let mut clock = 0u64;
+            for (what, svc, m, a, secs) in steps {
+                let mac = [2, 0, 0, 0, 0, m];
+                let now = t0 + Duration::from_secs(clock);
+                match what {
+                    0 | 1 => {
+                        s.ack(u16::from(svc), 1, 0, mac, ip(a), Duration::from_secs(secs), now, &mut next);
+                    }
+                    2 => {
+                        s.end(u16::from(svc), mac);
+                    }
+                    _ => {
+                        clock += secs;
+                        let now = t0 + Duration::from_secs(clock);
+                        let mut over: Vec<_> = s.iter().filter(|x| x.lease_end <= now).map(|x| (x.service, x.mac)).collect();
+                        let mut gone: Vec<_> = s.expire(now).into_iter().map(|(x, _)| (x.service, x.mac)).collect();
+                        over.sort();
+                        gone.sort();
+                        proptest::prop_assert_eq!(over, gone);
+                    }
+                }
+                consistent(&s);
+                let mut held: Vec<_> = s.iter().map(|x| (x.service, x.address)).collect();
+                held.sort();
+                let n = held.len();
+                held.dedup();
+                proptest::prop_assert_eq!(n, held.len(), "one holder per address");
+            }
+        }
     }
 }
