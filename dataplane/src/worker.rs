@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -28,7 +28,8 @@ pub struct Stream {
     pub out: usize,
 }
 
-/// Idle back-off: after `EMPTY_POLLS_BEFORE_SLEEP` empty loops the worker
+/// Idle back-off: after `EMPTY_POLLS_BEFORE_SLEEP` empty loops, or
+/// `SPIN_BEFORE_SLEEP` without a packet if that comes first, the worker
 /// sleeps 1 us, doubling up to `max_sleep_us`. 0 disables sleeping
 /// (benchmarks, dedicated cores).
 #[derive(Clone, Copy, Debug)]
@@ -37,6 +38,13 @@ pub struct IdlePolicy {
 }
 
 const EMPTY_POLLS_BEFORE_SLEEP: u32 = 256;
+/// On a NIC an empty poll reads a descriptor (tens of ns) and 256 of them
+/// pass in a few microseconds. On net_tap or net_pcap each one is a
+/// syscall of a microsecond or more, so a count alone kept the worker
+/// spinning for half a millisecond after every packet: on a shared core,
+/// with a packet every few hundred microseconds (DHCP through the relay),
+/// it never slept and took the CPU the address server needed.
+const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(20);
 
 /// Everything one worker lcore owns.
 pub struct Worker {
@@ -112,6 +120,7 @@ impl Worker {
         let mut burst = Burst::new();
         let mut c = CoreSnapshot::default();
         let mut empty_run: u32 = 0;
+        let mut idle_since = Instant::now();
         let mut sleep_us: u32 = 1;
         let mut sample_tick: u32 = 0;
         let mut latency = self.latency.take();
@@ -263,8 +272,14 @@ impl Worker {
                     r.quiesce();
                 }
                 c.empty_polls += 1;
+                if empty_run == 0 {
+                    idle_since = Instant::now();
+                }
                 empty_run += 1;
-                if self.idle.max_sleep_us > 0 && empty_run >= EMPTY_POLLS_BEFORE_SLEEP {
+                if self.idle.max_sleep_us > 0
+                    && (empty_run >= EMPTY_POLLS_BEFORE_SLEEP
+                        || idle_since.elapsed() >= SPIN_BEFORE_SLEEP)
+                {
                     self.counters.publish(&c);
                     std::thread::sleep(Duration::from_micros(u64::from(sleep_us)));
                     sleep_us = (sleep_us * 2).min(self.idle.max_sleep_us);
