@@ -129,7 +129,7 @@ impl Control {
             .map(|t| t.ports.iter().map(|p| p.role == PortRole::Access).collect())
             .unwrap_or_default();
         let mut taken: Vec<(u16, Vec<u8>)> = Vec::new();
-        let moved = self.running.host_poll(|port, frame| {
+        let mut moved = self.running.host_poll(|port, frame| {
             if let Some(op) = neighbors.learn(port, frame, now) {
                 ops.push(op);
             }
@@ -162,7 +162,7 @@ impl Control {
             for (port, frame) in taken {
                 self.relay_client_frame(port, &frame, now);
             }
-            self.relay_server_replies(now);
+            moved += self.relay_server_replies(now);
             self.expire_sessions(now);
             if let Some(r) = self.relay.as_mut() {
                 r.watch_servers(now);
@@ -255,11 +255,14 @@ impl Control {
 
     /// Replies from the address servers: sessions follow ACK and NAK, then
     /// the reply goes to its client.
-    fn relay_server_replies(&mut self, now: std::time::Instant) {
+    /// Relays the servers' replies waiting on the sockets; returns how many.
+    fn relay_server_replies(&mut self, now: std::time::Instant) -> usize {
         let Some(relay) = self.relay.as_mut() else {
-            return;
+            return 0;
         };
-        for payload in relay.receive() {
+        let replies = relay.receive();
+        let n = replies.len();
+        for payload in replies {
             let Some(r) = control::dhcp::from_server(&payload) else {
                 self.relay_drop("not_our_reply");
                 continue;
@@ -314,6 +317,7 @@ impl Control {
                 }
             }
         }
+        n
     }
 
     /// Publishes a session's route; true once every worker has it.
