@@ -7,12 +7,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
 use crate::counters::{CoreCounters, CoreSnapshot};
-use crate::dpdk::{tsc, Burst, RxQueue, TxQueue, BURST_SIZE};
+use crate::dpdk::{tsc, tsc_hz, Burst, RxQueue, TxQueue, BURST_SIZE};
 use crate::forward::{macswap, ForwardMode};
 use crate::host::{InjectQueue, PuntQueue};
 use crate::pipeline::{process_burst, Frame, Next, Outcome};
@@ -120,7 +120,10 @@ impl Worker {
         let mut burst = Burst::new();
         let mut c = CoreSnapshot::default();
         let mut empty_run: u32 = 0;
-        let mut idle_since = Instant::now();
+        // In TSC ticks: the clock behind `Instant` is a costly call on
+        // some virtual machines, and this runs on every empty poll.
+        let spin_ticks = tsc_hz() * SPIN_BEFORE_SLEEP.as_micros() as u64 / 1_000_000;
+        let mut idle_since = tsc();
         let mut sleep_us: u32 = 1;
         let mut sample_tick: u32 = 0;
         let mut latency = self.latency.take();
@@ -273,12 +276,12 @@ impl Worker {
                 }
                 c.empty_polls += 1;
                 if empty_run == 0 {
-                    idle_since = Instant::now();
+                    idle_since = tsc();
                 }
                 empty_run += 1;
                 if self.idle.max_sleep_us > 0
                     && (empty_run >= EMPTY_POLLS_BEFORE_SLEEP
-                        || idle_since.elapsed() >= SPIN_BEFORE_SLEEP)
+                        || tsc().wrapping_sub(idle_since) >= spin_ticks)
                 {
                     self.counters.publish(&c);
                     std::thread::sleep(Duration::from_micros(u64::from(sleep_us)));
