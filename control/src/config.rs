@@ -47,6 +47,10 @@ pub struct BgpCfg {
     pub asn: Spanned<i64>,
     /// A dotted quad, not 0.0.0.0 (RFC 6286).
     pub router_id: Spanned<String>,
+    /// The next hop our routes are advertised with: our core address, the
+    /// one the hub's labelled traffic comes back to. Default: the router
+    /// id (a PE's loopback, as usual in RFC 4364 networks).
+    pub next_hop: Option<Spanned<String>>,
     #[serde(default, rename = "neighbor")]
     pub neighbors: Vec<BgpNeighborCfg>,
 }
@@ -65,6 +69,14 @@ pub struct BgpNeighborCfg {
     /// Seconds; 0 (no keepalives) or at least 3 (RFC 4271 section 4.2).
     /// Default 90.
     pub hold_time: Option<Spanned<i64>>,
+    /// TCP port: the peer's when we connect, ours when passive. Default
+    /// 179.
+    pub port: Option<Spanned<i64>>,
+    /// A `[[next_hop]]` name: routes learnt from this neighbour are sent
+    /// out through it, with its first label as the transport label and
+    /// the route's own label (the peer's VPN label) below. Without it the
+    /// neighbour's routes are kept in its RIB but not installed.
+    pub via: Option<Spanned<String>>,
 }
 
 /// Where `hdvrf ctl` reaches a running hdvrf when no socket is configured.
@@ -1067,8 +1079,41 @@ fn validate_vpn(
         ),
         Ok(_) => {}
     }
+    if let Some(nh) = &b.next_hop {
+        match parse_ipv4(nh.get_ref()) {
+            Err(m) => err(nh.span(), "bgp.next_hop".into(), m),
+            Ok(0) => err(
+                nh.span(),
+                "bgp.next_hop".into(),
+                "0.0.0.0 cannot be a next hop".into(),
+            ),
+            Ok(_) => {}
+        }
+    }
     let mut peers: HashMap<u32, usize> = HashMap::new();
     for (i, n) in b.neighbors.iter().enumerate() {
+        if let Some(p) = &n.port {
+            if !(1..=65535).contains(p.get_ref()) {
+                err(
+                    p.span(),
+                    format!("bgp.neighbor[{i}].port"),
+                    format!("{} is not a TCP port (1 to 65535)", p.get_ref()),
+                );
+            }
+        }
+        if let Some(v) = &n.via {
+            if !config
+                .next_hops
+                .iter()
+                .any(|h| h.name.get_ref() == v.get_ref())
+            {
+                err(
+                    v.span(),
+                    format!("bgp.neighbor[{i}].via"),
+                    format!("no [[next_hop]] is named {:?}", v.get_ref()),
+                );
+            }
+        }
         match parse_ipv4(n.address.get_ref()) {
             Err(m) => err(n.address.span(), format!("bgp.neighbor[{i}].address"), m),
             Ok(a) => {
@@ -1209,7 +1254,7 @@ fn validate_router(
         );
         range_ok = false;
     }
-    let range = range_ok.then_some(base..base + count);
+    let range = range_ok.then(|| base..base + count);
     // Local label -> the field that took it.
     let mut local: HashMap<i64, String> = HashMap::new();
     let mut local_label =
@@ -1988,6 +2033,9 @@ peer = "a"
             ("bgp without route distinguishers", format!("{SPOKE_EXAMPLE}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n"), "", "service[0].route_distinguisher", 45, "missing: with [bgp], every service's routes need a route distinguisher"),
             ("bgp hold time of 2 s", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 65000\nhold_time = 2\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.neighbor[0].hold_time", 75, "a hold time is 0 or 3 to 65535 seconds (RFC 4271 section 4.2)"),
             ("bgp router id 0.0.0.0", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"0.0.0.0\"\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.router_id", 71, "0.0.0.0 is not a router id (RFC 6286)"),
+            ("bgp neighbour via no next hop", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 65000\nvia = \"nowhere\"\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.neighbor[0].via", 75, "no [[next_hop]] is named \"nowhere\""),
+            ("bgp neighbour on port 0", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 65000\nport = 0\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.neighbor[0].port", 75, "0 is not a TCP port (1 to 65535)"),
+            ("bgp next hop 0.0.0.0", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\nnext_hop = \"0.0.0.0\"\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.next_hop", 72, "0.0.0.0 cannot be a next hop"),
             ("bgp AS 0", format!("{}\n[bgp]\nasn = 0\nrouter_id = \"192.0.2.1\"\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.asn", 70, "AS 0 is out of range"),
             ("unknown route field", SPOKE_EXAMPLE.replace("{ prefix = \"0.0.0.0/0\", next_hop", "{ prefix = \"0.0.0.0/0\", nexthop"), "", "service[0].upstream[0].nexthop", 51, "unknown field `nexthop`"),
         ];
