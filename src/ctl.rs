@@ -74,12 +74,25 @@ enum Show {
     Labels,
     /// Subscriber sessions (DHCP relay).
     Sessions,
+    /// BGP: neighbors, or rib [in|out].
+    Bgp {
+        #[command(subcommand)]
+        what: BgpShow,
+    },
     /// Routes of one service (or all), one table (or all).
     Routes {
         service: Option<String>,
         /// upstream, downstream or hub.
         table: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum BgpShow {
+    /// Neighbours: state, negotiated hold time and capabilities, counters.
+    Neighbors,
+    /// Routes learnt (in), advertised (out), or both.
+    Rib { which: Option<String> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,6 +127,12 @@ fn request(cmd: CtlCmd) -> Request {
             Show::NextHops => Request::ShowNextHops,
             Show::Labels => Request::ShowLabels,
             Show::Sessions => Request::ShowSessions,
+            Show::Bgp {
+                what: BgpShow::Neighbors,
+            } => Request::ShowBgpNeighbors,
+            Show::Bgp {
+                what: BgpShow::Rib { which },
+            } => Request::ShowBgpRib { which },
             Show::Routes { service, table } => Request::ShowRoutes { service, table },
         },
         CtlCmd::Clear { what: Clear::Stats } => Request::ClearStats,
@@ -346,6 +365,73 @@ fn human(req: &Request, v: &Value) {
                 })
                 .collect(),
         ),
+        Request::ShowBgpNeighbors => table(
+            &[
+                "neighbor",
+                "as",
+                "type",
+                "state",
+                "up (s)",
+                "hold",
+                "via",
+                "routes in",
+                "routes out",
+                "updates",
+                "malformed",
+                "last down",
+            ],
+            list(v)
+                .iter()
+                .map(|x| {
+                    vec![
+                        format!("{}:{}", s(&x["address"]), s(&x["port"])),
+                        s(&x["remote_asn"]),
+                        s(&x["type"]),
+                        s(&x["state"]),
+                        s(&x["up_for_s"]),
+                        s(&x["hold_time"]),
+                        s(&x["via"]),
+                        s(&x["routes_in"]),
+                        s(&x["routes_out"]),
+                        s(&x["updates_in"]),
+                        s(&x["malformed_updates"]),
+                        s(&x["last_down"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Request::ShowBgpRib { which } => {
+            let rows = |v: &Value, who: &str| -> Vec<Vec<String>> {
+                list(v)
+                    .iter()
+                    .map(|x| {
+                        vec![
+                            s(&x["prefix"]),
+                            s(&x["rd"]),
+                            s(&x["label"]),
+                            s(&x["next_hop"]),
+                            x["route_targets"]
+                                .as_array()
+                                .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+                                .unwrap_or_default(),
+                            s(&x[who]),
+                        ]
+                    })
+                    .collect()
+            };
+            let head_in = ["prefix", "rd", "label", "next hop", "targets", "neighbor"];
+            let head_out = ["prefix", "rd", "label", "next hop", "targets", "service"];
+            match which.as_deref() {
+                Some("in") => table(&head_in, rows(v, "neighbor")),
+                Some("out") => table(&head_out, rows(v, "service")),
+                _ => {
+                    say!("learnt:");
+                    table(&head_in, rows(&v["in"], "neighbor"));
+                    say!("advertised:");
+                    table(&head_out, rows(&v["out"], "service"));
+                }
+            }
+        }
         Request::ShowSessions => table(
             &[
                 "service",

@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_lookup;
+mod bgp;
 mod churn;
 mod ctl;
 mod metrics;

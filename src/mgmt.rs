@@ -51,6 +51,11 @@ pub struct Control {
     /// A session's next hop's counters when the session came up: its
     /// counts are what was added since (next hop ids are reused).
     session_base: HashMap<u32, SubscriberSnapshot>,
+    /// The BGP speaker (with `[bgp]`).
+    pub bgp: Option<crate::bgp::Speaker>,
+    /// Session removals waiting for their BGP withdrawal to be on its way:
+    /// committed at the next tick, or before the next session change.
+    deferred: Vec<TableOp>,
 }
 
 /// How long a request's commit waits for the workers before it answers
@@ -86,6 +91,8 @@ impl Control {
             relay: None,
             vpn: HashMap::new(),
             session_base: HashMap::new(),
+            bgp: None,
+            deferred: Vec::new(),
         }
     }
 
@@ -139,6 +146,10 @@ impl Control {
             }
             false
         });
+        if let Some(b) = &self.bgp {
+            let follow: Vec<TableOp> = ops.iter().flat_map(|op| b.follow_neighbor(op)).collect();
+            ops.extend(follow);
+        }
         if !ops.is_empty() {
             match self.running.commit_within(&ops, Some(COMMIT_WAIT)) {
                 Ok(_) => {
@@ -158,6 +169,10 @@ impl Control {
         for (port, frame) in self.neighbors.requests_due(now) {
             self.running.host_inject(port, &frame);
         }
+        if !self.deferred.is_empty() {
+            // The withdrawals went out while the thread yielded.
+            self.publish_session_ops(&[], now);
+        }
         if relay_on {
             for (port, frame) in taken {
                 self.relay_client_frame(port, &frame, now);
@@ -169,6 +184,86 @@ impl Control {
             }
         }
         moved
+    }
+
+    /// What a BGP session task reported.
+    pub fn bgp_event(
+        &mut self,
+        i: usize,
+        ev: control::bgp::session::FromSession,
+        now: std::time::Instant,
+    ) {
+        use control::bgp::session::FromSession;
+        let Some(b) = self.bgp.as_mut() else {
+            return;
+        };
+        let peer = b
+            .neighbors
+            .get(i)
+            .map_or_else(|| format!("#{i}"), |n| n.address.to_string());
+        let ops = match ev {
+            FromSession::Established(n) => {
+                crate::run::say!(
+                    "hdvrf: bgp: {peer} Established (AS {}, router id {}, hold {} s)",
+                    n.peer_asn,
+                    n.peer_id,
+                    n.hold_time
+                );
+                b.established(i, n, now);
+                return;
+            }
+            FromSession::Down(why) => {
+                let was_up = b.neighbors.get(i).is_some_and(|n| n.up.is_some());
+                if was_up {
+                    eprintln!("hdvrf: bgp: {peer} down: {why}");
+                }
+                match self.running.tables() {
+                    Some(t) => b.down(i, why, t),
+                    None => return,
+                }
+            }
+            FromSession::Learned(u) => match self.running.tables() {
+                Some(t) => b.learned(i, u, t),
+                None => return,
+            },
+            FromSession::Malformed(m) => {
+                if let Some(n) = b.neighbors.get_mut(i) {
+                    n.malformed += 1;
+                }
+                eprintln!("hdvrf: bgp: {peer}: malformed UPDATE (RFC 7606): {m}");
+                return;
+            }
+            FromSession::Notification(sent, code, sub) => {
+                if let Some(n) = b.neighbors.get_mut(i) {
+                    if sent {
+                        n.notifications_sent += 1;
+                    } else {
+                        n.notifications_received += 1;
+                    }
+                }
+                eprintln!(
+                    "hdvrf: bgp: {peer}: NOTIFICATION {code}/{sub} {}",
+                    if sent { "sent" } else { "received" }
+                );
+                return;
+            }
+        };
+        if ops.is_empty() {
+            return;
+        }
+        let names = b.derived_names();
+        match self.running.commit_within(&ops, Some(COMMIT_WAIT)) {
+            Ok(_) => {
+                for (id, name) in names {
+                    let id = id as usize;
+                    if self.names.next_hops.len() <= id {
+                        self.names.next_hops.resize(id + 1, String::new());
+                    }
+                    self.names.next_hops[id] = name;
+                }
+            }
+            Err(e) => eprintln!("hdvrf: error: bgp: publishing routes from {peer}: {e}"),
+        }
     }
 
     fn relay_drop(&mut self, why: &'static str) {
@@ -356,8 +451,16 @@ impl Control {
                 self.session_base.insert(id, base);
             }
         }
+        if let (Some(b), control::sessions::Acked::Moved { old }) = (self.bgp.as_mut(), what) {
+            b.withdraw(service, old);
+        }
         if !self.publish_session_ops(&ops, now) {
             return false;
+        }
+        if let Some(b) = self.bgp.as_mut() {
+            if what != control::sessions::Acked::Renewed {
+                b.advertise(service, address);
+            }
         }
         self.journal_up(service, mac, now);
         if what != control::sessions::Acked::Renewed {
@@ -381,7 +484,7 @@ impl Control {
         };
         if let Some((s, ops)) = relay.sessions.end(service, mac) {
             self.session_base.remove(&s.next_hop);
-            if self.publish_session_ops(&ops, now) {
+            if self.remove_session(&s, &ops, now) {
                 self.journal_down(&s, now);
                 crate::run::say!("hdvrf: session down: {} {why}", s.address);
             }
@@ -394,7 +497,7 @@ impl Control {
         };
         for (s, ops) in relay.sessions.expire(now) {
             self.session_base.remove(&s.next_hop);
-            if self.publish_session_ops(&ops, now) {
+            if self.remove_session(&s, &ops, now) {
                 self.journal_down(&s, now);
                 crate::run::say!("hdvrf: session down: {} lease expired", s.address);
             }
@@ -474,8 +577,32 @@ impl Control {
         back
     }
 
-    /// Publishes session ops and names their next hops.
+    /// Takes a session's route out: withdrawn from BGP first, and while a
+    /// neighbour is Established the removal waits for the next tick, so
+    /// that the withdrawal is on its way before the route goes.
+    fn remove_session(
+        &mut self,
+        s: &control::sessions::Session,
+        ops: &[TableOp],
+        now: std::time::Instant,
+    ) -> bool {
+        if self
+            .bgp
+            .as_mut()
+            .is_some_and(|b| b.withdraw(s.service, s.address))
+        {
+            self.deferred.extend_from_slice(ops);
+            return true;
+        }
+        self.publish_session_ops(ops, now)
+    }
+
+    /// Publishes session ops (after any deferred removals, in order) and
+    /// names their next hops.
     fn publish_session_ops(&mut self, ops: &[TableOp], now: std::time::Instant) -> bool {
+        let mut all = std::mem::take(&mut self.deferred);
+        all.extend_from_slice(ops);
+        let ops = &all[..];
         let res = self.running.commit_within(ops, Some(COMMIT_WAIT));
         let rejected = self
             .running
@@ -586,6 +713,14 @@ impl Control {
             Request::ShowNextHops => self.next_hops(),
             Request::ShowLabels => self.labels(),
             Request::ShowSessions => Ok(self.sessions()),
+            Request::ShowBgpNeighbors => match &self.bgp {
+                Some(b) => Ok(b.show_neighbors(std::time::Instant::now())),
+                None => Err("no [bgp] in the configuration".into()),
+            },
+            Request::ShowBgpRib { which } => match &self.bgp {
+                Some(b) => b.show_rib(which.as_deref(), &self.names.services),
+                None => Err("no [bgp] in the configuration".into()),
+            },
             Request::ShowRoutes { service, table } => self.routes(service, table),
             Request::ClearStats => {
                 self.base = self.running.cores();

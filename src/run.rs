@@ -222,6 +222,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         .unwrap_or(toml::Value::Table(Default::default()));
     let mut control = Control::new(running, names, devices, path.to_owned(), applied);
     control.neighbors = neighbors;
+    let mut bgp_pending: crate::bgp::Pending = Vec::new();
     if spec.mode == dataplane::ForwardMode::Router {
         match crate::relay::Relay::start(&loaded.config) {
             Ok(r) => control.relay = Some(r),
@@ -229,6 +230,12 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
                 control.running.shutdown();
                 return Err(e);
             }
+        }
+        if let Some((speaker, pending)) = crate::bgp::Speaker::from_config(&loaded.config) {
+            // Before the journal: restored sessions are advertised once
+            // the neighbours come up.
+            control.bgp = Some(speaker);
+            bgp_pending = pending;
         }
         if let Some(j) = &loaded.config.control.session_journal {
             let path = std::path::Path::new(j.get_ref());
@@ -265,6 +272,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         .build()
         .context("control thread runtime")?;
     let local = tokio::task::LocalSet::new();
+    let mut bgp_tasks = Vec::new();
     let bound = local.block_on(&rt, async {
         // Metrics first: a configured address that is taken fails the
         // start before the socket file exists.
@@ -286,6 +294,30 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
             Some((path, configured)) => crate::mgmt::bind(path, *configured)?,
             None => None,
         };
+        for (i, (cfg, cmds)) in std::mem::take(&mut bgp_pending).into_iter().enumerate() {
+            let (out, mut events) = tokio::sync::mpsc::unbounded_channel();
+            say!(
+                "hdvrf: bgp: neighbor {} AS {} ({})",
+                cfg.peer,
+                cfg.remote_asn,
+                if cfg.listen.is_some() {
+                    "passive"
+                } else {
+                    "active"
+                }
+            );
+            bgp_tasks.push(tokio::task::spawn_local(control::bgp::session::run(
+                cfg, cmds, out,
+            )));
+            let state = state.clone();
+            tokio::task::spawn_local(async move {
+                while let Some(ev) = events.recv().await {
+                    if let Some(c) = state.borrow_mut().as_mut() {
+                        c.bgp_event(i, ev, Instant::now());
+                    }
+                }
+            });
+        }
         if has_host || state.borrow().as_ref().is_some_and(|c| c.relay.is_some()) {
             tokio::task::spawn_local(host_path(state.clone()));
         }
@@ -337,6 +369,20 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
             }
         }
     });
+    // BGP neighbours get a Cease (RFC 4486) before the data plane stops.
+    if let Some(b) = state.borrow().as_ref().and_then(|c| c.bgp.as_ref()) {
+        b.stop();
+    }
+    if !bgp_tasks.is_empty() {
+        local.block_on(&rt, async {
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                for t in bgp_tasks {
+                    let _ = t.await;
+                }
+            })
+            .await;
+        });
+    }
     // Requests still in flight get "shutting down"; the socket goes first
     // so no new client finds a dying router.
     if let Some(path) = &bound {

@@ -30,6 +30,13 @@ pub enum Request {
     ShowLabels,
     /// Subscriber sessions: client, port, VLAN, address, lease.
     ShowSessions,
+    /// BGP neighbours: state, what was negotiated, counters.
+    ShowBgpNeighbors,
+    /// Learnt routes (`in`), advertised routes (`out`), or both.
+    ShowBgpRib {
+        #[serde(default)]
+        which: Option<String>,
+    },
     /// Routes of one service (all when `None`), one table (all when
     /// `None`).
     ShowRoutes {
