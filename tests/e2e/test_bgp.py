@@ -1,0 +1,310 @@
+"""hdvrf's BGP speaker against a real GoBGP, with a real Kea:
+
+    netns A (clients) [tap] <--fd--> access0   netns R (hdvrf, AS 65000)
+                                     core0 <--fd--> [tap] netns C (the core)
+                      rk 192.0.2.254 <--veth--> kk 192.0.2.50 kea-dhcp4 (netns K)
+                      rg 198.18.0.1  <--veth--> gr 198.18.0.2 gobgpd, AS 65000 (netns G)
+
+- A client's lease is advertised to GoBGP: RD 65000:100, label 1001
+  (blue's VPN label), target 65000:2, next hop 198.18.0.1.
+- GoBGP's labelled 0/0 (RD 65000:1, target 65000:1, label 3001) lands in
+  blue's upstream table, through next hop "hub" (transport label 100):
+  the client's packets leave the core port with labels 100 and 3001.
+- GoBGP withdraws it: the route goes and client packets are dropped as
+  no route. RELEASE withdraws the client's route from GoBGP.
+- GoBGP restarted: hdvrf reconnects, GoBGP relearns the live session's
+  route, and the 0/0 it no longer has is gone from hdvrf (nothing stale).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+from conftest import (
+    HDVRF_BIN,
+    HERE,
+    NS_PREFIX,
+    PYTHON,
+    LineProc,
+    captured_frames,
+    delete_netns,
+    delete_stale_netns,
+    link_exists,
+    make_netns,
+    run,
+    send_frames,
+    start_sniffer,
+    wait_until,
+)
+from test_sessions import KEA_ADDR, frames_from, kea_config
+
+MAC1, MAC2 = "02:00:5e:20:00:01", "02:00:5e:20:00:02"
+API = ["-u", "127.0.0.1", "-p", "50051"]
+ME, PEER = "198.18.0.1", "198.18.0.2"
+
+
+def hdvrf_config(path: Path, if_a: str, if_c: str, sock: Path) -> None:
+    path.write_text(
+        f"""[dataplane]
+main_lcore = 0
+workers = [1]
+forward_mode = "router"
+hugepages = "auto"
+memory_mb = 512
+idle_sleep_max_us = 100
+stats_interval_ms = 0
+
+[control]
+socket = "{sock}"
+metrics = ""
+
+[router]
+role = "spoke"
+label_base = 1000
+label_count = 64
+transport_label = 1000
+
+[[port]]
+name = "access0"
+device = "net_tap0,iface={if_a}"
+role = "access"
+
+[[port]]
+name = "core0"
+device = "net_tap1,iface={if_c}"
+role = "core"
+
+[[next_hop]]
+name = "hub"
+port = "core0"
+mac = "02:00:5e:00:02:09"
+labels = [100]
+
+[[service]]
+name = "blue"
+gateway = "10.0.0.1"
+vpn_label = 1001
+address_server = "{KEA_ADDR}"
+access = [ {{ port = "access0" }} ]
+route_distinguisher = "65000:100"
+import_targets = ["65000:1"]
+export_targets = ["65000:2"]
+
+[bgp]
+asn = 65000
+router_id = "{ME}"
+
+[[bgp.neighbor]]
+address = "{PEER}"
+remote_asn = 65000
+hold_time = 9
+via = "hub"
+"""
+    )
+
+
+GOBGP_CONFIG = f"""[global.config]
+  as = 65000
+  router-id = "{PEER}"
+  port = 179
+  local-address-list = ["{PEER}"]
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "{ME}"
+    peer-as = 65000
+  [neighbors.transport.config]
+    passive-mode = true
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "l3vpn-ipv4-unicast"
+"""
+
+
+class Env:
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        pid = os.getpid()
+        self.ns_r, self.ns_a, self.ns_k, self.ns_c, self.ns_g = (f"{NS_PREFIX}{pid}-b{x}" for x in "rakcg")
+        self.if_a, self.if_c = f"hdv{pid}ba", f"hdv{pid}bc"
+        self.sock = tmp / "hdvrf.sock"
+        self.procs: list[LineProc] = []
+        self.made: list[str] = []
+        self.gobgp: LineProc | None = None
+
+    def start_gobgp(self) -> None:
+        cfg = self.tmp / "gobgpd.toml"
+        cfg.write_text(GOBGP_CONFIG)
+        self.gobgp = LineProc(["ip", "netns", "exec", self.ns_g, "gobgpd", "-t", "toml", "-f", str(cfg), "--api-hosts", "127.0.0.1:50051"], "gobgpd")
+        self.procs.append(self.gobgp)
+        wait_until(lambda: self.gobgp_cli("neighbor", "-j") is not None, 30, "gobgpd's API")
+
+    def gobgp_cli(self, *args: str):
+        p = run("ip", "netns", "exec", self.ns_g, "gobgp", *API, *args, check=False)
+        if p.returncode != 0:
+            return None
+        return json.loads(p.stdout) if p.stdout.strip() else {}
+
+    def gobgp_rib(self) -> dict[str, tuple[list[int], str, list[str]]]:
+        """GoBGP's VPNv4 RIB: "RD:prefix" -> (labels, next hop, targets)."""
+        out = {}
+        for key, paths in (self.gobgp_cli("global", "rib", "-a", "vpnv4", "-j") or {}).items():
+            best = next((p for p in paths if p.get("best")), None)
+            if best is None:
+                continue
+            attrs = best["attrs"]
+            nh = next((a["nexthop"] for a in attrs if a["type"] == 14), None)
+            rts = [c["value"] for a in attrs if a["type"] == 16 for c in a["value"] if c.get("subtype") == 2]
+            out[key] = (best["nlri"]["labels"], nh, rts)
+        return out
+
+    def ctl_json(self, *args: str):
+        return json.loads(run(HDVRF_BIN, "ctl", "-s", str(self.sock), "-j", *args).stdout)
+
+    def established(self) -> bool:
+        return self.ctl_json("show", "bgp", "neighbors")[0]["state"] == "Established"
+
+    def upstream(self) -> dict[str, str]:
+        return {r["prefix"]: r["next_hop"] for r in self.ctl_json("show", "routes", "blue", "upstream")}
+
+    def client(self, mac: str, *action: str) -> list[str]:
+        p = run("ip", "netns", "exec", self.ns_a, PYTHON, str(HERE / "dhcp_client.py"), self.if_a, mac, "0", *action, check=False, timeout=60)
+        assert p.returncode == 0, f"dhcp client {mac} {action}: {p.stderr.strip()}"
+        return p.stdout.split()
+
+    def outcome(self, name: str) -> int:
+        return self.ctl_json("show", "stats")["total"]["outcomes"].get(name, 0)
+
+
+@pytest.fixture
+def env(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("end-to-end tests need root (network namespaces, tap interfaces, DPDK)")
+    for tool in ("kea-dhcp4", "gobgpd", "gobgp"):
+        if not shutil.which(tool):
+            pytest.fail(f"{tool} not found: scripts/setup installs kea-dhcp4-server and gobgpd")
+    delete_stale_netns()
+    e = Env(tmp_path)
+    try:
+        for ns in (e.ns_r, e.ns_a, e.ns_k, e.ns_c, e.ns_g):
+            e.made.append(ns)
+            make_netns(ns)
+        for (a, na, aa), (b, nb, ba) in (
+            (("rk", e.ns_r, "192.0.2.254/24"), ("kk", e.ns_k, f"{KEA_ADDR}/24")),
+            (("rg", e.ns_r, f"{ME}/24"), ("gr", e.ns_g, f"{PEER}/24")),
+        ):
+            run("ip", "link", "add", a, "netns", na, "type", "veth", "peer", "name", b, "netns", nb)
+            run("ip", "-n", na, "addr", "add", aa, "dev", a)
+            run("ip", "-n", nb, "addr", "add", ba, "dev", b)
+            run("ip", "-n", na, "link", "set", "dev", a, "up")
+            run("ip", "-n", nb, "link", "set", "dev", b, "up")
+        run("ip", "-n", e.ns_k, "route", "add", "10.0.0.0/8", "via", "192.0.2.254")
+        wait_until(
+            lambda: json.loads(run("ip", "-j", "-n", e.ns_k, "link", "show", "dev", "kk").stdout)[0]["operstate"] == "UP",
+            10,
+            "the veth to Kea up",
+        )
+        kea_cfg, leases = tmp_path / "kea.json", tmp_path / "leases.csv"
+        kea_config(kea_cfg, "kk", leases)
+        kea = LineProc(["ip", "netns", "exec", e.ns_k, "env", f"KEA_PIDFILE_DIR={tmp_path}", f"KEA_LOCKFILE_DIR={tmp_path}", "kea-dhcp4", "-c", str(kea_cfg)], "kea")
+        e.procs.append(kea)
+        kea.wait_line(lambda l: "DHCP4_STARTED" in l, 20, "Kea's DHCP4_STARTED line")
+        e.start_gobgp()
+
+        e.cfg = tmp_path / "spoke.toml"
+        hdvrf_config(e.cfg, e.if_a, e.if_c, e.sock)
+        e.hdvrf = LineProc(["ip", "netns", "exec", e.ns_r, HDVRF_BIN, "run", "--config", str(e.cfg)], "hdvrf")
+        e.procs.append(e.hdvrf)
+        e.hdvrf.wait_line(lambda l: l.startswith("hdvrf: management socket"), 60, "hdvrf's socket line")
+        for iface, ns in ((e.if_a, e.ns_a), (e.if_c, e.ns_c)):
+            wait_until(lambda: link_exists(iface, e.ns_r), 10, f"the tap {iface}")
+            run("ip", "-n", e.ns_r, "link", "set", "dev", iface, "netns", ns)
+            run("ip", "-n", ns, "link", "set", "dev", iface, "up")
+        yield e
+    finally:
+        for p in e.procs:
+            p.kill()
+        for ns in e.made:
+            delete_netns(ns)
+
+
+def labels_of(frame: bytes) -> list[int]:
+    """The MPLS label stack of an Ethernet frame (empty if not MPLS)."""
+    if struct.unpack_from("!H", frame, 12)[0] != 0x8847:
+        return []
+    out, off = [], 14
+    while off + 4 <= len(frame):
+        word = struct.unpack_from("!I", frame, off)[0]
+        out.append(word >> 12)
+        off += 4
+        if word & 0x100:
+            break
+    return out
+
+
+def test_routes_both_ways_with_gobgp(env: Env):
+    e = env
+    wait_until(e.established, 30, "the session with GoBGP Established")
+
+    # A lease: its host route is advertised with blue's RD, label, target
+    # and our next hop.
+    a1 = e.client(MAC1, "lease")[1]
+    key1 = f"65000:100:{a1}/32"
+    wait_until(lambda: key1 in e.gobgp_rib(), 20, f"{key1} in GoBGP's RIB")
+    assert e.gobgp_rib()[key1] == ([1001], ME, ["65000:2"]), e.gobgp_rib()
+
+    # No upstream route yet: the client's packets have nowhere to go.
+    nr0 = e.outcome("drop_no_route")
+    send_frames(e.procs, e.ns_a, e.if_a, frames_from(MAC1, a1, 3), e.tmp / "before.hex")
+    wait_until(lambda: e.outcome("drop_no_route") >= nr0 + 3, 10, "3 packets dropped as no route")
+
+    # GoBGP's labelled default route lands in blue's upstream table ...
+    assert e.gobgp_cli("global", "rib", "-a", "vpnv4", "add", "0.0.0.0/0", "label", "3001", "rd", "65000:1", "rt", "65000:1", "nexthop", PEER) is not None
+    wait_until(lambda: "0.0.0.0/0" in e.upstream(), 20, "GoBGP's 0/0 in blue's upstream table")
+    assert e.upstream() == {"0.0.0.0/0": "~bgp/hub/3001"}, e.upstream()
+    learnt = e.ctl_json("show", "bgp", "rib", "in")
+    assert [(r["prefix"], r["rd"], r["label"], r["best_for"]) for r in learnt] == [("0.0.0.0/0", "65000:1", 3001, ["blue"])], learnt
+
+    # ... and the client's packets use it: out of the core port with the
+    # hub's transport label over GoBGP's VPN label.
+    sniff = start_sniffer(e.procs, e.ns_c, e.if_c, b"x" * 20, 5, 20)
+    send_frames(e.procs, e.ns_a, e.if_a, frames_from(MAC1, a1, 5), e.tmp / "up.hex")
+    assert sniff.wait(timeout=30) == 0, sniff.describe()
+    got = captured_frames(sniff)
+    assert len(got) == 5 and all(labels_of(f) == [100, 3001] for f in got), [f.hex() for f in got]
+
+    # GoBGP withdraws it: the route goes, and packets are no route again.
+    assert e.gobgp_cli("global", "rib", "-a", "vpnv4", "del", "0.0.0.0/0", "label", "3001", "rd", "65000:1") is not None
+    wait_until(lambda: e.upstream() == {}, 20, "the 0/0 withdrawn from blue's upstream table")
+    nr1 = e.outcome("drop_no_route")
+    send_frames(e.procs, e.ns_a, e.if_a, frames_from(MAC1, a1, 2), e.tmp / "after.hex")
+    wait_until(lambda: e.outcome("drop_no_route") >= nr1 + 2, 10, "2 packets dropped as no route")
+
+    # A second client; then the first releases: only its route is withdrawn.
+    a2 = e.client(MAC2, "lease")[1]
+    key2 = f"65000:100:{a2}/32"
+    wait_until(lambda: key2 in e.gobgp_rib(), 20, f"{key2} in GoBGP's RIB")
+    e.client(MAC1, "release", a1, KEA_ADDR)
+    wait_until(lambda: key1 not in e.gobgp_rib(), 20, f"{key1} withdrawn from GoBGP")
+    assert set(e.gobgp_rib()) == {key2}, e.gobgp_rib()
+
+    # GoBGP announces 0/0 again, then restarts without it: hdvrf comes
+    # back to it, GoBGP relearns the live session, and the 0/0 is gone.
+    e.gobgp_cli("global", "rib", "-a", "vpnv4", "add", "0.0.0.0/0", "label", "3002", "rd", "65000:1", "rt", "65000:1", "nexthop", PEER)
+    wait_until(lambda: e.upstream() == {"0.0.0.0/0": "~bgp/hub/3002"}, 20, "the new 0/0")
+    e.gobgp.kill()
+    wait_until(lambda: not e.established(), 30, "the session down after GoBGP died")
+    wait_until(lambda: e.upstream() == {}, 10, "GoBGP's routes gone with its session")
+    e.start_gobgp()
+    wait_until(e.established, 60, "the session back with the new GoBGP")
+    wait_until(lambda: key2 in e.gobgp_rib(), 20, f"{key2} relearnt by GoBGP")
+    assert set(e.gobgp_rib()) == {key2}, e.gobgp_rib()
+    assert e.gobgp_rib()[key2] == ([1001], ME, ["65000:2"])
+    assert e.upstream() == {}, e.upstream()
+    n = e.ctl_json("show", "bgp", "neighbors")[0]
+    assert n["routes_in"] == 0 and n["routes_out"] == 1, n
