@@ -193,22 +193,35 @@ impl Speaker {
                 }
             }
         }
-        Some((
-            Speaker {
-                asn,
-                next_hop,
-                neighbors,
-                services,
-                table,
-                statics,
-                derived: HashMap::new(),
-                installed: HashMap::new(),
-                rib_out: BTreeMap::new(),
-                loops_dropped: 0,
-                unresolved: 0,
-            },
-            pending,
-        ))
+        let mut sp = Speaker {
+            asn,
+            next_hop,
+            neighbors,
+            services,
+            table,
+            statics,
+            derived: HashMap::new(),
+            installed: HashMap::new(),
+            rib_out: BTreeMap::new(),
+            loops_dropped: 0,
+            unresolved: 0,
+        };
+        // The configuration's routes toward our side are advertised like
+        // sessions' (a spoke's downstream routes, a hub's own hub routes:
+        // its uplink), and stay while we run.
+        for (i, s) in c.services.iter().enumerate() {
+            let routes = if table == RouteTable::Hub {
+                &s.hub
+            } else {
+                &s.downstream
+            };
+            for r in routes {
+                if let Ok((p, l)) = control::mgmt::parse_route_prefix(r.prefix.get_ref()) {
+                    sp.advertise_route(i as u16, Ipv4Addr::from(p), l);
+                }
+            }
+        }
+        Some((sp, pending))
     }
 
     /// The path attributes neighbour `n` gets for our routes: iBGP peers
@@ -232,6 +245,10 @@ impl Speaker {
 
     /// A session's host route, once published: to every neighbour.
     pub fn advertise(&mut self, service: u16, address: Ipv4Addr) {
+        self.advertise_route(service, address, 32);
+    }
+
+    fn advertise_route(&mut self, service: u16, prefix: Ipv4Addr, len: u8) {
         let Some(s) = self.services.get(usize::from(service)) else {
             return;
         };
@@ -240,11 +257,11 @@ impl Speaker {
         };
         let route = VpnRoute {
             rd,
-            prefix: address,
-            len: 32,
+            prefix,
+            len,
             label,
         };
-        self.rib_out.insert((address, 32, rd), (route, service));
+        self.rib_out.insert((prefix, len, rd), (route, service));
         for n in &self.neighbors {
             let _ =
                 n.tx.send(ToSession::Advertise(vec![route], self.path_for(n, service)));
