@@ -1,0 +1,303 @@
+"""BGP between two hdvrf (a spoke and a hub), and a running hdvrf facing a
+peer that sends a bad OPEN and a malformed UPDATE.
+
+    netns S: hdvrf spoke, AS 65000, sh 198.18.1.1 <--veth--> hs 198.18.1.2, netns H: hdvrf hub
+
+The spoke advertises its downstream route 10.0.0.0/24 (label 1001) and
+learns the hub's 0/0 (label 2001, the hub's own uplink route); the hub
+puts the spoke's route in its hub table (the return path). No NIC: the
+data ports are net_null.
+
+The hostile peer is this test on a raw TCP socket: the byte layouts are
+those of RFC 4271 section 4, RFC 4760 and RFC 8277, written out here so
+that the test controls every byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import HDVRF_BIN, NS_PREFIX, PYTHON, LineProc, delete_netns, delete_stale_netns, make_netns, run, wait_until
+
+SPOKE, HUB = "198.18.1.1", "198.18.1.2"
+
+
+def config(role: str, me: str, peer: str, passive: bool) -> str:
+    """A router's configuration; `Router` fills in its socket for SOCK."""
+    ports = (
+        '[[port]]\nname = "access0"\ndevice = "net_null0,no-rx=1"\nrole = "access"\n'
+        if role == "spoke"
+        else '[[port]]\nname = "uplink0"\ndevice = "net_null0,no-rx=1"\nrole = "core"\n'
+    )
+    if role == "spoke":
+        service = f"""[[service]]
+name = "blue"
+gateway = "10.0.0.1"
+vpn_label = 1001
+access = [ {{ port = "access0" }} ]
+downstream = [ {{ prefix = "10.0.0.0/24", next_hop = "lan" }} ]
+route_distinguisher = "65000:100"
+import_targets = ["65000:1"]
+export_targets = ["65000:2"]
+"""
+        lan = '[[next_hop]]\nname = "lan"\nport = "access0"\nmac = "02:00:5e:00:0a:01"\nlabels = []\n'
+    else:
+        service = f"""[[service]]
+name = "blue"
+vpn_label = 2001
+hub = [ {{ prefix = "0.0.0.0/0", next_hop = "uplink" }} ]
+route_distinguisher = "65000:1"
+import_targets = ["65000:2"]
+export_targets = ["65000:1"]
+"""
+        lan = '[[next_hop]]\nname = "uplink"\nport = "uplink0"\nmac = "02:00:5e:00:0b:01"\nlabels = []\n'
+    return f"""[dataplane]
+main_lcore = 0
+workers = [1]
+forward_mode = "router"
+hugepages = "auto"
+memory_mb = 512
+idle_sleep_max_us = 100
+stats_interval_ms = 0
+
+[control]
+socket = "SOCK"
+metrics = ""
+
+[router]
+role = "{role}"
+label_base = {1000 if role == "spoke" else 2000}
+label_count = 64
+transport_label = {1000 if role == "spoke" else 2000}
+
+{ports}
+[[port]]
+name = "core0"
+device = "net_null1,no-rx=1"
+role = "core"
+
+[[next_hop]]
+name = "peer"
+port = "core0"
+mac = "02:00:5e:00:0c:01"
+labels = [{2000 if role == "spoke" else 1000}]
+
+{lan}
+{service}
+[bgp]
+asn = 65000
+router_id = "{me}"
+
+[[bgp.neighbor]]
+address = "{peer}"
+remote_asn = 65000
+hold_time = 9
+passive = {"true" if passive else "false"}
+via = "peer"
+"""
+
+
+class Router:
+    def __init__(self, tmp: Path, netns: str, name: str, text: str):
+        self.sock = tmp / f"{name}.sock"
+        cfg = tmp / f"{name}.toml"
+        cfg.write_text(text.replace("SOCK", str(self.sock)))
+        self.proc = LineProc(["ip", "netns", "exec", netns, HDVRF_BIN, "run", "--config", str(cfg)], name)
+        self.proc.wait_line(lambda l: l.startswith("hdvrf: management socket"), 60, f"{name}'s socket line")
+
+    def ctl(self, *args: str):
+        return json.loads(run(HDVRF_BIN, "ctl", "-s", str(self.sock), "-j", *args).stdout)
+
+    def neighbor(self) -> dict:
+        return self.ctl("show", "bgp", "neighbors")[0]
+
+    def routes(self, table: str) -> dict[str, str]:
+        return {r["prefix"]: r["next_hop"] for r in self.ctl("show", "routes", "blue", table)}
+
+
+@pytest.fixture
+def namespaces(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("end-to-end tests need root (network namespaces, DPDK)")
+    delete_stale_netns()
+    pid = os.getpid()
+    s, h = f"{NS_PREFIX}{pid}-ps", f"{NS_PREFIX}{pid}-ph"
+    made, procs = [], []
+    try:
+        for ns in (s, h):
+            made.append(ns)
+            make_netns(ns)
+        run("ip", "link", "add", "sh", "netns", s, "type", "veth", "peer", "name", "hs", "netns", h)
+        run("ip", "-n", s, "addr", "add", f"{SPOKE}/24", "dev", "sh")
+        run("ip", "-n", h, "addr", "add", f"{HUB}/24", "dev", "hs")
+        run("ip", "-n", s, "link", "set", "dev", "sh", "up")
+        run("ip", "-n", h, "link", "set", "dev", "hs", "up")
+        yield s, h, procs
+    finally:
+        for p in procs:
+            p.kill()
+        for ns in made:
+            delete_netns(ns)
+
+
+def test_a_spoke_and_a_hub_exchange_routes(namespaces, tmp_path):
+    s, h, procs = namespaces
+    hub = Router(tmp_path, h, "hub", config("hub", HUB, SPOKE, passive=True))
+    procs.append(hub.proc)
+    spoke = Router(tmp_path, s, "spoke", config("spoke", SPOKE, HUB, passive=False))
+    procs.append(spoke.proc)
+    wait_until(lambda: spoke.neighbor()["state"] == "Established" and hub.neighbor()["state"] == "Established", 30, "spoke and hub Established")
+    # The hub's uplink route is the spoke's upstream default, through the
+    # hub's transport label and the hub's VPN label.
+    wait_until(lambda: spoke.routes("upstream") == {"0.0.0.0/0": "~bgp/peer/2001"}, 20, "the hub's 0/0 at the spoke")
+    nh = {n["name"]: n for n in spoke.ctl("show", "next-hops")}["~bgp/peer/2001"]
+    assert nh["labels"] == [2000, 2001], nh
+    # The spoke's downstream route is in the hub table: the return path.
+    wait_until(lambda: hub.routes("hub").get("10.0.0.0/24") == "~bgp/peer/1001", 20, "the spoke's route at the hub")
+    assert hub.routes("hub") == {"0.0.0.0/0": "uplink", "10.0.0.0/24": "~bgp/peer/1001"}
+    learnt = hub.ctl("show", "bgp", "rib", "in")
+    assert [(r["prefix"], r["rd"], r["label"], r["next_hop"], r["route_targets"]) for r in learnt] == [
+        ("10.0.0.0/24", "65000:100", 1001, SPOKE, ["65000:2"])
+    ], learnt
+    # The spoke stops: its neighbour sends a Cease, the hub drops its route.
+    assert spoke.proc.stop(timeout=30) == 0, spoke.proc.describe()
+    wait_until(lambda: "10.0.0.0/24" not in hub.routes("hub"), 20, "the spoke's route gone at the hub")
+    assert hub.neighbor()["notifications_received"] == 1, hub.neighbor()
+
+
+# Raw BGP for the hostile peer.
+MARKER = b"\xff" * 16
+
+
+def message(kind: int, body: bytes) -> bytes:
+    return MARKER + struct.pack("!HB", 19 + len(body), kind) + body
+
+
+def open_msg(asn: int, hold: int, router_id: str) -> bytes:
+    caps = bytes([1, 4, 0, 1, 0, 128]) + bytes([65, 4]) + struct.pack("!I", asn)
+    params = bytes([2, len(caps)]) + caps
+    return message(1, struct.pack("!BHH4sB", 4, asn if asn < 65536 else 23456, hold, socket.inet_aton(router_id), len(params)) + params)
+
+
+def update_default(label: int, origin_len: int = 1) -> bytes:
+    """An iBGP UPDATE for 0/0, RD 65000:1, target 65000:1, next hop
+    198.18.1.1; ORIGIN `origin_len` bytes long (1 is right)."""
+    origin = bytes([0x40, 1, origin_len]) + bytes(origin_len)
+    as_path = bytes([0x40, 2, 0])
+    local_pref = bytes([0x40, 5, 4]) + struct.pack("!I", 100)
+    rt = bytes([0xC0, 16, 8, 0x00, 0x02]) + struct.pack("!HI", 65000, 1)
+    nlri = bytes([24 + 64]) + struct.pack("!I", label << 4 | 1)[1:] + struct.pack("!HHI", 0, 65000, 1)
+    mp = struct.pack("!HBB", 1, 128, 12) + bytes(8) + socket.inet_aton(SPOKE) + b"\x00" + nlri
+    mp_reach = bytes([0x80, 14, len(mp)]) + mp
+    attrs = origin + as_path + local_pref + rt + mp_reach
+    return message(2, struct.pack("!H", 0) + struct.pack("!H", len(attrs)) + attrs)
+
+
+def read_message(sock: socket.socket) -> tuple[int, bytes]:
+    head = b""
+    while len(head) < 19:
+        chunk = sock.recv(19 - len(head))
+        assert chunk, "connection closed"
+        head += chunk
+    length, kind = struct.unpack("!HB", head[16:19])
+    body = b""
+    while len(body) < length - 19:
+        chunk = sock.recv(length - 19 - len(body))
+        assert chunk, "connection closed"
+        body += chunk
+    return kind, body
+
+
+def connect(netns_peer_ip: str) -> socket.socket:
+    sk = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sk.settimeout(20)
+    sk.bind((netns_peer_ip, 0))
+    sk.connect((HUB, 179))
+    return sk
+
+
+def test_a_bad_open_and_a_malformed_update_against_a_running_router(namespaces, tmp_path):
+    s, h, procs = namespaces
+    # hdvrf is the hub (passive); this test, in the spoke's namespace, is
+    # its neighbour 198.18.1.1.
+    hub = Router(tmp_path, h, "hub", config("hub", HUB, SPOKE, passive=True))
+    procs.append(hub.proc)
+    peer = LineProc(["ip", "netns", "exec", s, PYTHON, __file__, "peer"], "peer")
+    procs.append(peer)
+    peer.wait_line(lambda l: l == "sent", 60, "the peer's UPDATEs sent")
+    lines = peer.lines()
+    # AS 65099 where 65000 is configured: NOTIFICATION 2/2 (Bad Peer AS).
+    assert lines[:2] == ["bad-open notification 2 2", "established"], lines
+    wait_until(lambda: hub.neighbor()["routes_in"] == 1, 10, "the good UPDATE's route learnt")
+    n = hub.neighbor()
+    assert (n["state"], n["malformed_updates"], n["notifications_sent"]) == ("Established", 1, 1), n
+    assert "notification" not in " ".join(peer.lines()[2:]), peer.lines()
+    # The malformed ORIGIN was treated as a withdrawal (RFC 7606 section
+    # 7.1): the session stayed up and only the good UPDATE's route is in.
+    assert hub.routes("hub").get("0.0.0.0/0") == "uplink"  # configured routes stay over BGP's
+    learnt = hub.ctl("show", "bgp", "rib", "in")
+    assert [(r["prefix"], r["label"]) for r in learnt] == [("0.0.0.0/0", 3002)], learnt
+    assert any("malformed UPDATE" in l for l in hub.proc.err), hub.proc.describe()
+
+
+def hostile_peer() -> None:
+    """Run inside the spoke's namespace by the test above; prints what it
+    saw, then holds the session open until killed."""
+    # 1. A bad OPEN: the wrong AS.
+    sk = connect(SPOKE)
+    sk.sendall(open_msg(65099, 9, SPOKE))
+    while True:
+        kind, body = read_message(sk)
+        if kind == 3:
+            print(f"bad-open notification {body[0]} {body[1]}", flush=True)
+            break
+    sk.close()
+    # 2. The right OPEN. hdvrf takes connections again after its restart
+    # back-off (a second); until then it closes them: poll.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            sk = connect(SPOKE)
+            sk.sendall(open_msg(65000, 9, SPOKE))
+            kind, _ = read_message(sk)
+            break
+        except (AssertionError, OSError):
+            assert time.monotonic() < deadline, "hdvrf never took the second connection"
+            time.sleep(0.2)
+    assert kind == 1, kind
+    sk.sendall(message(4, b""))
+    kind, _ = read_message(sk)
+    assert kind == 4, kind
+    print("established", flush=True)
+    # 3. ORIGIN two bytes long (treat-as-withdraw), then a good UPDATE.
+    sk.sendall(update_default(3001, origin_len=2))
+    sk.sendall(update_default(3002))
+    print("sent", flush=True)
+    # Hold the session (answering nothing is fine for 9 s; the test is
+    # done well before) and report a NOTIFICATION if one comes.
+    sk.settimeout(None)
+    while True:
+        try:
+            kind, body = read_message(sk)
+        except (AssertionError, OSError):
+            print("closed", flush=True)
+            return
+        if kind == 3:
+            print(f"notification {body[0]} {body[1]}", flush=True)
+            return
+        if kind == 4:
+            sk.sendall(message(4, b""))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["peer"]:
+        hostile_peer()
