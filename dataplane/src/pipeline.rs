@@ -638,7 +638,7 @@ fn upstream_fast<F: Frame, C: SubscriberCount, const L3: usize>(
         }
     }
     let bytes = u16::from_be_bytes([ip[2], ip[3]]);
-    let a = t.adjacency(svc.upstream.lookup(dst))?;
+    let a = t.route_adjacency(svc.upstream.lookup(dst), src, dst)?;
     if !a.usable || a.n_labels == 0 {
         return None;
     }
@@ -707,7 +707,7 @@ fn upstream_general<F: Frame, C: SubscriberCount>(
             return Next::end(Outcome::Spoofed);
         }
     }
-    let Some(a) = t.adjacency(svc.upstream.lookup(ip.dst)) else {
+    let Some(a) = t.route_adjacency(svc.upstream.lookup(ip.dst), ip.src, ip.dst) else {
         return Next::end(Outcome::NoRoute);
     };
     // Client traffic never leaves a spoke unlabelled.
@@ -985,7 +985,7 @@ fn hub_route<F: Frame>(
     ip: &Ip4,
     new_ttl: u8,
 ) -> Next {
-    let Some(a) = t.adjacency(svc.hub.lookup(ip.dst)) else {
+    let Some(a) = t.route_adjacency(svc.hub.lookup(ip.dst), ip.src, ip.dst) else {
         return Next::end(Outcome::NoRoute);
     };
     if !a.usable {

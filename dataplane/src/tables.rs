@@ -308,6 +308,7 @@ impl TableOp {
             }
             TableOp::SetNeighbor { .. }
             | TableOp::SetNextHop { .. }
+            | TableOp::SetGroup { .. }
             | TableOp::SetLabel { .. }
             | TableOp::SetService { .. }
             | TableOp::SetAccess { .. } => return None,
@@ -350,6 +351,10 @@ pub enum TableOp {
     /// (reload). A next hop is never removed, since routes name it by
     /// index: a removed one is replaced by one with no port, unusable.
     SetNextHop { id: u32, next_hop: NextHop },
+    /// Sets (or appends, when its index is the count) the ECMP group `id`
+    /// (`GROUP_BIT` | index): routes naming it spread flows over its
+    /// members by a hash of source and destination address.
+    SetGroup { id: u32, group: Group },
     /// Binds a local label, or unbinds it (`None`).
     SetLabel {
         label: u32,
@@ -478,6 +483,8 @@ impl Adjacency {
 /// Everything the pipeline reads.
 pub struct Tables {
     pub role: Role,
+    /// ECMP groups, by index (`id & !GROUP_BIT`).
+    groups: Vec<Group>,
     pub ports: Vec<PortInfo>,
     pub services: Vec<Service>,
     pub labels: LabelTable,
@@ -494,6 +501,44 @@ pub struct Tables {
     rejected: Vec<(TableOp, String)>,
 }
 
+/// A route's next hop with this bit (and not bit 31) names an ECMP group.
+pub const GROUP_BIT: u32 = 1 << 30;
+/// The most members a group has.
+pub const MAX_PATHS: usize = 8;
+
+/// Equal-cost next hops: `members[..n]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub members: [u32; MAX_PATHS],
+    pub n: u8,
+}
+
+impl Group {
+    /// A group of `members` (at most [`MAX_PATHS`]; `None` beyond or
+    /// when empty).
+    pub fn of(members: &[u32]) -> Option<Group> {
+        if members.is_empty() || members.len() > MAX_PATHS {
+            return None;
+        }
+        let mut m = [0; MAX_PATHS];
+        m[..members.len()].copy_from_slice(members);
+        Some(Group {
+            members: m,
+            n: members.len() as u8,
+        })
+    }
+
+    pub fn members(&self) -> &[u32] {
+        &self.members[..usize::from(self.n)]
+    }
+}
+
+/// Whether a route's next hop id names a group.
+#[inline]
+pub fn is_group(id: u32) -> bool {
+    id & (GROUP_BIT | 1 << 31) == GROUP_BIT
+}
+
 impl Tables {
     pub fn new(
         role: Role,
@@ -503,6 +548,7 @@ impl Tables {
         labels: LabelTable,
     ) -> Tables {
         let mut t = Tables {
+            groups: Vec::new(),
             role,
             ports,
             services,
@@ -558,6 +604,7 @@ impl Tables {
     /// every route table shared until a batch changes it ([`SharedLpm`]).
     pub fn second_copy(&self) -> Tables {
         Tables {
+            groups: self.groups.clone(),
             role: self.role,
             ports: self.ports.clone(),
             services: self.services.iter().map(Service::second_copy).collect(),
@@ -648,6 +695,7 @@ impl Tables {
             return self.apply_setting(op);
         };
         let n_next_hops = self.next_hops.len();
+        let n_groups = self.groups.len();
         let svc = self
             .services
             .get_mut(usize::from(service))
@@ -660,7 +708,11 @@ impl Tables {
                 next_hop,
                 ..
             } => {
-                if next_hop as usize >= n_next_hops {
+                if is_group(next_hop) {
+                    if (next_hop & !GROUP_BIT) as usize >= n_groups {
+                        return Err(format!("no group {}", next_hop & !GROUP_BIT));
+                    }
+                } else if next_hop as usize >= n_next_hops {
                     return Err(format!("no next hop {next_hop}"));
                 }
                 t.add(prefix, len, next_hop)
@@ -705,6 +757,35 @@ impl Tables {
                         return Err(format!(
                             "next hop {id} is beyond the {} there are",
                             self.next_hops.len()
+                        ))
+                    }
+                }
+            }
+            TableOp::SetGroup { id, group } => {
+                if !is_group(id) {
+                    return Err(format!("{id} is not a group id"));
+                }
+                if group.n == 0 || usize::from(group.n) > MAX_PATHS {
+                    return Err(format!(
+                        "a group has 1 to {MAX_PATHS} members, not {}",
+                        group.n
+                    ));
+                }
+                if let Some(m) = group
+                    .members()
+                    .iter()
+                    .find(|&&m| m as usize >= self.next_hops.len())
+                {
+                    return Err(format!("no next hop {m}"));
+                }
+                let i = (id & !GROUP_BIT) as usize;
+                match i.cmp(&self.groups.len()) {
+                    std::cmp::Ordering::Less => self.groups[i] = group,
+                    std::cmp::Ordering::Equal => self.groups.push(group),
+                    std::cmp::Ordering::Greater => {
+                        return Err(format!(
+                            "group {i} is beyond the {} there are",
+                            self.groups.len()
                         ))
                     }
                 }
@@ -782,6 +863,26 @@ impl Tables {
         self.next_hops.get(id as usize)
     }
 
+    /// The adjacency a route's next hop leads to for the flow (source,
+    /// destination): a group's member is picked by a hash of the two, so a
+    /// flow keeps its path while the group stays the same.
+    #[inline]
+    pub fn route_adjacency(&self, id: u32, src: u32, dst: u32) -> Option<&Adjacency> {
+        if is_group(id) {
+            let g = self.groups.get((id & !GROUP_BIT) as usize)?;
+            let h = (src ^ dst.rotate_left(16)).wrapping_mul(0x9e37_79b1);
+            // Multiply-shift: the hash's high bits pick among n.
+            let k = ((u64::from(h) * u64::from(g.n)) >> 32) as usize;
+            return self.adjacency(*g.members.get(k)?);
+        }
+        self.adjacency(id)
+    }
+
+    /// The ECMP groups, by index.
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
+    }
+
     /// The adjacency of next hop `id` ([`NO_ROUTE`] has none).
     #[inline(always)]
     pub fn adjacency(&self, id: u32) -> Option<&Adjacency> {
@@ -813,6 +914,70 @@ mod tests {
             vec![nh, NextHop { n_labels: 0, ..nh }],
             LabelTable::new(1000, 16),
         )
+    }
+
+    #[test]
+    fn a_group_spreads_flows_over_its_members_and_keeps_each_on_one() {
+        let mut t = tables();
+        let g = GROUP_BIT;
+        t.apply(&[
+            TableOp::SetGroup {
+                id: g,
+                group: Group::of(&[0, 1]).unwrap(),
+            },
+            TableOp::AddRoute {
+                service: 0,
+                table: RouteTable::Upstream,
+                prefix: 0,
+                len: 0,
+                next_hop: g,
+            },
+        ]);
+        assert!(t.rejected().is_empty(), "{:?}", t.rejected());
+        let route = t.services[0].upstream.lookup(0x0808_0808);
+        assert_eq!(route, g);
+        let mut seen = [0u32; 2];
+        for i in 0..1000u32 {
+            let src = 0x0a00_0000 | i;
+            let a = t.route_adjacency(route, src, 0x0808_0808).unwrap();
+            let again = t.route_adjacency(route, src, 0x0808_0808).unwrap();
+            assert_eq!(a.n_labels, again.n_labels, "a flow stays on its member");
+            seen[usize::from(a.n_labels == 0)] += 1;
+        }
+        assert!(
+            seen[0] > 400 && seen[1] > 400,
+            "both members carry flows: {seen:?}"
+        );
+        // A plain next hop is itself; no route is none.
+        assert_eq!(t.route_adjacency(1, 1, 2).unwrap().n_labels, 0);
+        assert!(t.route_adjacency(NO_ROUTE, 1, 2).is_none());
+        // Refused: an unknown member, a group id out of order, a route to
+        // a group that does not exist, an empty group.
+        let mut empty = Group::of(&[0]).unwrap();
+        empty.n = 0;
+        t.apply(&[
+            TableOp::SetGroup {
+                id: g,
+                group: Group::of(&[0, 5]).unwrap(),
+            },
+            TableOp::SetGroup {
+                id: g | 3,
+                group: Group::of(&[0]).unwrap(),
+            },
+            TableOp::AddRoute {
+                service: 0,
+                table: RouteTable::Upstream,
+                prefix: 0x0a00_0000,
+                len: 8,
+                next_hop: g | 1,
+            },
+            TableOp::SetGroup {
+                id: g,
+                group: empty,
+            },
+        ]);
+        assert_eq!(t.rejected().len(), 4, "{:?}", t.rejected());
+        assert_eq!(t.groups(), &[Group::of(&[0, 1]).unwrap()]);
     }
 
     #[test]
