@@ -23,7 +23,7 @@ use control::bgp::session::{PeerConfig, ToSession};
 use control::bgp::{VpnPath, VpnRoute, Vpnv4Update};
 use control::config::Config;
 use control::vpn::VpnId;
-use dataplane::tables::{NextHop, RouteTable, TableOp, Tables};
+use dataplane::tables::{Group, NextHop, RouteTable, TableOp, Tables, GROUP_BIT};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -87,6 +87,10 @@ pub struct Speaker {
     statics: HashSet<(u16, u32, u8)>,
     /// Next hops made for (via, label), by id.
     derived: HashMap<(u32, u32), u32>,
+    /// `bgp.multipath`: how many equal best paths share a route.
+    multipath: usize,
+    /// ECMP groups made for sets of next hops, by group id.
+    groups: HashMap<Vec<u32>, u32>,
     installed: HashMap<(u16, u32, u8), Installed>,
     /// Adj-RIB-Out (the same for every neighbour but for the path
     /// attributes each one gets): route and service.
@@ -201,6 +205,8 @@ impl Speaker {
             table,
             statics,
             derived: HashMap::new(),
+            multipath: b.multipath.as_ref().map_or(1, |m| *m.get_ref() as usize),
+            groups: HashMap::new(),
             installed: HashMap::new(),
             rib_out: BTreeMap::new(),
             loops_dropped: 0,
@@ -345,101 +351,141 @@ impl Speaker {
     }
 
     /// Best path for each service importing each prefix, and the ops that
-    /// make the tables agree.
+    /// make the tables agree. With `bgp.multipath` above 1, the paths
+    /// equal to the best up to MED (RFC 4271 section 9.1.2.2 steps a to
+    /// c), in the order the tie-break gives, share the route as an ECMP
+    /// group.
     fn reselect(&mut self, keys: &BTreeSet<(Ipv4Addr, u8)>, tables: &Tables) -> Vec<TableOp> {
         let mut ops = Vec::new();
         let mut append = tables.next_hops().len() as u32;
+        let mut append_group = tables.groups().len() as u32;
         for &(prefix, len) in keys {
             let p = u32::from(prefix);
-            for (svc, s) in self.services.iter().enumerate() {
-                let svc = svc as u16;
+            for svc in 0..self.services.len() as u16 {
                 if self.statics.contains(&(svc, p, len)) {
                     continue;
                 }
-                let mut best: Option<(usize, u32, &VpnPath)> = None;
-                for (i, nb) in self.neighbors.iter().enumerate() {
-                    let lo = (prefix, len, VpnId::As2 { asn: 0, number: 0 });
-                    let hi = (
-                        prefix,
-                        len,
-                        VpnId::As4 {
-                            asn: u32::MAX,
-                            number: u16::MAX,
-                        },
-                    );
-                    for (_, (label, path)) in nb.rib_in.range(lo..=hi) {
-                        if !path.route_targets.iter().any(|t| s.import.contains(t)) {
-                            continue;
+                let mut cands = self.candidates(svc, prefix, len);
+                cands.sort_by(|a, b| prefer(a.2, &self.neighbors[a.0], b.2, &self.neighbors[b.0]));
+                let mut chosen: Vec<(usize, u32, u32)> = Vec::new(); // neighbour, via, label
+                if let Some(&(_, _, best)) = cands.first() {
+                    for (k, &(i, label, path)) in cands.iter().enumerate() {
+                        if chosen.len() == self.multipath.max(1) {
+                            break;
                         }
-                        let better = match best {
-                            None => true,
-                            Some((j, _, bp)) => {
-                                prefer(path, nb, bp, &self.neighbors[j]) == std::cmp::Ordering::Less
+                        if k > 0 && !equal_cost(path, best) {
+                            break;
+                        }
+                        match self.neighbors[i].via.as_ref() {
+                            Some((via, _)) => chosen.push((i, *via, label)),
+                            None if k == 0 => {
+                                self.unresolved += 1;
+                                break;
                             }
-                        };
-                        if better {
-                            best = Some((i, *label, path));
+                            None => {}
                         }
                     }
                 }
-                let want = match best {
-                    Some((i, label, _)) => match self.neighbors[i].via.as_ref() {
-                        Some((via, _)) => Some((i, *via, label)),
-                        None => {
-                            self.unresolved += 1;
-                            None
-                        }
-                    },
-                    None => None,
-                };
                 let key = (svc, p, len);
-                match want {
-                    Some((i, via, label)) => {
-                        let nh = match self.derived.get(&(via, label)) {
-                            Some(&id) => id,
+                if chosen.is_empty() {
+                    if self.installed.remove(&key).is_some() {
+                        ops.push(TableOp::DeleteRoute {
+                            service: svc,
+                            table: self.table,
+                            prefix: p,
+                            len,
+                        });
+                    }
+                    continue;
+                }
+                let mut members = Vec::with_capacity(chosen.len());
+                for &(_, via, label) in &chosen {
+                    let id = match self.derived.get(&(via, label)) {
+                        Some(&id) => id,
+                        None => {
+                            let Some(base) = tables.next_hops().get(via as usize) else {
+                                continue;
+                            };
+                            let id = append;
+                            append += 1;
+                            ops.push(TableOp::SetNextHop {
+                                id,
+                                next_hop: labelled(base, label),
+                            });
+                            self.derived.insert((via, label), id);
+                            id
+                        }
+                    };
+                    if !members.contains(&id) {
+                        members.push(id);
+                    }
+                }
+                let nh = match members[..] {
+                    [] => continue,
+                    [one] => one,
+                    _ => {
+                        let mut set = members.clone();
+                        set.sort_unstable();
+                        match self.groups.get(&set) {
+                            Some(&g) => g,
                             None => {
-                                let Some(base) = tables.next_hops().get(via as usize) else {
+                                let Some(group) = Group::of(&set) else {
                                     continue;
                                 };
-                                let id = append;
-                                append += 1;
-                                ops.push(TableOp::SetNextHop {
-                                    id,
-                                    next_hop: labelled(base, label),
-                                });
-                                self.derived.insert((via, label), id);
-                                id
+                                let g = GROUP_BIT | append_group;
+                                append_group += 1;
+                                ops.push(TableOp::SetGroup { id: g, group });
+                                self.groups.insert(set, g);
+                                g
                             }
-                        };
-                        let now = Installed {
-                            neighbor: i,
-                            next_hop: nh,
-                        };
-                        if self.installed.get(&key).map(|x| x.next_hop) != Some(nh) {
-                            ops.push(TableOp::AddRoute {
-                                service: svc,
-                                table: self.table,
-                                prefix: p,
-                                len,
-                                next_hop: nh,
-                            });
-                        }
-                        self.installed.insert(key, now);
-                    }
-                    None => {
-                        if self.installed.remove(&key).is_some() {
-                            ops.push(TableOp::DeleteRoute {
-                                service: svc,
-                                table: self.table,
-                                prefix: p,
-                                len,
-                            });
                         }
                     }
+                };
+                if self.installed.get(&key).map(|x| x.next_hop) != Some(nh) {
+                    ops.push(TableOp::AddRoute {
+                        service: svc,
+                        table: self.table,
+                        prefix: p,
+                        len,
+                        next_hop: nh,
+                    });
                 }
+                self.installed.insert(
+                    key,
+                    Installed {
+                        neighbor: chosen[0].0,
+                        next_hop: nh,
+                    },
+                );
             }
         }
         ops
+    }
+
+    /// Every learnt path for (prefix, len) whose targets `svc` imports:
+    /// (neighbour, label, path).
+    fn candidates(&self, svc: u16, prefix: Ipv4Addr, len: u8) -> Vec<(usize, u32, &VpnPath)> {
+        let Some(s) = self.services.get(usize::from(svc)) else {
+            return Vec::new();
+        };
+        let lo = (prefix, len, VpnId::As2 { asn: 0, number: 0 });
+        let hi = (
+            prefix,
+            len,
+            VpnId::As4 {
+                asn: u32::MAX,
+                number: u16::MAX,
+            },
+        );
+        let mut out = Vec::new();
+        for (i, nb) in self.neighbors.iter().enumerate() {
+            for (_, (label, path)) in nb.rib_in.range(lo..=hi) {
+                if path.route_targets.iter().any(|t| s.import.contains(t)) {
+                    out.push((i, *label, path));
+                }
+            }
+        }
+        out
     }
 
     /// A `via` next hop's MAC changed (ARP): the next hops made from it
@@ -585,6 +631,13 @@ fn labelled(base: &NextHop, label: u32) -> NextHop {
     nh
 }
 
+/// Equal for ECMP: the same LOCAL_PREF, AS_PATH length and MED.
+fn equal_cost(a: &VpnPath, b: &VpnPath) -> bool {
+    a.local_pref.unwrap_or(DEFAULT_LOCAL_PREF) == b.local_pref.unwrap_or(DEFAULT_LOCAL_PREF)
+        && a.as_path.len() == b.as_path.len()
+        && a.med.unwrap_or(0) == b.med.unwrap_or(0)
+}
+
 /// RFC 4271 section 9.1.2.2, in order: higher LOCAL_PREF, shorter
 /// AS_PATH, lower MED, then lower peer router id and address. `Less`:
 /// `a` (from `na`) is better than `b` (from `nb`).
@@ -663,7 +716,11 @@ remote_asn = 65000
     }
 
     fn setup() -> T {
-        let loaded = parse(Path::new("test.toml"), CONFIG).expect("config");
+        setup_with(CONFIG)
+    }
+
+    fn setup_with(text: &str) -> T {
+        let loaded = parse(Path::new("test.toml"), text).expect("config");
         let tables =
             control::router::build_tables(&loaded, &[[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]])
                 .expect("tables");
@@ -865,6 +922,58 @@ remote_asn = 65000
             mac: [2, 9, 9, 9, 9, 9],
         });
         assert_eq!(follow.len(), 1);
+    }
+
+    #[test]
+    fn equal_paths_share_a_route_as_an_ecmp_group_when_multipath_allows() {
+        let mut t = setup_with(&CONFIG.replace("[bgp]\n", "[bgp]\nmultipath = 2\n"));
+        let equal = || path(Some(100), &[], None, "65000:1");
+        for (i, label) in [(0, 3001), (1, 3002), (2, 3003)] {
+            let ops =
+                t.sp.learned(i, update("0.0.0.0", 0, label, equal()), &t.tables);
+            apply(&mut t, &ops);
+        }
+        // Neighbours 0 and 1 (both with a via) share it; 2 has no via.
+        let id = t.tables.services[0].upstream.lookup(0x0808_0808);
+        assert!(dataplane::tables::is_group(id), "{id:#x}");
+        let g = t.tables.groups()[(id & !GROUP_BIT) as usize];
+        let labels: BTreeSet<[u32; 2]> = g
+            .members()
+            .iter()
+            .map(|&m| t.tables.next_hops()[m as usize].labels)
+            .collect();
+        assert_eq!(labels, BTreeSet::from([[100, 3001], [200, 3002]]));
+        // Flows spread over both.
+        let used: BTreeSet<u16> = (0..64u32)
+            .filter_map(|i| t.tables.route_adjacency(id, 0x0a00_0000 | i, 0x0808_0808))
+            .map(|a| a.header[0..6].iter().map(|&b| u16::from(b)).sum())
+            .collect();
+        assert_eq!(used.len(), 2, "both members carry flows");
+        // A worse path (longer AS_PATH) does not join; losing a member
+        // leaves the other alone, not a group of one.
+        let ops = t.sp.learned(
+            1,
+            update(
+                "0.0.0.0",
+                0,
+                3002,
+                path(Some(100), &[65001], None, "65000:1"),
+            ),
+            &t.tables,
+        );
+        apply(&mut t, &ops);
+        let id = t.tables.services[0].upstream.lookup(0x0808_0808);
+        assert!(!dataplane::tables::is_group(id));
+        assert_eq!(t.tables.next_hops()[id as usize].labels, [100, 3001]);
+        // Equal again: the same group comes back, not a new one.
+        let ops =
+            t.sp.learned(1, update("0.0.0.0", 0, 3002, equal()), &t.tables);
+        assert!(
+            !ops.iter().any(|o| matches!(o, TableOp::SetGroup { .. })),
+            "{ops:?}"
+        );
+        apply(&mut t, &ops);
+        assert_eq!(t.tables.groups().len(), 1);
     }
 
     #[test]

@@ -682,6 +682,30 @@ impl Control {
         &self.names.services
     }
 
+    /// A route's next hop: a next hop's name, or an ECMP group's members
+    /// as `ecmp(a,b)`.
+    fn route_next_hop_name(&self, id: u32) -> String {
+        if !dataplane::tables::is_group(id) {
+            return self.names.next_hop_name(id);
+        }
+        let i = (id & !dataplane::tables::GROUP_BIT) as usize;
+        match self
+            .running
+            .tables()
+            .and_then(|t| t.groups().get(i).copied())
+        {
+            Some(g) => format!(
+                "ecmp({})",
+                g.members()
+                    .iter()
+                    .map(|&m| self.names.next_hop_name(m))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            None => format!("group #{i}"),
+        }
+    }
+
     /// A next hop's name in the configuration.
     pub fn next_hop_name(&self, id: u32) -> String {
         self.names.next_hop_name(id)
@@ -1103,7 +1127,7 @@ impl Control {
                         "service": svc.name,
                         "table": mgmt::table_name(tb),
                         "prefix": format!("{}/{len}", std::net::Ipv4Addr::from(net)),
-                        "next_hop": self.names.next_hop_name(nh),
+                        "next_hop": self.route_next_hop_name(nh),
                     }));
                 }
             }

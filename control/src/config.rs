@@ -51,6 +51,10 @@ pub struct BgpCfg {
     /// one the hub's labelled traffic comes back to. Default: the router
     /// id (a PE's loopback, as usual in RFC 4364 networks).
     pub next_hop: Option<Spanned<String>>,
+    /// ECMP: up to this many equal best paths (same LOCAL_PREF, AS_PATH
+    /// length and MED) share a route's traffic, 1 to 8. Default 1: one
+    /// best path, the others standing by.
+    pub multipath: Option<Spanned<i64>>,
     #[serde(default, rename = "neighbor")]
     pub neighbors: Vec<BgpNeighborCfg>,
 }
@@ -1090,6 +1094,15 @@ fn validate_vpn(
             Ok(_) => {}
         }
     }
+    if let Some(m) = &b.multipath {
+        if !(1..=8).contains(m.get_ref()) {
+            err(
+                m.span(),
+                "bgp.multipath".into(),
+                format!("{}: 1 (no ECMP) to 8 paths", m.get_ref()),
+            );
+        }
+    }
     let mut peers: HashMap<u32, usize> = HashMap::new();
     for (i, n) in b.neighbors.iter().enumerate() {
         if let Some(p) = &n.port {
@@ -2036,6 +2049,7 @@ peer = "a"
             ("bgp neighbour via no next hop", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 65000\nvia = \"nowhere\"\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.neighbor[0].via", 75, "no [[next_hop]] is named \"nowhere\""),
             ("bgp neighbour on port 0", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 65000\nport = 0\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.neighbor[0].port", 75, "0 is not a TCP port (1 to 65535)"),
             ("bgp next hop 0.0.0.0", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\nnext_hop = \"0.0.0.0\"\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.next_hop", 72, "0.0.0.0 cannot be a next hop"),
+            ("bgp multipath 9", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\nmultipath = 9\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.multipath", 72, "9: 1 (no ECMP) to 8 paths"),
             ("bgp AS 0", format!("{}\n[bgp]\nasn = 0\nrouter_id = \"192.0.2.1\"\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.asn", 70, "AS 0 is out of range"),
             ("unknown route field", SPOKE_EXAMPLE.replace("{ prefix = \"0.0.0.0/0\", next_hop", "{ prefix = \"0.0.0.0/0\", nexthop"), "", "service[0].upstream[0].nexthop", 51, "unknown field `nexthop`"),
         ];
