@@ -6,7 +6,8 @@
                       rg 198.18.0.1  <--veth--> gr 198.18.0.2 gobgpd, AS 65000 (netns G)
 
 - A client's lease is advertised to GoBGP: RD 65000:100, label 1001
-  (blue's VPN label), target 65000:2, next hop 198.18.0.1.
+  (blue's VPN label), target 65000:2, next hop 198.18.0.1; so are 1,000
+  more clients' (tests/e2e/dhcp_load.py), each with the same attributes.
 - GoBGP's labelled 0/0 (RD 65000:1, target 65000:1, label 3001) lands in
   blue's upstream table, through next hop "hub" (transport label 100):
   the client's packets leave the core port with labels 100 and 3001.
@@ -42,7 +43,7 @@ from conftest import (
     start_sniffer,
     wait_until,
 )
-from test_sessions import KEA_ADDR, frames_from, kea_config
+from test_sessions import KEA_ADDR, frames_from
 
 MAC1, MAC2 = "02:00:5e:20:00:01", "02:00:5e:20:00:02"
 API = ["-u", "127.0.0.1", "-p", "50051"]
@@ -124,6 +125,26 @@ GOBGP_CONFIG = f"""[global.config]
     [neighbors.afi-safis.config]
       afi-safi-name = "l3vpn-ipv4-unicast"
 """
+
+
+BULK = 1000
+
+
+def kea_config(path: Path, iface: str, leases: Path) -> None:
+    """Room for the bulk clients: a /16 with 3,800 addresses."""
+    path.write_text(
+        json.dumps(
+            {
+                "Dhcp4": {
+                    "interfaces-config": {"interfaces": [iface], "dhcp-socket-type": "udp"},
+                    "lease-database": {"type": "memfile", "persist": True, "name": str(leases), "lfc-interval": 0},
+                    "valid-lifetime": 3600,
+                    "subnet4": [{"id": 1, "subnet": "10.0.0.0/16", "pools": [{"pool": "10.0.1.0 - 10.0.15.254"}]}],
+                    "loggers": [{"name": "kea-dhcp4", "output_options": [{"output": "stdout"}], "severity": "INFO"}],
+                }
+            }
+        )
+    )
 
 
 class Env:
@@ -258,6 +279,19 @@ def test_routes_both_ways_with_gobgp(env: Env):
     wait_until(lambda: key1 in e.gobgp_rib(), 20, f"{key1} in GoBGP's RIB")
     assert e.gobgp_rib()[key1] == ([1001], ME, ["65000:2"]), e.gobgp_rib()
 
+    # 1,000 more clients (raw-frame DHCP, 32 exchanges in flight): every
+    # session's route is in GoBGP's RIB with the right attributes.
+    out = run("ip", "netns", "exec", e.ns_a, PYTHON, str(HERE / "dhcp_load.py"), e.if_a, "0", str(BULK), "48", "32", timeout=120).stdout
+    assert f"acked={BULK}" in out, out
+    sessions = {s["address"] for s in e.ctl_json("show", "sessions")}
+    assert len(sessions) == BULK + 1 and a1 in sessions
+    keys = {f"65000:100:{a}/32" for a in sessions}
+    wait_until(lambda: keys <= set(e.gobgp_rib()), 60, f"{BULK + 1} session routes in GoBGP's RIB")
+    rib = e.gobgp_rib()
+    assert set(rib) == keys, set(rib) ^ keys
+    assert {v == ([1001], ME, ["65000:2"]) for v in rib.values()} == {True}, [v for v in rib.values() if v != ([1001], ME, ["65000:2"])][:5]
+    bulk = keys - {key1}
+
     # No upstream route yet: the client's packets have nowhere to go.
     nr0 = e.outcome("drop_no_route")
     send_frames(e.procs, e.ns_a, e.if_a, frames_from(MAC1, a1, 3), e.tmp / "before.hex")
@@ -291,7 +325,7 @@ def test_routes_both_ways_with_gobgp(env: Env):
     wait_until(lambda: key2 in e.gobgp_rib(), 20, f"{key2} in GoBGP's RIB")
     e.client(MAC1, "release", a1, KEA_ADDR)
     wait_until(lambda: key1 not in e.gobgp_rib(), 20, f"{key1} withdrawn from GoBGP")
-    assert set(e.gobgp_rib()) == {key2}, e.gobgp_rib()
+    assert set(e.gobgp_rib()) == bulk | {key2}, set(e.gobgp_rib()) ^ (bulk | {key2})
 
     # GoBGP announces 0/0 again, then restarts without it: hdvrf comes
     # back to it, GoBGP relearns the live session, and the 0/0 is gone.
@@ -302,9 +336,10 @@ def test_routes_both_ways_with_gobgp(env: Env):
     wait_until(lambda: e.upstream() == {}, 10, "GoBGP's routes gone with its session")
     e.start_gobgp()
     wait_until(e.established, 60, "the session back with the new GoBGP")
-    wait_until(lambda: key2 in e.gobgp_rib(), 20, f"{key2} relearnt by GoBGP")
-    assert set(e.gobgp_rib()) == {key2}, e.gobgp_rib()
-    assert e.gobgp_rib()[key2] == ([1001], ME, ["65000:2"])
+    wait_until(lambda: len(e.gobgp_rib()) == BULK + 1, 30, "every live session relearnt by GoBGP")
+    rib = e.gobgp_rib()
+    assert set(rib) == bulk | {key2}, set(rib) ^ (bulk | {key2})
+    assert rib[key2] == ([1001], ME, ["65000:2"])
     assert e.upstream() == {}, e.upstream()
     n = e.ctl_json("show", "bgp", "neighbors")[0]
-    assert n["routes_in"] == 0 and n["routes_out"] == 1, n
+    assert n["routes_in"] == 0 and n["routes_out"] == BULK + 1, n
