@@ -770,67 +770,33 @@ remote_asn = 65000
         Some(t.tables.next_hops()[id as usize])
     }
 
+    /// Neighbour `i` advertises 0/0 with `label` and `p`; the labels of
+    /// the next hop blue's upstream 0/0 then has, if any.
+    fn learn_default(t: &mut T, i: usize, label: u32, p: VpnPath) -> Option<[u32; 2]> {
+        let ops = t.sp.learned(i, update("0.0.0.0", 0, label, p), &t.tables);
+        apply(t, &ops);
+        upstream_next_hop(t, "0.0.0.0", 0).map(|nh| nh.labels)
+    }
+
     #[test]
     fn best_path_by_local_pref_then_as_path_then_med_and_withdrawal_falls_back() {
         let mut t = setup();
         // Neighbour 0 (via hub1, transport 100) with LOCAL_PREF 100.
-        let ops = t.sp.learned(
-            0,
-            update("0.0.0.0", 0, 3001, path(Some(100), &[], None, "65000:1")),
-            &t.tables,
-        );
-        apply(&mut t, &ops);
-        let nh = upstream_next_hop(&t, "0.0.0.0", 0).expect("installed");
-        assert_eq!(
-            (nh.labels, nh.n_labels, nh.dst_mac),
-            ([100, 3001], 2, [2, 0, 0x5e, 0, 2, 9])
-        );
-        // Neighbour 1 (via hub2) with a higher LOCAL_PREF wins.
-        let ops = t.sp.learned(
-            1,
-            update(
-                "0.0.0.0",
-                0,
-                3002,
-                path(Some(200), &[65001, 65002], None, "65000:1"),
-            ),
-            &t.tables,
-        );
-        apply(&mut t, &ops);
-        assert_eq!(
-            upstream_next_hop(&t, "0.0.0.0", 0).unwrap().labels,
-            [200, 3002]
-        );
+        let p = path(Some(100), &[], None, "65000:1");
+        assert_eq!(learn_default(&mut t, 0, 3001, p), Some([100, 3001]));
+        let nh = upstream_next_hop(&t, "0.0.0.0", 0).unwrap();
+        assert_eq!((nh.n_labels, nh.dst_mac), (2, [2, 0, 0x5e, 0, 2, 9]));
+        // Neighbour 1 (via hub2) with a higher LOCAL_PREF wins, whatever
+        // its AS_PATH.
+        let p = path(Some(200), &[65001, 65002], None, "65000:1");
+        assert_eq!(learn_default(&mut t, 1, 3002, p), Some([200, 3002]));
         // Equal LOCAL_PREF: the shorter AS_PATH wins, then the lower MED.
-        let ops = t.sp.learned(
-            1,
-            update(
-                "0.0.0.0",
-                0,
-                3002,
-                path(Some(100), &[65001], None, "65000:1"),
-            ),
-            &t.tables,
-        );
-        apply(&mut t, &ops);
+        let p = path(Some(100), &[65001], None, "65000:1");
+        assert_eq!(learn_default(&mut t, 1, 3002, p), Some([100, 3001]));
+        let p = path(Some(100), &[65001], Some(50), "65000:1");
         assert_eq!(
-            upstream_next_hop(&t, "0.0.0.0", 0).unwrap().labels,
-            [100, 3001]
-        );
-        let ops = t.sp.learned(
-            0,
-            update(
-                "0.0.0.0",
-                0,
-                3001,
-                path(Some(100), &[65001], Some(50), "65000:1"),
-            ),
-            &t.tables,
-        );
-        apply(&mut t, &ops);
-        assert_eq!(
-            upstream_next_hop(&t, "0.0.0.0", 0).unwrap().labels,
-            [200, 3002],
+            learn_default(&mut t, 0, 3001, p),
+            Some([200, 3002]),
             "MED 0 beats MED 50"
         );
         // Neighbour 1 goes down: neighbour 0's path takes over.

@@ -207,6 +207,42 @@ def make_netns(netns: str) -> None:
     run("ip", "-n", netns, "link", "set", "dev", "lo", "up")
 
 
+def router_header(sock, metrics: str = "", role: str = "spoke", label_base: int = 1000, control_extra: str = "") -> str:
+    """The [dataplane], [control] and [router] sections the router tests
+    share: one worker on lcore 1, 512 MB, a management socket at `sock`,
+    `label_base` + 64 local labels with `label_base` as the transport
+    label."""
+    return f"""[dataplane]
+main_lcore = 0
+workers = [1]
+forward_mode = "router"
+hugepages = "auto"
+memory_mb = 512
+idle_sleep_max_us = 100
+stats_interval_ms = 0
+
+[control]
+socket = "{sock}"
+metrics = "{metrics}"
+{control_extra}
+[router]
+role = "{role}"
+label_base = {label_base}
+label_count = 64
+transport_label = {label_base}
+"""
+
+
+def veth(a: tuple[str, str, str], b: tuple[str, str, str]) -> None:
+    """A veth pair between two namespaces, each end (name, namespace,
+    address/len) addressed and up."""
+    (na, nsa, aa), (nb, nsb, ab) = a, b
+    run("ip", "link", "add", na, "netns", nsa, "type", "veth", "peer", "name", nb, "netns", nsb)
+    for name, ns, addr in (a, b):
+        run("ip", "-n", ns, "addr", "add", addr, "dev", name)
+        run("ip", "-n", ns, "link", "set", "dev", name, "up")
+
+
 def start_sniffer(procs: list, netns: str, iface: str, marker: bytes, count: int, timeout: float) -> "LineProc":
     """Starts a scapy sniffer on `iface` in `netns` for frames holding
     `marker`, waits until it captures, and adds it to `procs` (which the

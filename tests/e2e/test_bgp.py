@@ -38,9 +38,11 @@ from conftest import (
     delete_stale_netns,
     link_exists,
     make_netns,
+    router_header,
     run,
     send_frames,
     start_sniffer,
+    veth,
     wait_until,
 )
 from test_sessions import KEA_ADDR, frames_from
@@ -52,25 +54,8 @@ ME, PEER = "198.18.0.1", "198.18.0.2"
 
 def hdvrf_config(path: Path, if_a: str, if_c: str, sock: Path) -> None:
     path.write_text(
-        f"""[dataplane]
-main_lcore = 0
-workers = [1]
-forward_mode = "router"
-hugepages = "auto"
-memory_mb = 512
-idle_sleep_max_us = 100
-stats_interval_ms = 0
-
-[control]
-socket = "{sock}"
-metrics = ""
-
-[router]
-role = "spoke"
-label_base = 1000
-label_count = 64
-transport_label = 1000
-
+        router_header(sock)
+        + f"""
 [[port]]
 name = "access0"
 device = "net_tap0,iface={if_a}"
@@ -215,15 +200,8 @@ def env(tmp_path):
         for ns in (e.ns_r, e.ns_a, e.ns_k, e.ns_c, e.ns_g):
             e.made.append(ns)
             make_netns(ns)
-        for (a, na, aa), (b, nb, ba) in (
-            (("rk", e.ns_r, "192.0.2.254/24"), ("kk", e.ns_k, f"{KEA_ADDR}/24")),
-            (("rg", e.ns_r, f"{ME}/24"), ("gr", e.ns_g, f"{PEER}/24")),
-        ):
-            run("ip", "link", "add", a, "netns", na, "type", "veth", "peer", "name", b, "netns", nb)
-            run("ip", "-n", na, "addr", "add", aa, "dev", a)
-            run("ip", "-n", nb, "addr", "add", ba, "dev", b)
-            run("ip", "-n", na, "link", "set", "dev", a, "up")
-            run("ip", "-n", nb, "link", "set", "dev", b, "up")
+        veth(("rk", e.ns_r, "192.0.2.254/24"), ("kk", e.ns_k, f"{KEA_ADDR}/24"))
+        veth(("rg", e.ns_r, f"{ME}/24"), ("gr", e.ns_g, f"{PEER}/24"))
         run("ip", "-n", e.ns_k, "route", "add", "10.0.0.0/8", "via", "192.0.2.254")
         wait_until(
             lambda: json.loads(run("ip", "-j", "-n", e.ns_k, "link", "show", "dev", "kk").stdout)[0]["operstate"] == "UP",

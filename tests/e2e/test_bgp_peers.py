@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HDVRF_BIN, NS_PREFIX, PYTHON, LineProc, delete_netns, delete_stale_netns, make_netns, run, wait_until
+from conftest import HDVRF_BIN, NS_PREFIX, PYTHON, LineProc, delete_netns, delete_stale_netns, make_netns, router_header, run, veth, wait_until
 
 SPOKE, HUB = "198.18.1.1", "198.18.1.2"
 
@@ -58,25 +58,7 @@ import_targets = ["65000:2"]
 export_targets = ["65000:1"]
 """
         lan = '[[next_hop]]\nname = "uplink"\nport = "uplink0"\nmac = "02:00:5e:00:0b:01"\nlabels = []\n'
-    return f"""[dataplane]
-main_lcore = 0
-workers = [1]
-forward_mode = "router"
-hugepages = "auto"
-memory_mb = 512
-idle_sleep_max_us = 100
-stats_interval_ms = 0
-
-[control]
-socket = "SOCK"
-metrics = ""
-
-[router]
-role = "{role}"
-label_base = {1000 if role == "spoke" else 2000}
-label_count = 64
-transport_label = {1000 if role == "spoke" else 2000}
-
+    return router_header("SOCK", role=role, label_base=1000 if role == "spoke" else 2000) + f"""
 {ports}
 [[port]]
 name = "core0"
@@ -134,11 +116,7 @@ def namespaces(tmp_path):
         for ns in (s, h):
             made.append(ns)
             make_netns(ns)
-        run("ip", "link", "add", "sh", "netns", s, "type", "veth", "peer", "name", "hs", "netns", h)
-        run("ip", "-n", s, "addr", "add", f"{SPOKE}/24", "dev", "sh")
-        run("ip", "-n", h, "addr", "add", f"{HUB}/24", "dev", "hs")
-        run("ip", "-n", s, "link", "set", "dev", "sh", "up")
-        run("ip", "-n", h, "link", "set", "dev", "hs", "up")
+        veth(("sh", s, f"{SPOKE}/24"), ("hs", h, f"{HUB}/24"))
         yield s, h, procs
     finally:
         for p in procs:

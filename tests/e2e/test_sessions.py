@@ -41,8 +41,10 @@ from conftest import (
     delete_stale_netns,
     link_exists,
     make_netns,
+    router_header,
     run,
     send_frames,
+    veth,
     wait_until,
 )
 
@@ -56,27 +58,8 @@ _seq = itertools.count()
 
 def hdvrf_config(path: Path, if_a: str, if_c: str, sock: Path, journal: Path) -> None:
     path.write_text(
-        f"""[dataplane]
-main_lcore = 0
-workers = [1]
-forward_mode = "router"
-hugepages = "auto"
-memory_mb = 512
-idle_sleep_max_us = 100
-stats_interval_ms = 0
-
-[control]
-socket = "{sock}"
-metrics = "127.0.0.1:9469"
-session_journal = "{journal}"
-max_sessions = 3
-
-[router]
-role = "spoke"
-label_base = 1000
-label_count = 64
-transport_label = 1000
-
+        router_header(sock, "127.0.0.1:9469", control_extra=f'session_journal = "{journal}"\nmax_sessions = 3\n')
+        + f"""
 [[port]]
 name = "access0"
 device = "net_tap0,iface={if_a}"
@@ -210,11 +193,7 @@ def env(tmp_path):
             e.made.append(ns)
             make_netns(ns)
         # The server network between the router and Kea.
-        run("ip", "link", "add", "rk", "netns", e.ns_r, "type", "veth", "peer", "name", "kk", "netns", e.ns_k)
-        run("ip", "-n", e.ns_r, "addr", "add", "192.0.2.254/24", "dev", "rk")
-        run("ip", "-n", e.ns_k, "addr", "add", f"{KEA_ADDR}/24", "dev", "kk")
-        for ns, i in ((e.ns_r, "rk"), (e.ns_k, "kk")):
-            run("ip", "-n", ns, "link", "set", "dev", i, "up")
+        veth(("rk", e.ns_r, "192.0.2.254/24"), ("kk", e.ns_k, f"{KEA_ADDR}/24"))
         run("ip", "-n", e.ns_k, "route", "add", "10.0.0.0/8", "via", "192.0.2.254")
         # Kea opens no socket on an interface that is not running yet.
         wait_until(
