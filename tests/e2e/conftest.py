@@ -243,6 +243,34 @@ def veth(a: tuple[str, str, str], b: tuple[str, str, str]) -> None:
         run("ip", "-n", ns, "link", "set", "dev", name, "up")
 
 
+def start_router(procs: list, netns: str, cfg: Path, taps=(), name: str = "hdvrf") -> "LineProc":
+    """`hdvrf run` in `netns`, added to `procs`; once its management socket
+    is up, each (tap, namespace) of `taps` is moved there and set up."""
+    p = LineProc(["ip", "netns", "exec", netns, HDVRF_BIN, "run", "--config", str(cfg)], name)
+    procs.append(p)
+    p.wait_line(lambda l: l.startswith("hdvrf: management socket"), 60, f"{name}'s socket line")
+    for iface, ns in taps:
+        wait_until(lambda: link_exists(iface, netns), 10, f"the tap {iface}")
+        run("ip", "-n", netns, "link", "set", "dev", iface, "netns", ns)
+        run("ip", "-n", ns, "link", "set", "dev", iface, "up")
+    return p
+
+
+def start_kea(procs: list, netns: str, iface: str, cfg: Path, tmp: Path) -> "LineProc":
+    """kea-dhcp4 in `netns` with its pid and lock files in `tmp`, once
+    `iface` is up (Kea opens no socket on an interface that is not),
+    added to `procs`; returns when it says DHCP4_STARTED."""
+    wait_until(
+        lambda: json.loads(run("ip", "-j", "-n", netns, "link", "show", "dev", iface).stdout)[0]["operstate"] == "UP",
+        10,
+        f"{iface} up for Kea",
+    )
+    p = LineProc(["ip", "netns", "exec", netns, "env", f"KEA_PIDFILE_DIR={tmp}", f"KEA_LOCKFILE_DIR={tmp}", "kea-dhcp4", "-c", str(cfg)], "kea")
+    procs.append(p)
+    p.wait_line(lambda l: "DHCP4_STARTED" in l, 20, "Kea's DHCP4_STARTED line")
+    return p
+
+
 def start_sniffer(procs: list, netns: str, iface: str, marker: bytes, count: int, timeout: float) -> "LineProc":
     """Starts a scapy sniffer on `iface` in `netns` for frames holding
     `marker`, waits until it captures, and adds it to `procs` (which the

@@ -36,11 +36,12 @@ from conftest import (
     captured_frames,
     delete_netns,
     delete_stale_netns,
-    link_exists,
     make_netns,
     router_header,
     run,
     send_frames,
+    start_kea,
+    start_router,
     start_sniffer,
     veth,
     wait_until,
@@ -203,27 +204,13 @@ def env(tmp_path):
         veth(("rk", e.ns_r, "192.0.2.254/24"), ("kk", e.ns_k, f"{KEA_ADDR}/24"))
         veth(("rg", e.ns_r, f"{ME}/24"), ("gr", e.ns_g, f"{PEER}/24"))
         run("ip", "-n", e.ns_k, "route", "add", "10.0.0.0/8", "via", "192.0.2.254")
-        wait_until(
-            lambda: json.loads(run("ip", "-j", "-n", e.ns_k, "link", "show", "dev", "kk").stdout)[0]["operstate"] == "UP",
-            10,
-            "the veth to Kea up",
-        )
-        kea_cfg, leases = tmp_path / "kea.json", tmp_path / "leases.csv"
-        kea_config(kea_cfg, "kk", leases)
-        kea = LineProc(["ip", "netns", "exec", e.ns_k, "env", f"KEA_PIDFILE_DIR={tmp_path}", f"KEA_LOCKFILE_DIR={tmp_path}", "kea-dhcp4", "-c", str(kea_cfg)], "kea")
-        e.procs.append(kea)
-        kea.wait_line(lambda l: "DHCP4_STARTED" in l, 20, "Kea's DHCP4_STARTED line")
+        kea_cfg = tmp_path / "kea.json"
+        kea_config(kea_cfg, "kk", tmp_path / "leases.csv")
+        start_kea(e.procs, e.ns_k, "kk", kea_cfg, tmp_path)
         e.start_gobgp()
-
         e.cfg = tmp_path / "spoke.toml"
         hdvrf_config(e.cfg, e.if_a, e.if_c, e.sock)
-        e.hdvrf = LineProc(["ip", "netns", "exec", e.ns_r, HDVRF_BIN, "run", "--config", str(e.cfg)], "hdvrf")
-        e.procs.append(e.hdvrf)
-        e.hdvrf.wait_line(lambda l: l.startswith("hdvrf: management socket"), 60, "hdvrf's socket line")
-        for iface, ns in ((e.if_a, e.ns_a), (e.if_c, e.ns_c)):
-            wait_until(lambda: link_exists(iface, e.ns_r), 10, f"the tap {iface}")
-            run("ip", "-n", e.ns_r, "link", "set", "dev", iface, "netns", ns)
-            run("ip", "-n", ns, "link", "set", "dev", iface, "up")
+        e.hdvrf = start_router(e.procs, e.ns_r, e.cfg, ((e.if_a, e.ns_a), (e.if_c, e.ns_c)))
         yield e
     finally:
         for p in e.procs:

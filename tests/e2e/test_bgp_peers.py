@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HDVRF_BIN, NS_PREFIX, PYTHON, LineProc, delete_netns, delete_stale_netns, make_netns, router_header, run, veth, wait_until
+from conftest import HDVRF_BIN, NS_PREFIX, PYTHON, LineProc, delete_netns, delete_stale_netns, make_netns, router_header, run, start_router, veth, wait_until
 
 SPOKE, HUB = "198.18.1.1", "198.18.1.2"
 
@@ -87,12 +87,11 @@ via = "peer"
 
 
 class Router:
-    def __init__(self, tmp: Path, netns: str, name: str, text: str):
+    def __init__(self, procs: list, tmp: Path, netns: str, name: str, text: str):
         self.sock = tmp / f"{name}.sock"
         cfg = tmp / f"{name}.toml"
         cfg.write_text(text.replace("SOCK", str(self.sock)))
-        self.proc = LineProc(["ip", "netns", "exec", netns, HDVRF_BIN, "run", "--config", str(cfg)], name)
-        self.proc.wait_line(lambda l: l.startswith("hdvrf: management socket"), 60, f"{name}'s socket line")
+        self.proc = start_router(procs, netns, cfg, name=name)
 
     def ctl(self, *args: str):
         return json.loads(run(HDVRF_BIN, "ctl", "-s", str(self.sock), "-j", *args).stdout)
@@ -127,10 +126,8 @@ def namespaces(tmp_path):
 
 def test_a_spoke_and_a_hub_exchange_routes(namespaces, tmp_path):
     s, h, procs = namespaces
-    hub = Router(tmp_path, h, "hub", config("hub", HUB, SPOKE, passive=True))
-    procs.append(hub.proc)
-    spoke = Router(tmp_path, s, "spoke", config("spoke", SPOKE, HUB, passive=False))
-    procs.append(spoke.proc)
+    hub = Router(procs, tmp_path, h, "hub", config("hub", HUB, SPOKE, passive=True))
+    spoke = Router(procs, tmp_path, s, "spoke", config("spoke", SPOKE, HUB, passive=False))
     wait_until(lambda: spoke.neighbor()["state"] == "Established" and hub.neighbor()["state"] == "Established", 30, "spoke and hub Established")
     # The hub's uplink route is the spoke's upstream default, through the
     # hub's transport label and the hub's VPN label.
@@ -205,8 +202,7 @@ def test_a_bad_open_and_a_malformed_update_against_a_running_router(namespaces, 
     s, h, procs = namespaces
     # hdvrf is the hub (passive); this test, in the spoke's namespace, is
     # its neighbour 198.18.1.1.
-    hub = Router(tmp_path, h, "hub", config("hub", HUB, SPOKE, passive=True))
-    procs.append(hub.proc)
+    hub = Router(procs, tmp_path, h, "hub", config("hub", HUB, SPOKE, passive=True))
     peer = LineProc(["ip", "netns", "exec", s, PYTHON, __file__, "peer"], "peer")
     procs.append(peer)
     peer.wait_line(lambda l: l == "sent", 60, "the peer's UPDATEs sent")

@@ -39,11 +39,12 @@ from conftest import (
     LineProc,
     delete_netns,
     delete_stale_netns,
-    link_exists,
     make_netns,
     router_header,
     run,
     send_frames,
+    start_kea,
+    start_router,
     veth,
     wait_until,
 )
@@ -137,19 +138,11 @@ class Env:
         self.hdvrf: LineProc | None = None
 
     def start_hdvrf(self) -> None:
-        """Starts hdvrf in namespace R and moves its access tap to A."""
-        self.hdvrf = LineProc(["ip", "netns", "exec", self.ns_r, HDVRF_BIN, "run", "--config", str(self.cfg)], "hdvrf")
-        self.procs.append(self.hdvrf)
-        self.hdvrf.wait_line(lambda l: l.startswith("hdvrf: management socket"), 60, "hdvrf's socket line")
-        for iface, ns in ((self.if_a, self.ns_a), (self.if_c, self.ns_c)):
-            wait_until(lambda: link_exists(iface, self.ns_r), 10, f"the tap {iface}")
-            run("ip", "-n", self.ns_r, "link", "set", "dev", iface, "netns", ns)
-            run("ip", "-n", ns, "link", "set", "dev", iface, "up")
+        """Starts hdvrf in namespace R and moves its taps to A and C."""
+        self.hdvrf = start_router(self.procs, self.ns_r, self.cfg, ((self.if_a, self.ns_a), (self.if_c, self.ns_c)))
 
     def start_kea(self) -> None:
-        self.kea = LineProc(self.kea_cmd, "kea")
-        self.procs.append(self.kea)
-        self.kea.wait_line(lambda l: "DHCP4_STARTED" in l, 20, "Kea's DHCP4_STARTED line")
+        self.kea = start_kea(self.procs, self.ns_k, "kk", self.kea_cfg, self.tmp)
 
     def ctl_json(self, *args: str):
         return json.loads(run(HDVRF_BIN, "ctl", "-s", str(self.sock), "-j", *args).stdout)
@@ -195,17 +188,8 @@ def env(tmp_path):
         # The server network between the router and Kea.
         veth(("rk", e.ns_r, "192.0.2.254/24"), ("kk", e.ns_k, f"{KEA_ADDR}/24"))
         run("ip", "-n", e.ns_k, "route", "add", "10.0.0.0/8", "via", "192.0.2.254")
-        # Kea opens no socket on an interface that is not running yet.
-        wait_until(
-            lambda: json.loads(run("ip", "-j", "-n", e.ns_k, "link", "show", "dev", "kk").stdout)[0]["operstate"] == "UP",
-            10,
-            "the veth to Kea up",
-        )
-
-        kea_cfg, leases = tmp_path / "kea.json", tmp_path / "leases.csv"
-        kea_config(kea_cfg, "kk", leases)
-        kea_env = {**os.environ, "KEA_PIDFILE_DIR": str(tmp_path), "KEA_LOCKFILE_DIR": str(tmp_path)}
-        e.kea_cmd = ["ip", "netns", "exec", e.ns_k, "env"] + [f"{k}={v}" for k, v in kea_env.items() if k.startswith("KEA_")] + ["kea-dhcp4", "-c", str(kea_cfg)]
+        e.kea_cfg = tmp_path / "kea.json"
+        kea_config(e.kea_cfg, "kk", tmp_path / "leases.csv")
         e.start_kea()
 
         e.cfg = tmp_path / "spoke.toml"
