@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
-use control::bgp::fsm::Negotiated;
+use control::bgp::fsm::{Negotiated, State};
 use control::bgp::session::{PeerConfig, ToSession};
 use control::bgp::{VpnPath, VpnRoute, Vpnv4Update};
 use control::config::Config;
@@ -43,6 +43,8 @@ pub struct Neighbor {
     /// The next hop (id, name) its routes go out through.
     pub via: Option<(u32, String)>,
     tx: UnboundedSender<ToSession>,
+    /// The session's state machine, as it last reported.
+    pub state: State,
     /// While Established: what was negotiated and since when.
     pub up: Option<(Negotiated, Instant)>,
     pub last_down: Option<String>,
@@ -150,6 +152,7 @@ impl Speaker {
                 passive: n.passive,
                 via,
                 tx,
+                state: State::Idle,
                 up: None,
                 last_down: None,
                 rib_in: BTreeMap::new(),
@@ -531,7 +534,7 @@ impl Speaker {
                         "remote_asn": n.remote_asn,
                         "passive": n.passive,
                         "type": if n.ebgp(self.asn) { "ebgp" } else { "ibgp" },
-                        "state": if n.up.is_some() { "Established" } else { "Idle/Connect/Active" },
+                        "state": format!("{:?}", n.state),
                         "up_for_s": n.up.as_ref().map(|(_, t)| now.duration_since(*t).as_secs()),
                         "peer_router_id": n.up.as_ref().map(|(g, _)| g.peer_id.to_string()),
                         "hold_time": n.up.as_ref().map(|(g, _)| g.hold_time),

@@ -226,6 +226,12 @@ impl Control {
                 Some(t) => b.learned(i, u, t),
                 None => return,
             },
+            FromSession::State(st) => {
+                if let Some(n) = b.neighbors.get_mut(i) {
+                    n.state = st;
+                }
+                return;
+            }
             FromSession::Malformed(m) => {
                 if let Some(n) = b.neighbors.get_mut(i) {
                     n.malformed += 1;

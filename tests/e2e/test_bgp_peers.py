@@ -203,6 +203,8 @@ def test_a_bad_open_and_a_malformed_update_against_a_running_router(namespaces, 
     # hdvrf is the hub (passive); this test, in the spoke's namespace, is
     # its neighbour 198.18.1.1.
     hub = Router(procs, tmp_path, h, "hub", config("hub", HUB, SPOKE, passive=True))
+    # Passive, nobody connected yet: the FSM waits in Active.
+    wait_until(lambda: hub.neighbor()["state"] == "Active", 10, "the hub's neighbour in Active")
     peer = LineProc(["ip", "netns", "exec", s, PYTHON, __file__, "peer"], "peer")
     procs.append(peer)
     peer.wait_line(lambda l: l == "sent", 60, "the peer's UPDATEs sent")

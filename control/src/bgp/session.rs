@@ -61,6 +61,8 @@ pub enum FromSession {
     Malformed(String),
     /// A NOTIFICATION we sent or received: (sent, code, subcode).
     Notification(bool, u8, u8),
+    /// The state machine moved to this state (for `show`).
+    State(State),
 }
 
 /// A route's key in the Adj-RIB-Out: RD and prefix.
@@ -235,6 +237,19 @@ impl Session {
 
     /// Feeds an event to the FSM and carries out its actions.
     async fn handle(
+        &mut self,
+        ev: Event,
+        connecting: &mut Option<tokio::task::JoinHandle<io::Result<TcpStream>>>,
+    ) {
+        let before = self.fsm.state;
+        self.act(ev, connecting).await;
+        if self.fsm.state != before {
+            let _ = self.out.send(FromSession::State(self.fsm.state));
+        }
+    }
+
+    /// The actions of one event.
+    async fn act(
         &mut self,
         ev: Event,
         connecting: &mut Option<tokio::task::JoinHandle<io::Result<TcpStream>>>,
