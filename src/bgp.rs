@@ -52,6 +52,10 @@ pub struct Neighbor {
     pub rib_in: BTreeMap<RibKey, (u32, VpnPath)>,
     pub updates_in: u64,
     pub malformed: u64,
+    /// Routes dropped as loops: our AS in the path, or our own next hop.
+    pub loops_dropped: u64,
+    /// Times its path was best but not installed: it has no `via`.
+    pub unresolved: u64,
     pub notifications_sent: u64,
     pub notifications_received: u64,
 }
@@ -97,10 +101,6 @@ pub struct Speaker {
     /// Adj-RIB-Out (the same for every neighbour but for the path
     /// attributes each one gets): route and service.
     pub rib_out: BTreeMap<RibKey, (VpnRoute, u16)>,
-    /// Routes learnt with our own AS in the path, or our next hop.
-    pub loops_dropped: u64,
-    /// Best paths not installed: the neighbour has no `via`.
-    pub unresolved: u64,
 }
 
 /// The session tasks to start: each neighbour's configuration and the
@@ -158,6 +158,8 @@ impl Speaker {
                 rib_in: BTreeMap::new(),
                 updates_in: 0,
                 malformed: 0,
+                loops_dropped: 0,
+                unresolved: 0,
                 notifications_sent: 0,
                 notifications_received: 0,
             });
@@ -212,8 +214,6 @@ impl Speaker {
             groups: HashMap::new(),
             installed: HashMap::new(),
             rib_out: BTreeMap::new(),
-            loops_dropped: 0,
-            unresolved: 0,
         };
         // The configuration's routes toward our side are advertised like
         // sessions' (a spoke's downstream routes, a hub's own hub routes:
@@ -342,7 +342,7 @@ impl Speaker {
             for r in &u.reach {
                 keys.insert((r.prefix, r.len));
                 if looped {
-                    self.loops_dropped += 1;
+                    nb.loops_dropped += 1;
                     nb.rib_in.remove(&(r.prefix, r.len, r.rd));
                 } else {
                     nb.rib_in
@@ -371,6 +371,7 @@ impl Speaker {
                 let mut cands = self.candidates(svc, prefix, len);
                 cands.sort_by(|a, b| prefer(a.2, &self.neighbors[a.0], b.2, &self.neighbors[b.0]));
                 let mut chosen: Vec<(usize, u32, u32)> = Vec::new(); // neighbour, via, label
+                let mut no_via = None;
                 if let Some(&(_, _, best)) = cands.first() {
                     for (k, &(i, label, path)) in cands.iter().enumerate() {
                         if chosen.len() == self.multipath.max(1) {
@@ -382,12 +383,15 @@ impl Speaker {
                         match self.neighbors[i].via.as_ref() {
                             Some((via, _)) => chosen.push((i, *via, label)),
                             None if k == 0 => {
-                                self.unresolved += 1;
+                                no_via = Some(i);
                                 break;
                             }
                             None => {}
                         }
                     }
+                }
+                if let Some(i) = no_via {
+                    self.neighbors[i].unresolved += 1;
                 }
                 let key = (svc, p, len);
                 if chosen.is_empty() {
@@ -546,6 +550,8 @@ impl Speaker {
                         "routes_out": self.rib_out.len(),
                         "updates_in": n.updates_in,
                         "malformed_updates": n.malformed,
+                        "loops_dropped": n.loops_dropped,
+                        "unresolved": n.unresolved,
                         "notifications_sent": n.notifications_sent,
                         "notifications_received": n.notifications_received,
                     })
@@ -849,7 +855,7 @@ remote_asn = 65000
             .sp
             .learned(0, update("0.0.0.0", 0, 3001, own), &t.tables)
             .is_empty());
-        assert_eq!(t.sp.loops_dropped, 2);
+        assert_eq!(t.sp.neighbors[0].loops_dropped, 2);
         // The configuration's own upstream route stays.
         assert!(t
             .sp
@@ -868,7 +874,10 @@ remote_asn = 65000
                 &t.tables
             )
             .is_empty());
-        assert_eq!((t.sp.neighbors[2].rib_in.len(), t.sp.unresolved), (1, 1));
+        assert_eq!(
+            (t.sp.neighbors[2].rib_in.len(), t.sp.neighbors[2].unresolved),
+            (1, 1)
+        );
         // One next hop per (via, label), shared by the routes using it,
         // and following the via's MAC.
         let a = t.sp.learned(

@@ -51,6 +51,9 @@ pub struct Control {
     /// A session's next hop's counters when the session came up: its
     /// counts are what was added since (next hop ids are reused).
     session_base: HashMap<u32, SubscriberSnapshot>,
+    /// Which ports are access ports, by port id (ports change only with a
+    /// restart).
+    access_ports: Vec<bool>,
     /// The BGP speaker (with `[bgp]`).
     pub bgp: Option<crate::bgp::Speaker>,
     /// Session removals waiting for their BGP withdrawal to be on its way:
@@ -79,7 +82,12 @@ impl Control {
             .into_iter()
             .map(|(l, _)| (l, CoreSnapshot::default()))
             .collect();
+        let access_ports = running
+            .tables()
+            .map(|t| t.ports.iter().map(|p| p.role == PortRole::Access).collect())
+            .unwrap_or_default();
         Control {
+            access_ports,
             running,
             names,
             devices,
@@ -130,11 +138,7 @@ impl Control {
         // What the relay takes: DHCP and ARP from access ports (the
         // gateway answers ARP even where no address server is set).
         let relay_on = self.relay.is_some();
-        let access: Vec<bool> = self
-            .running
-            .tables()
-            .map(|t| t.ports.iter().map(|p| p.role == PortRole::Access).collect())
-            .unwrap_or_default();
+        let access = &self.access_ports;
         let mut taken: Vec<(u16, Vec<u8>)> = Vec::new();
         let mut moved = self.running.host_poll(|port, frame| {
             if let Some(op) = neighbors.learn(port, frame, now) {
@@ -607,6 +611,7 @@ impl Control {
     /// names their next hops.
     fn publish_session_ops(&mut self, ops: &[TableOp], now: std::time::Instant) -> bool {
         let mut all = std::mem::take(&mut self.deferred);
+        let deferred = all.len();
         all.extend_from_slice(ops);
         let ops = &all[..];
         let res = self.running.commit_within(ops, Some(COMMIT_WAIT));
@@ -615,6 +620,10 @@ impl Control {
             .tables()
             .and_then(|t| t.rejected().first().cloned());
         if let Err(e) = &res {
+            // Nothing changed: the removals that were waiting wait on.
+            if !e.batch_published() {
+                self.deferred = all[..deferred].to_vec();
+            }
             if let Some(r) = self.relay.as_mut() {
                 r.log_error("publish", &format!("publishing a session: {e}"), now);
             }

@@ -270,6 +270,15 @@ pub enum CommitError {
     StaticBuild,
 }
 
+impl CommitError {
+    /// Whether the batch reached the workers despite the error (a stall
+    /// after publishing); otherwise nothing changed and it has to be
+    /// committed again.
+    pub fn batch_published(&self) -> bool {
+        matches!(self, CommitError::Stalled(s) if s.batch_published)
+    }
+}
+
 impl<T, Op> Publisher<T, Op>
 where
     T: Send + Sync,
