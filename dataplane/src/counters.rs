@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::pipeline::{Outcome, OutcomeKind, SubscriberCount, COUNT_DOWN, COUNT_SPOOFED, COUNT_UP};
+use crate::policy::{RuleCounts, RuleSnapshot, MAX_RULES};
 
 /// One worker's counters, on a cache line of its own so that workers never
 /// share a line.
@@ -34,6 +35,11 @@ pub struct CoreCounters {
     pub outcomes: [AtomicU64; Outcome::COUNT],
     /// Router mode: packets and bytes by subscriber.
     pub subscribers: SubscriberCounters,
+    /// Router mode (hub): packets, bytes and drops by policy rule slot.
+    pub rules: RuleCounters,
+    /// The policers' clock: TSC ticks to ns, in 1/2^32 ns (0: no clock,
+    /// time stands still).
+    ns_per_tick_q32: u64,
 }
 
 /// A point-in-time copy of [`CoreCounters`].
@@ -218,11 +224,12 @@ impl SubscriberCounters {
     }
 }
 
-impl SubscriberCount for SubscriberCounters {
-    /// A subscriber beyond the slots ([`crate::pipeline::NO_SUBSCRIBER`]
-    /// among them) is not counted.
+impl SubscriberCounters {
+    /// One packet of `bytes` for `subscriber` at `at`. A subscriber
+    /// beyond the slots ([`crate::pipeline::NO_SUBSCRIBER`] among them)
+    /// is not counted.
     #[inline(always)]
-    fn count(&self, subscriber: u32, at: u8, bytes: u16) {
+    pub fn count(&self, subscriber: u32, at: u8, bytes: u16) {
         if let Some(Slot(c)) = self.slots.get(subscriber as usize) {
             // Masked to the four pairs: no bounds check.
             let [packets, octets] = &c[usize::from(at >> 1) & 3];
@@ -232,11 +239,73 @@ impl SubscriberCount for SubscriberCounters {
     }
 }
 
+/// One worker's counters by policy rule slot ([`MAX_RULES`] of them):
+/// packets, bytes, dropped, and a spare; two slots to a cache line.
+#[derive(Debug)]
+pub struct RuleCounters {
+    slots: Box<[[AtomicU64; 4]]>,
+}
+
+impl Default for RuleCounters {
+    fn default() -> Self {
+        RuleCounters {
+            slots: (0..MAX_RULES).map(|_| Default::default()).collect(),
+        }
+    }
+}
+
+impl RuleCounters {
+    /// Slot `slot`'s counts on this worker.
+    pub fn get(&self, slot: u16) -> Option<RuleSnapshot> {
+        let c = self.slots.get(usize::from(slot))?;
+        Some(RuleSnapshot {
+            packets: c[0].load(Relaxed),
+            bytes: c[1].load(Relaxed),
+            dropped: c[2].load(Relaxed),
+        })
+    }
+
+    #[inline(always)]
+    fn count(&self, slot: u16, bytes: u16, dropped: bool) {
+        if let Some(c) = self.slots.get(usize::from(slot)) {
+            bump(&c[0], 1);
+            bump(&c[1], u64::from(bytes));
+            bump(&c[2], u64::from(dropped));
+        }
+    }
+}
+
+impl SubscriberCount for CoreCounters {
+    #[inline(always)]
+    fn count(&self, subscriber: u32, at: u8, bytes: u16) {
+        self.subscribers.count(subscriber, at, bytes);
+    }
+}
+
+impl RuleCounts for CoreCounters {
+    #[inline(always)]
+    fn count_rule(&self, slot: u16, bytes: u16, dropped: bool) {
+        self.rules.count(slot, bytes, dropped);
+    }
+
+    /// Only police rules ask, once per packet they match.
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        ((u128::from(crate::dpdk::tsc()) * u128::from(self.ns_per_tick_q32)) >> 32) as u64
+    }
+}
+
 impl CoreCounters {
-    /// Counters for a worker that counts `subscribers` next hops.
-    pub fn with_subscribers(subscribers: usize) -> CoreCounters {
+    /// Counters for a worker that counts `subscribers` next hops, with
+    /// the policers' clock from a TSC of `tsc_hz` (0: no clock).
+    pub fn with_subscribers(subscribers: usize, tsc_hz: u64) -> CoreCounters {
         CoreCounters {
             subscribers: SubscriberCounters::new(subscribers),
+            ns_per_tick_q32: if tsc_hz == 0 {
+                0
+            } else {
+                u64::try_from((1_000_000_000u128 << 32) / u128::from(tsc_hz)).unwrap_or(u64::MAX)
+            },
             ..CoreCounters::default()
         }
     }

@@ -7,6 +7,7 @@ pub mod forward;
 pub mod host;
 pub mod lpm;
 pub mod pipeline;
+pub mod policy;
 pub mod publish;
 pub mod runtime;
 pub mod tables;

@@ -23,6 +23,7 @@
 //! for a reason, or dropped for a reason. Nothing here allocates, locks or
 //! panics on packet contents: every offset is checked against the frame.
 
+use crate::policy::{self, RuleCounts, Verdict};
 use crate::tables::{Adjacency, LabelAction, PortInfo, PortRole, Role, Service, Tables, TtlMode};
 
 use crate::wire::ipv4::Ipv4Packet;
@@ -128,6 +129,8 @@ outcomes! {
     Unresolved => "drop_unresolved_next_hop", Drop;
     /// Denied by the hub's target-specific processing.
     PolicyDeny => "drop_policy_deny", Drop;
+    /// Beyond the rate of a hub `police` rule.
+    PolicyPolice => "drop_policy_police", Drop;
     /// The tx queue was full.
     TxFull => "drop_tx_full", Drop;
 }
@@ -151,7 +154,9 @@ pub const COUNT_SPOOFED: u8 = 4;
 /// source's next hop for upstream packets (when anti-spoofing looks it
 /// up), the sender's for spoofed ones (found by its port, VLAN and MAC),
 /// the destination's for downstream ones.
-pub trait SubscriberCount {
+///
+/// It is also where hub policy rules count ([`RuleCounts`]).
+pub trait SubscriberCount: RuleCounts {
     /// One packet of `bytes` (its IPv4 total length) for `subscriber`, in
     /// the counters at `at` ([`COUNT_UP`], [`COUNT_DOWN`],
     /// [`COUNT_SPOOFED`]).
@@ -162,6 +167,16 @@ pub trait SubscriberCount {
 impl SubscriberCount for () {
     #[inline(always)]
     fn count(&self, _: u32, _: u8, _: u16) {}
+}
+
+/// Counts nothing; the clock stands at 0.
+impl RuleCounts for () {
+    #[inline(always)]
+    fn count_rule(&self, _: u16, _: u16, _: bool) {}
+    #[inline(always)]
+    fn now_ns(&self) -> u64 {
+        0
+    }
 }
 
 /// The verdict for one packet: its outcome and, when forwarded, the port.
@@ -211,12 +226,52 @@ impl OutcomeCounters {
     }
 }
 
-/// Target-specific processing at the hub: may a packet to `dst` in
-/// `service` pass? The hub issue fills this with ordered rules; until
-/// then every destination is permitted.
+/// Target-specific processing at the hub: the service's policy rules
+/// over the IPv4 packet at `l3` ([`crate::policy`]). `None` lets it pass;
+/// a service without rules costs one branch.
 #[inline(always)]
-fn hub_policy_permits(_service: &Service, _dst: u32) -> bool {
-    true
+fn hub_policy<C: SubscriberCount>(
+    t: &Tables,
+    svc: &Service,
+    d: &[u8],
+    l3: usize,
+    ip: &Ip4,
+    c: &C,
+) -> Option<Outcome> {
+    if svc.policy.is_empty() {
+        return None;
+    }
+    hub_policy_rules(t, svc, d, l3, ip, c)
+}
+
+#[inline(never)]
+fn hub_policy_rules<C: SubscriberCount>(
+    t: &Tables,
+    svc: &Service,
+    d: &[u8],
+    l3: usize,
+    ip: &Ip4,
+    c: &C,
+) -> Option<Outcome> {
+    // Ports for TCP, UDP and SCTP, unfragmented: a fragment matches no
+    // rule that names a port.
+    let dport = match ip.protocol {
+        6 | 17 | 132 if !ip.fragment => be16(d, l3 + usize::from(ip.hl) + 2),
+        _ => None,
+    };
+    match policy::evaluate(
+        &svc.policy,
+        &t.policers,
+        ip.dst,
+        ip.protocol,
+        dport,
+        ip.len,
+        c,
+    ) {
+        Verdict::Pass => None,
+        Verdict::Deny => Some(Outcome::PolicyDeny),
+        Verdict::Exceeded => Some(Outcome::PolicyPolice),
+    }
 }
 
 #[inline(always)]
@@ -333,7 +388,7 @@ pub fn process_burst<B: FrameBurst + ?Sized, C: SubscriberCount>(
         }
         (Role::Hub, PortRole::Access) => {
             for (i, n) in next.iter_mut().enumerate() {
-                *n = hub_uplink(t, pi, &mut frames.frame(i));
+                *n = hub_uplink(t, pi, &mut frames.frame(i), counts);
             }
         }
         _ => next.fill(Next::end(Outcome::UnknownService)),
@@ -965,8 +1020,8 @@ fn vpn_pop<F: Frame, C: SubscriberCount>(
             Next::tx(Outcome::Downstream, a.port)
         }
         Direction::Hub => {
-            if !hub_policy_permits(svc, ip.dst) {
-                return Next::end(Outcome::PolicyDeny);
+            if let Some(o) = hub_policy(t, svc, f.data(), l3, &ip, c) {
+                return Next::end(o);
             }
             hub_route(t, svc, f, l3, &ip, new_ttl)
         }
@@ -1010,7 +1065,7 @@ fn hub_route<F: Frame>(
 /// Hub, uplink (access-role) port in: plain IPv4 toward clients of the
 /// service bound to the port/VLAN, routed in its hub table.
 #[inline(always)]
-fn hub_uplink<F: Frame>(t: &Tables, pi: &PortInfo, f: &mut F) -> Next {
+fn hub_uplink<F: Frame, C: SubscriberCount>(t: &Tables, pi: &PortInfo, f: &mut F, c: &C) -> Next {
     let (svc, _vlan, l3, ip) = match access_ingress(t, pi, f.data()) {
         Ok(x) => x,
         Err(o) => return Next::end(o),
@@ -1018,8 +1073,8 @@ fn hub_uplink<F: Frame>(t: &Tables, pi: &PortInfo, f: &mut F) -> Next {
     if ip.ttl <= 1 {
         return Next::end(Outcome::TtlExpired);
     }
-    if !hub_policy_permits(svc, ip.dst) {
-        return Next::end(Outcome::PolicyDeny);
+    if let Some(o) = hub_policy(t, svc, f.data(), l3, &ip, c) {
+        return Next::end(o);
     }
     hub_route(t, svc, f, l3, &ip, ip.ttl - 1)
 }
@@ -1166,6 +1221,13 @@ mod tests {
     impl SubscriberCount for Recorder {
         fn count(&self, subscriber: u32, at: u8, bytes: u16) {
             self.0.borrow_mut().push((subscriber, at, bytes));
+        }
+    }
+
+    impl RuleCounts for Recorder {
+        fn count_rule(&self, _: u16, _: u16, _: bool) {}
+        fn now_ns(&self) -> u64 {
+            0
         }
     }
 
@@ -1524,6 +1586,92 @@ mod tests {
             ),
         );
         assert_eq!(n.outcome, Outcome::HubToSpoke);
+    }
+
+    #[test]
+    fn hub_policy_rules_deny_police_and_count_in_order() {
+        use crate::policy::{Action, Rule};
+        let mut t = spoke(TtlMode::Uniform);
+        t.role = Role::Hub;
+        let police = Action::Police {
+            rate_bps: 8_000,
+            burst_bytes: 100,
+        };
+        t.services[0].policy = vec![
+            Rule::new(ip("10.0.0.0"), 24, None, None, Action::Count, 0),
+            Rule::new(
+                ip("10.0.0.20"),
+                32,
+                Some(17),
+                Some((53, 53)),
+                Action::Deny,
+                1,
+            ),
+            Rule::new(ip("10.0.0.20"), 32, Some(17), Some((5000, 5999)), police, 2),
+            Rule::new(ip("9.9.9.0"), 24, None, None, Action::Permit, 3),
+            Rule::new(ip("9.9.0.0"), 16, None, None, Action::Deny, 4),
+        ];
+        let c = crate::counters::CoreCounters::with_subscribers(0, 0);
+        let from_spoke_in = |t: &Tables, dst: &str, dport: u16| {
+            let mut f = VecFrame::new(&mpls(
+                &[lse(1003, true, 59)],
+                &ipv4("10.0.0.10", dst, 60, dport, b"y"),
+            ));
+            process_counted(t, 1, &mut f, &c).outcome
+        };
+        let from_spoke = |dst: &str, dport: u16| from_spoke_in(&t, dst, dport);
+        assert_eq!(from_spoke("10.0.0.20", 53), Outcome::PolicyDeny);
+        assert_eq!(from_spoke("10.0.0.20", 54), Outcome::HubToSpoke);
+        // 29-byte packets, a 100-byte burst, a clock that stands still:
+        // three pass, then the bucket is full.
+        let policed: Vec<_> = (0..5).map(|_| from_spoke("10.0.0.20", 5353)).collect();
+        assert_eq!(policed[..3], [Outcome::HubToSpoke; 3]);
+        assert_eq!(policed[3..], [Outcome::PolicyPolice; 2]);
+        assert_eq!(from_spoke("9.9.9.9", 80), Outcome::HubToUplink);
+        assert_eq!(from_spoke("9.9.8.8", 80), Outcome::PolicyDeny);
+        // In from the uplink, toward a client: the same rules.
+        let mut f = VecFrame::new(&eth(
+            MAC_ACCESS,
+            MAC_A,
+            0,
+            0x0800,
+            &ipv4("9.9.9.9", "10.0.0.20", 64, 53, b""),
+        ));
+        assert_eq!(
+            process_counted(&t, 0, &mut f, &c).outcome,
+            Outcome::PolicyDeny
+        );
+        let got = |slot| c.rules.get(slot).unwrap();
+        let pkt = |n: u64, bytes: u64, dropped: u64| crate::policy::RuleSnapshot {
+            packets: n,
+            bytes: n * bytes,
+            dropped,
+        };
+        // 8 packets of 29 bytes from the spoke to 10.0.0.20, 1 of 28 in
+        // from the uplink.
+        assert_eq!(
+            got(0),
+            crate::policy::RuleSnapshot {
+                packets: 8,
+                bytes: 7 * 29 + 28,
+                dropped: 0
+            }
+        );
+        assert_eq!(
+            got(1),
+            crate::policy::RuleSnapshot {
+                packets: 2,
+                bytes: 29 + 28,
+                dropped: 2
+            }
+        );
+        assert_eq!(got(2), pkt(5, 29, 2));
+        assert_eq!(got(3), pkt(1, 29, 0));
+        assert_eq!(got(4), pkt(1, 29, 1));
+        // No rules: nothing counted.
+        t.services[0].policy.clear();
+        assert_eq!(from_spoke_in(&t, "10.0.0.20", 53), Outcome::HubToSpoke);
+        assert_eq!(got(1).packets, 2);
     }
 
     #[test]

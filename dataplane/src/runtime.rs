@@ -28,6 +28,7 @@ use crate::tables::{TableOp, Tables};
 
 /// The control side's handle on the workers' tables.
 pub type TablePublisher = Publisher<Tables, TableOp>;
+use crate::policy::RuleSnapshot;
 use crate::worker::{IdlePolicy, Stream, Worker, WorkerReport};
 
 /// One port as the runtime needs it.
@@ -353,7 +354,10 @@ impl Running {
                         .expect("one tx queue per worker per port")
                 })
                 .collect();
-            let counters = Arc::new(CoreCounters::with_subscribers(spec.subscribers));
+            let counters = Arc::new(CoreCounters::with_subscribers(
+                spec.subscribers,
+                crate::dpdk::tsc_hz(),
+            ));
             let latency = spec.latency_every.map(|every| {
                 let h = Histogram::new_with_bounds(1, 1 << 40, 3).expect("valid bounds");
                 (h, every.next_power_of_two())
@@ -425,6 +429,15 @@ impl Running {
         let mut sum = SubscriberSnapshot::default();
         for (_, c) in &self.workers {
             sum.add(&c.subscribers.get(id)?);
+        }
+        Some(sum)
+    }
+
+    /// Policy rule slot `slot`'s counts summed over the workers.
+    pub fn rule(&self, slot: u16) -> Option<RuleSnapshot> {
+        let mut sum = RuleSnapshot::default();
+        for (_, c) in &self.workers {
+            sum.add(&c.rules.get(slot)?);
         }
         Some(sum)
     }

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::lpm::{mask, Dir24Lpm, LpmError, NO_ROUTE};
+use crate::policy::{Policers, Rule, MAX_RULES, MAX_SERVICE_RULES};
 
 /// Which job this router does (one binary, three roles).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,6 +228,8 @@ pub struct Service {
     /// Drop client packets whose source is not a session on the very
     /// port, VLAN and MAC they came from.
     pub anti_spoofing: bool,
+    /// Hub: target-specific processing, in order ([`crate::policy`]).
+    pub policy: Vec<Rule>,
 }
 
 impl Service {
@@ -241,6 +244,7 @@ impl Service {
             gateway: self.gateway,
             ttl_mode: self.ttl_mode,
             anti_spoofing: self.anti_spoofing,
+            policy: self.policy.clone(),
         }
     }
 
@@ -273,6 +277,7 @@ impl Service {
             gateway,
             ttl_mode,
             anti_spoofing: true,
+            policy: Vec::new(),
         })
     }
 }
@@ -311,7 +316,8 @@ impl TableOp {
             | TableOp::SetGroup { .. }
             | TableOp::SetLabel { .. }
             | TableOp::SetService { .. }
-            | TableOp::SetAccess { .. } => return None,
+            | TableOp::SetAccess { .. }
+            | TableOp::SetRule { .. } => return None,
         })
     }
 }
@@ -370,6 +376,13 @@ pub enum TableOp {
     /// Binds a port's VLAN (0: untagged) to a service, or unbinds it
     /// ([`NO_SERVICE`]).
     SetAccess { port: u16, vlan: u16, service: u16 },
+    /// Sets a service's policy rule `index` (appends it when `index` is
+    /// the count), or with `None` cuts the list to `index` rules.
+    SetRule {
+        service: u16,
+        index: u16,
+        rule: Option<Rule>,
+    },
 }
 
 /// No service bound to a (port, VLAN).
@@ -483,6 +496,9 @@ impl Adjacency {
 /// Everything the pipeline reads.
 pub struct Tables {
     pub role: Role,
+    /// The policers of the hub's police rules, by rule slot: shared by
+    /// both copies, since they are state, not configuration.
+    pub policers: Arc<Policers>,
     /// ECMP groups, by index (`id & !GROUP_BIT`).
     groups: Vec<Group>,
     pub ports: Vec<PortInfo>,
@@ -548,6 +564,7 @@ impl Tables {
         labels: LabelTable,
     ) -> Tables {
         let mut t = Tables {
+            policers: Arc::default(),
             groups: Vec::new(),
             role,
             ports,
@@ -604,6 +621,7 @@ impl Tables {
     /// every route table shared until a batch changes it ([`SharedLpm`]).
     pub fn second_copy(&self) -> Tables {
         Tables {
+            policers: self.policers.clone(),
             groups: self.groups.clone(),
             role: self.role,
             ports: self.ports.clone(),
@@ -826,6 +844,37 @@ impl Tables {
                     .get_mut(usize::from(vlan))
                     .ok_or_else(|| format!("VLAN {vlan} is out of range"))?;
                 *slot = service;
+            }
+            TableOp::SetRule {
+                service,
+                index,
+                rule,
+            } => {
+                let svc = self
+                    .services
+                    .get_mut(usize::from(service))
+                    .ok_or_else(|| format!("no service {service}"))?;
+                let i = usize::from(index);
+                if i > svc.policy.len() {
+                    return Err(format!(
+                        "rule {i} is beyond the {} service {service} has",
+                        svc.policy.len()
+                    ));
+                }
+                match rule {
+                    None => svc.policy.truncate(i),
+                    Some(r) if usize::from(r.slot) >= MAX_RULES => {
+                        return Err(format!("rule slot {} is beyond {MAX_RULES}", r.slot))
+                    }
+                    Some(r) if r.len > 32 => {
+                        return Err(format!("prefix length {} is over 32", r.len))
+                    }
+                    Some(r) if i < svc.policy.len() => svc.policy[i] = r,
+                    Some(_) if i >= MAX_SERVICE_RULES => {
+                        return Err(format!("a service has at most {MAX_SERVICE_RULES} rules"))
+                    }
+                    Some(r) => svc.policy.push(r),
+                }
             }
             TableOp::AddRoute { .. } | TableOp::DeleteRoute { .. } => {
                 unreachable!("route ops are applied to their table")

@@ -182,13 +182,7 @@ impl Worker {
                         for (i, h) in heads[..traced].iter_mut().enumerate() {
                             h.1 = trace::copy_head(burst.frame(i).data(), &mut h.0);
                         }
-                        process_burst(
-                            t,
-                            s.in_port,
-                            &mut burst,
-                            &mut next[..n],
-                            &self.counters.subscribers,
-                        );
+                        process_burst(t, s.in_port, &mut burst, &mut next[..n], &*self.counters);
                         for (i, h) in heads[..traced].iter().enumerate() {
                             let mut output = [0u8; trace::HEAD];
                             let out_len = trace::copy_head(burst.frame(i).data(), &mut output);
