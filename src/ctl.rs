@@ -74,6 +74,10 @@ enum Show {
     Labels,
     /// Subscriber sessions (DHCP relay).
     Sessions,
+    /// Hub policy rules in order, with their counters.
+    Policy {
+        service: Option<String>,
+    },
     /// BGP: neighbors, or rib [in|out].
     Bgp {
         #[command(subcommand)]
@@ -127,6 +131,7 @@ fn request(cmd: CtlCmd) -> Request {
             Show::NextHops => Request::ShowNextHops,
             Show::Labels => Request::ShowLabels,
             Show::Sessions => Request::ShowSessions,
+            Show::Policy { service } => Request::ShowPolicy { service },
             Show::Bgp {
                 what: BgpShow::Neighbors,
             } => Request::ShowBgpNeighbors,
@@ -432,6 +437,39 @@ fn human(req: &Request, v: &Value) {
                 }
             }
         }
+        Request::ShowPolicy { .. } => table(
+            &[
+                "service", "rule", "prefix", "protocol", "port", "action", "rate", "burst",
+                "packets", "bytes", "dropped",
+            ],
+            list(v)
+                .iter()
+                .map(|x| {
+                    [
+                        "service",
+                        "index",
+                        "prefix",
+                        "protocol",
+                        "port",
+                        "action",
+                        "rate_bps",
+                        "burst_bytes",
+                        "packets",
+                        "bytes",
+                        "dropped",
+                    ]
+                    .iter()
+                    .map(|k| {
+                        if x[*k].is_null() {
+                            "-".to_owned()
+                        } else {
+                            s(&x[*k])
+                        }
+                    })
+                    .collect()
+                })
+                .collect(),
+        ),
         Request::ShowSessions => table(
             &[
                 "service",

@@ -325,6 +325,42 @@ pub fn render(c: &Control) -> String {
             );
         }
     }
+    let rules = c
+        .policy(None)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default();
+    if !rules.is_empty() {
+        for (name, key, help) in [
+            (
+                "hdvrf_policy_packets_total",
+                "packets",
+                "Packets a hub policy rule matched.",
+            ),
+            (
+                "hdvrf_policy_bytes_total",
+                "bytes",
+                "Bytes (IPv4 total length) a hub policy rule matched.",
+            ),
+            (
+                "hdvrf_policy_drops_total",
+                "dropped",
+                "Packets a hub policy rule dropped (deny, or beyond a police rate).",
+            ),
+        ] {
+            family(&mut o, name, "counter", help);
+            for r in &rules {
+                let _ = writeln!(
+                    o,
+                    "{name}{{service=\"{}\",rule=\"{}\",action=\"{}\"}} {}",
+                    esc(r["service"].as_str().unwrap_or("")),
+                    r["index"],
+                    r["action"].as_str().unwrap_or(""),
+                    r[key]
+                );
+            }
+        }
+    }
     if let Some(r) = c.relay.as_ref() {
         family(
             &mut o,

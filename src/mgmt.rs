@@ -19,6 +19,7 @@ use control::config::{self, LoadError};
 use control::mgmt::{self, Names, Reply, Request};
 use control::neighbor::Neighbors;
 use dataplane::pipeline::{Outcome, OutcomeKind};
+use dataplane::policy::{Action, RuleSnapshot};
 use dataplane::tables::{LabelAction, PortRole, RouteTable, TableOp};
 use dataplane::trace::{TraceRecord, HEAD};
 use dataplane::wire::{self, EtherType, EthernetFrame, Ipv4Packet, VlanTag};
@@ -59,6 +60,9 @@ pub struct Control {
     /// Session removals waiting for their BGP withdrawal to be on its way:
     /// committed at the next tick, or before the next session change.
     deferred: Vec<TableOp>,
+    /// Each policy rule slot's counters when its rule was set or the
+    /// stats cleared: what is shown is what was added since.
+    rule_base: Vec<RuleSnapshot>,
 }
 
 /// How long a request's commit waits for the workers before it answers
@@ -101,6 +105,7 @@ impl Control {
             session_base: HashMap::new(),
             bgp: None,
             deferred: Vec::new(),
+            rule_base: vec![RuleSnapshot::default(); dataplane::policy::MAX_RULES],
         }
     }
 
@@ -761,8 +766,12 @@ impl Control {
                 None => Err("no [bgp] in the configuration".into()),
             },
             Request::ShowRoutes { service, table } => self.routes(service, table),
+            Request::ShowPolicy { service } => self.policy(service),
             Request::ClearStats => {
                 self.base = self.running.cores();
+                for (slot, b) in self.rule_base.iter_mut().enumerate() {
+                    *b = self.running.rule(slot as u16).unwrap_or_default();
+                }
                 Ok(json!({ "cleared": true }))
             }
             Request::RouteAdd {
@@ -849,6 +858,14 @@ impl Control {
             ));
         }
         let plan = control::reload::plan(self.tables()?, &self.names, &self.neighbors, &loaded)?;
+        // New rules' slots are used by no published rule: their buckets
+        // and counts start afresh before the batch makes them live.
+        for &slot in &plan.fresh_rule_slots {
+            self.tables()?.policers.reset(slot);
+            if let Some(b) = self.rule_base.get_mut(usize::from(slot)) {
+                *b = self.running.rule(slot).unwrap_or_default();
+            }
+        }
         let generation = if plan.ops.is_empty() {
             None
         } else {
@@ -884,6 +901,7 @@ impl Control {
             "labels_changed": plan.labels_changed,
             "services_changed": plan.services_changed,
             "access_changed": plan.access_changed,
+            "rules": { "set": plan.rules_set, "removed": plan.rules_removed },
             "generation": generation,
         }))
     }
@@ -1011,6 +1029,47 @@ impl Control {
             })
             .collect();
         Value::Array(list)
+    }
+
+    /// The hub's policy rules, service by service, in order.
+    pub fn policy(&self, service: Option<String>) -> Result<Value, String> {
+        let t = self.tables()?;
+        let only = service.map(|s| self.names.service(&s)).transpose()?;
+        let mut rows = Vec::new();
+        for (i, svc) in t.services.iter().enumerate() {
+            if only.is_some_and(|o| usize::from(o) != i) {
+                continue;
+            }
+            for (k, r) in svc.policy.iter().enumerate() {
+                let base = self
+                    .rule_base
+                    .get(usize::from(r.slot))
+                    .copied()
+                    .unwrap_or_default();
+                let c = self.running.rule(r.slot).unwrap_or_default().since(&base);
+                let (rate, burst) = match r.action {
+                    Action::Police {
+                        rate_bps,
+                        burst_bytes,
+                    } => (json!(rate_bps), json!(burst_bytes)),
+                    _ => (Value::Null, Value::Null),
+                };
+                rows.push(json!({
+                    "service": svc.name,
+                    "index": k,
+                    "prefix": format!("{}/{}", std::net::Ipv4Addr::from(r.net), r.len),
+                    "protocol": r.protocol,
+                    "port": r.ports.map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }),
+                    "action": r.action.name(),
+                    "rate_bps": rate,
+                    "burst_bytes": burst,
+                    "packets": c.packets,
+                    "bytes": c.bytes,
+                    "dropped": c.dropped,
+                }));
+            }
+        }
+        Ok(Value::Array(rows))
     }
 
     fn tables(&self) -> Result<&dataplane::tables::Tables, String> {

@@ -6,6 +6,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use dataplane::policy::{Action, MAX_RULES, MAX_SERVICE_RULES};
 use dataplane::tables::{PortRole, Role};
 use serde::Deserialize;
 use toml::Spanned;
@@ -312,6 +313,179 @@ pub struct ServiceCfg {
     /// The DHCP server the relay forwards this service's clients to,
     /// `ADDRESS` or `ADDRESS:PORT` (default port 67). Spoke only.
     pub address_server: Option<Spanned<String>>,
+    /// Hub: target-specific processing, rules tried in order on every
+    /// packet routed in the hub table.
+    #[serde(default)]
+    pub policy: Vec<PolicyCfg>,
+}
+
+/// One hub policy rule: what it matches (`prefix`, and optionally
+/// `protocol` and `port`) and its `action`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyCfg {
+    /// Destination prefix, `10.1.0.11/32`.
+    pub prefix: Spanned<String>,
+    /// `tcp`, `udp`, `icmp`, `sctp`, or a protocol number.
+    pub protocol: Option<Spanned<NumberOrText>>,
+    /// Destination port `53` or range `"5000-5999"` (TCP, UDP, SCTP).
+    pub port: Option<Spanned<NumberOrText>>,
+    /// `permit`, `deny`, `count` (count and go on) or `police`.
+    pub action: Spanned<String>,
+    /// Police: the rate in bits per second.
+    pub rate_bps: Option<Spanned<i64>>,
+    /// Police: the burst in bytes.
+    pub burst_bytes: Option<Spanned<i64>>,
+}
+
+/// A field given as a number or as text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum NumberOrText {
+    Number(i64),
+    Text(String),
+}
+
+/// The lowest police rate, in bits per second.
+pub const MIN_POLICE_BPS: i64 = 1000;
+/// The highest police burst, in bytes.
+pub const MAX_POLICE_BURST: i64 = 1 << 30;
+
+/// What a policy rule says, checked: (network, length, protocol, ports,
+/// action); or the first thing wrong with it: (where, field within the
+/// rule, what).
+#[allow(clippy::type_complexity)]
+pub fn policy_rule(
+    r: &PolicyCfg,
+) -> Result<(u32, u8, Option<u8>, Option<(u16, u16)>, Action), (Range<usize>, &'static str, String)>
+{
+    let (net, len) =
+        parse_prefix(r.prefix.get_ref()).map_err(|m| (r.prefix.span(), "prefix", m))?;
+    let protocol = match &r.protocol {
+        None => None,
+        Some(p) => Some(match p.get_ref() {
+            NumberOrText::Number(n) => u8::try_from(*n).map_err(|_| {
+                (
+                    p.span(),
+                    "protocol",
+                    format!("{n} is not an IP protocol number (0 to 255)"),
+                )
+            })?,
+            NumberOrText::Text(t) => match t.as_str() {
+                "icmp" => 1,
+                "tcp" => 6,
+                "udp" => 17,
+                "sctp" => 132,
+                _ => {
+                    return Err((
+                        p.span(),
+                        "protocol",
+                        format!(
+                        "{t:?}: expected \"tcp\", \"udp\", \"icmp\", \"sctp\" or a protocol number"
+                    ),
+                    ))
+                }
+            },
+        }),
+    };
+    let ports = match &r.port {
+        None => None,
+        Some(p) => {
+            let bad = |m: String| (p.span(), "port", m);
+            if !matches!(protocol, Some(6 | 17 | 132)) {
+                return Err(bad(
+                    "a port needs protocol \"tcp\", \"udp\" or \"sctp\"".into()
+                ));
+            }
+            let port = |n: i64| {
+                u16::try_from(n).map_err(|_| bad(format!("{n} is not a port (0 to 65535)")))
+            };
+            Some(match p.get_ref() {
+                NumberOrText::Number(n) => (port(*n)?, port(*n)?),
+                NumberOrText::Text(t) => {
+                    let range = t.split_once('-').and_then(|(a, b)| {
+                        Some((a.trim().parse::<i64>().ok()?, b.trim().parse::<i64>().ok()?))
+                    });
+                    let Some((a, b)) = range else {
+                        return Err(bad(format!(
+                            "{t:?}: expected a port (53) or a range (\"5000-5999\")"
+                        )));
+                    };
+                    let (a, b) = (port(a)?, port(b)?);
+                    if a > b {
+                        return Err(bad(format!("{t:?}: the range ends before it starts")));
+                    }
+                    (a, b)
+                }
+            })
+        }
+    };
+    let name = r.action.get_ref().as_str();
+    let action = match name {
+        "permit" => Action::Permit,
+        "deny" => Action::Deny,
+        "count" => Action::Count,
+        "police" => {
+            let missing = |f: &'static str| {
+                (
+                    r.action.span(),
+                    f,
+                    format!("missing: action \"police\" needs {f}"),
+                )
+            };
+            let rate = r.rate_bps.as_ref().ok_or_else(|| missing("rate_bps"))?;
+            let burst = r
+                .burst_bytes
+                .as_ref()
+                .ok_or_else(|| missing("burst_bytes"))?;
+            let rate_bps = u64::try_from(*rate.get_ref())
+                .ok()
+                .filter(|&v| v >= MIN_POLICE_BPS as u64)
+                .ok_or_else(|| {
+                    (
+                        rate.span(),
+                        "rate_bps",
+                        format!(
+                            "{} is below the lowest rate, {MIN_POLICE_BPS} bits/s",
+                            rate.get_ref()
+                        ),
+                    )
+                })?;
+            let burst_bytes = u32::try_from(*burst.get_ref())
+                .ok()
+                .filter(|&v| v >= 1 && i64::from(v) <= MAX_POLICE_BURST)
+                .ok_or_else(|| {
+                    (
+                        burst.span(),
+                        "burst_bytes",
+                        format!("{} is not 1 to {MAX_POLICE_BURST} bytes", burst.get_ref()),
+                    )
+                })?;
+            Action::Police {
+                rate_bps,
+                burst_bytes,
+            }
+        }
+        other => {
+            return Err((
+                r.action.span(),
+                "action",
+                format!("{other:?}: expected \"permit\", \"deny\", \"count\" or \"police\""),
+            ))
+        }
+    };
+    if !matches!(action, Action::Police { .. }) {
+        for (f, v) in [("rate_bps", &r.rate_bps), ("burst_bytes", &r.burst_bytes)] {
+            if let Some(v) = v {
+                return Err((
+                    v.span(),
+                    f,
+                    format!("not used by action {name:?} (only \"police\")"),
+                ));
+            }
+        }
+    }
+    Ok((net, len, protocol, ports, action))
 }
 
 /// One access binding: frames on `port` with VLAN id `vlan` (0: untagged),
@@ -1610,6 +1784,44 @@ fn validate_router(
         }
     }
 
+    // Hub policy rules.
+    let mut rules = 0usize;
+    for (i, s) in config.services.iter().enumerate() {
+        let Some(first) = s.policy.first() else {
+            continue;
+        };
+        if let Some(role) = role.filter(|&r| r != Role::Hub) {
+            err(
+                first.prefix.span(),
+                format!("service[{i}].policy"),
+                format!(
+                    "policy rules are the hub's target processing (router.role = \"hub\"); this router is a {}",
+                    crate::router::role_name(role)
+                ),
+            );
+        }
+        if s.policy.len() > MAX_SERVICE_RULES {
+            err(
+                s.policy[MAX_SERVICE_RULES].prefix.span(),
+                format!("service[{i}].policy[{MAX_SERVICE_RULES}]"),
+                format!("a service has at most {MAX_SERVICE_RULES} rules"),
+            );
+        }
+        for (k, r) in s.policy.iter().enumerate() {
+            rules += 1;
+            if rules == MAX_RULES + 1 {
+                err(
+                    r.prefix.span(),
+                    format!("service[{i}].policy[{k}]"),
+                    format!("at most {MAX_RULES} policy rules in all services"),
+                );
+            }
+            if let Err((at, field, m)) = policy_rule(r) {
+                err(at, format!("service[{i}].policy[{k}].{field}"), m);
+            }
+        }
+    }
+
     // Static label actions.
     for (i, l) in config.labels.iter().enumerate() {
         local_label(&l.label, format!("label[{i}].label"), err);
@@ -1776,6 +1988,8 @@ fn fmt_cpus(c: &[u32]) -> String {
 /// tests that edit it.
 #[cfg(test)]
 pub(crate) const SPOKE_EXAMPLE: &str = include_str!("../../examples/spoke.toml");
+#[cfg(test)]
+pub(crate) const HUB_EXAMPLE: &str = include_str!("../../examples/hub.toml");
 
 #[cfg(test)]
 mod tests {
@@ -1783,6 +1997,65 @@ mod tests {
 
     fn p(src: &str) -> Result<Loaded, LoadError> {
         parse(Path::new("t.toml"), src)
+    }
+
+    /// The hub example's policy rules, each broken one way: one error
+    /// each, naming the rule's field and line.
+    #[test]
+    fn broken_policy_rules_name_their_field_and_line() {
+        let rule =
+            |r: &str| HUB_EXAMPLE.replace("{ prefix = \"10.0.0.66/32\", action = \"deny\" }", r);
+        #[rustfmt::skip]
+        let cases: Vec<(&str, String, &str, usize, &str)> = vec![
+            ("unknown action", rule("{ prefix = \"10.0.0.66/32\", action = \"drop\" }"), "service[0].policy[1].action", 50, "\"drop\": expected \"permit\", \"deny\", \"count\" or \"police\""),
+            ("bad prefix", rule("{ prefix = \"10.0.0.66/24\", action = \"deny\" }"), "service[0].policy[1].prefix", 50, "has host bits set"),
+            ("unknown protocol", rule("{ prefix = \"10.0.0.66/32\", protocol = \"gre\", action = \"deny\" }"), "service[0].policy[1].protocol", 50, "\"gre\": expected \"tcp\", \"udp\", \"icmp\", \"sctp\" or a protocol number"),
+            ("protocol 256", rule("{ prefix = \"10.0.0.66/32\", protocol = 256, action = \"deny\" }"), "service[0].policy[1].protocol", 50, "256 is not an IP protocol number"),
+            ("port without protocol", rule("{ prefix = \"10.0.0.66/32\", port = 53, action = \"deny\" }"), "service[0].policy[1].port", 50, "a port needs protocol \"tcp\", \"udp\" or \"sctp\""),
+            ("port with icmp", rule("{ prefix = \"10.0.0.66/32\", protocol = \"icmp\", port = 53, action = \"deny\" }"), "service[0].policy[1].port", 50, "a port needs protocol"),
+            ("backwards range", rule("{ prefix = \"10.0.0.66/32\", protocol = \"udp\", port = \"60-50\", action = \"deny\" }"), "service[0].policy[1].port", 50, "the range ends before it starts"),
+            ("port 70000", rule("{ prefix = \"10.0.0.66/32\", protocol = \"tcp\", port = 70000, action = \"deny\" }"), "service[0].policy[1].port", 50, "70000 is not a port"),
+            ("not a range", rule("{ prefix = \"10.0.0.66/32\", protocol = \"tcp\", port = \"http\", action = \"deny\" }"), "service[0].policy[1].port", 50, "expected a port (53) or a range"),
+            ("police without rate", rule("{ prefix = \"10.0.0.66/32\", action = \"police\", burst_bytes = 1500 }"), "service[0].policy[1].rate_bps", 50, "missing: action \"police\" needs rate_bps"),
+            ("police without burst", rule("{ prefix = \"10.0.0.66/32\", action = \"police\", rate_bps = 1000000 }"), "service[0].policy[1].burst_bytes", 50, "missing: action \"police\" needs burst_bytes"),
+            ("rate too low", rule("{ prefix = \"10.0.0.66/32\", action = \"police\", rate_bps = 999, burst_bytes = 1500 }"), "service[0].policy[1].rate_bps", 50, "999 is below the lowest rate, 1000 bits/s"),
+            ("burst 0", rule("{ prefix = \"10.0.0.66/32\", action = \"police\", rate_bps = 1000000, burst_bytes = 0 }"), "service[0].policy[1].burst_bytes", 50, "0 is not 1 to 1073741824 bytes"),
+            ("rate on deny", rule("{ prefix = \"10.0.0.66/32\", action = \"deny\", rate_bps = 1000000 }"), "service[0].policy[1].rate_bps", 50, "not used by action \"deny\" (only \"police\")"),
+            ("unknown rule field", rule("{ prefix = \"10.0.0.66/32\", action = \"deny\", dport = 53 }"), "service[0].policy[1].dport", 50, "unknown field `dport`"),
+            ("policy on a spoke", SPOKE_EXAMPLE.replace("upstream = [", "policy = [ { prefix = \"10.0.0.20/32\", action = \"deny\" } ]\nupstream = ["), "service[0].policy", 51, "policy rules are the hub's target processing (router.role = \"hub\"); this router is a spoke"),
+        ];
+        p(HUB_EXAMPLE).expect("the hub example is valid");
+        let mut wrong = Vec::new();
+        for (what, src, field, line, fragment) in &cases {
+            assert_ne!(src, HUB_EXAMPLE, "{what}: the edit did not apply");
+            let e = errors(src);
+            if e.len() != 1
+                || (e[0].field.as_str(), e[0].line) != (*field, *line)
+                || !e[0].message.contains(fragment)
+            {
+                wrong.push(format!(
+                    "{what}: want {field} at line {line} with {fragment:?}, got {:#?}",
+                    e.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        // Too many rules for one service.
+        let many: String = (0..=MAX_SERVICE_RULES)
+            .map(|i| {
+                format!(
+                    "{{ prefix = \"10.9.{}.{}/32\", action = \"count\" }},\n",
+                    i / 256,
+                    i % 256
+                )
+            })
+            .collect();
+        let e = errors(&HUB_EXAMPLE.replace("policy = [\n", &format!("policy = [\n{many}")));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(
+            e[0].field,
+            format!("service[0].policy[{MAX_SERVICE_RULES}]")
+        );
     }
 
     fn errors(src: &str) -> Vec<ConfigError> {

@@ -32,6 +32,12 @@ pub enum Request {
     ShowSessions,
     /// BGP neighbours: state, what was negotiated, counters.
     ShowBgpNeighbors,
+    /// Hub policy rules of one service (all when `None`), in order, with
+    /// their counters.
+    ShowPolicy {
+        #[serde(default)]
+        service: Option<String>,
+    },
     /// Learnt routes (`in`), advertised routes (`out`), or both.
     ShowBgpRib {
         #[serde(default)]

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 
+use dataplane::policy::Rule;
 use dataplane::tables::{
     LabelAction, NextHop, RouteTable, TableOp, Tables, NO_SERVICE, UNRESOLVED_MAC,
 };
@@ -39,6 +40,12 @@ pub struct Plan {
     pub labels_changed: u64,
     pub services_changed: u64,
     pub access_changed: u64,
+    /// Policy rules set (new or changed) and removed.
+    pub rules_set: u64,
+    pub rules_removed: u64,
+    /// Counter and policer slots the batch gives to new rules: no running
+    /// rule uses them, so their counts and buckets start afresh.
+    pub fresh_rule_slots: Vec<u16>,
 }
 
 /// Plans the reload of `loaded` over the running `cur` (named by `names`;
@@ -140,6 +147,7 @@ pub fn plan(
             });
         }
     }
+    plan_policy(cur, &new, &svc, &mut p, &mut settings);
     let nh_id = |i: u32| p.next_hop_ids[i as usize];
 
     // Services' own settings and access bindings.
@@ -248,6 +256,60 @@ pub fn plan(
     Ok(p)
 }
 
+/// Policy rules, service by service. A rule the running tables already
+/// have (same match and action, wherever it stands in the list) keeps
+/// its slot, so its counters and its bucket go on; a new one takes a slot
+/// no running rule uses.
+fn plan_policy(cur: &Tables, new: &Tables, svc: &[u16], p: &mut Plan, ops: &mut Vec<TableOp>) {
+    let mut used: Vec<bool> = vec![false; dataplane::policy::MAX_RULES];
+    for r in cur.services.iter().flat_map(|s| &s.policy) {
+        if let Some(u) = used.get_mut(usize::from(r.slot)) {
+            *u = true;
+        }
+    }
+    let mut free = (0..used.len()).filter(|&s| !used[s]).map(|s| s as u16);
+    for (i, b) in new.services.iter().enumerate() {
+        let service = svc[i];
+        let have = &cur.services[usize::from(service)].policy;
+        let mut unclaimed: Vec<Option<Rule>> = have.iter().copied().map(Some).collect();
+        for (k, want) in b.policy.iter().enumerate() {
+            let same = unclaimed
+                .iter_mut()
+                .find(|r| r.is_some_and(|r| r.with_slot(0) == want.with_slot(0)))
+                .and_then(Option::take);
+            let rule = match same {
+                Some(r) => r,
+                None => {
+                    // The file has at most MAX_RULES rules and the running
+                    // tables as many: a free slot exists while fewer than
+                    // that are new.
+                    let Some(slot) = free.next() else {
+                        break;
+                    };
+                    p.fresh_rule_slots.push(slot);
+                    want.with_slot(slot)
+                }
+            };
+            if have.get(k) != Some(&rule) {
+                p.rules_set += 1;
+                ops.push(TableOp::SetRule {
+                    service,
+                    index: k as u16,
+                    rule: Some(rule),
+                });
+            }
+        }
+        if b.policy.len() < have.len() {
+            p.rules_removed += (have.len() - b.policy.len()) as u64;
+            ops.push(TableOp::SetRule {
+                service,
+                index: b.policy.len() as u16,
+                rule: None,
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +319,65 @@ mod tests {
 
     fn load(src: &str) -> Loaded {
         crate::config::parse(Path::new("spoke.toml"), src).expect("valid")
+    }
+
+    #[test]
+    fn a_reload_keeps_the_slots_of_unchanged_rules_and_gives_new_ones_free_slots() {
+        use crate::config::HUB_EXAMPLE;
+        let a = load(HUB_EXAMPLE);
+        let mut t =
+            crate::router::build_tables(&a, &[[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]).unwrap();
+        let names = Names::from_config(&a.config);
+        let slots = |t: &Tables| {
+            t.services[0]
+                .policy
+                .iter()
+                .map(|r| (r.net, r.slot))
+                .collect::<Vec<_>>()
+        };
+        let ip = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+        // A new rule on top, the deny rule gone: the others move down a
+        // place and keep their slots.
+        let b = load(
+            &HUB_EXAMPLE
+                .replace(
+                    "    { prefix = \"10.0.0.66/32\", action = \"deny\" },\n",
+                    "",
+                )
+                .replace(
+                    "policy = [\n",
+                    "policy = [\n    { prefix = \"10.0.0.77/32\", action = \"deny\" },\n",
+                ),
+        );
+        let p = plan(&t, &names, &Neighbors::default(), &b).unwrap();
+        assert_eq!(p.fresh_rule_slots, [4]);
+        assert_eq!((p.rules_set, p.rules_removed), (2, 0));
+        t.apply(&p.ops);
+        assert!(t.rejected().is_empty(), "{:?}", t.rejected());
+        assert_eq!(
+            slots(&t),
+            [
+                (ip("10.0.0.77"), 4),
+                (ip("10.0.0.0"), 0),
+                (ip("10.0.0.0"), 2),
+                (ip("192.0.2.0"), 3)
+            ]
+        );
+        // No rules at all: the list is cut, nothing new.
+        let mut src = HUB_EXAMPLE.to_owned();
+        let start = src.find("policy = [").unwrap();
+        src.truncate(start);
+        let c = load(&src);
+        let p = plan(&t, &names, &Neighbors::default(), &c).unwrap();
+        assert!(p.fresh_rule_slots.is_empty());
+        assert_eq!((p.rules_set, p.rules_removed), (0, 4));
+        t.apply(&p.ops);
+        assert!(t.services[0].policy.is_empty());
+        // The same file again: nothing to do.
+        assert!(plan(&t, &names, &Neighbors::default(), &c)
+            .unwrap()
+            .ops
+            .is_empty());
     }
 
     #[test]

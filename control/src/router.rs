@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+use dataplane::policy::Rule;
 use dataplane::tables::{
     LabelAction, LabelTable, NextHop, PortInfo, PortRole, Role, Service, SharedLpm, Tables, TtlMode,
 };
@@ -162,6 +163,8 @@ pub fn build_tables(loaded: &Loaded, port_macs: &[[u8; 6]]) -> Result<Tables, St
     }
 
     let mut services = Vec::with_capacity(cfg.services.len());
+    // Policy rules count in slots numbered in file order.
+    let mut next_rule_slot = 0usize;
     for (i, s) in cfg.services.iter().enumerate() {
         let field = format!("service[{i}]");
         let id = u16::try_from(i)
@@ -203,6 +206,22 @@ pub fn build_tables(loaded: &Loaded, port_macs: &[[u8; 6]]) -> Result<Tables, St
             &nh_id,
         )?;
         add_routes(&mut svc.hub, &s.hub, &format!("{field}.hub"), &nh_id)?;
+        for (k, r) in s.policy.iter().enumerate() {
+            let (net, len, protocol, ports, action) = crate::config::policy_rule(r)
+                .map_err(|(_, f, m)| format!("{field}.policy[{k}].{f}: {m}"))?;
+            let slot = u16::try_from(next_rule_slot)
+                .ok()
+                .filter(|&s| usize::from(s) < dataplane::policy::MAX_RULES)
+                .ok_or_else(|| {
+                    format!(
+                        "{field}.policy[{k}]: more than {} policy rules",
+                        dataplane::policy::MAX_RULES
+                    )
+                })?;
+            next_rule_slot += 1;
+            svc.policy
+                .push(Rule::new(net, len, protocol, ports, action, slot));
+        }
         if let Some(l) = &s.vpn_label {
             let action = match role {
                 Role::Spoke => Some(LabelAction::PopDownstream { service: id }),
@@ -498,6 +517,43 @@ hub = [
     { prefix = "0.0.0.0/0", next_hop = "internet" },
 ]
 "#;
+
+    #[test]
+    fn hub_example_builds_its_policy_rules_in_order() {
+        use dataplane::policy::Action;
+        let t = tables(crate::config::HUB_EXAMPLE);
+        let got: Vec<_> = t.services[0]
+            .policy
+            .iter()
+            .map(|r| (r.net, r.len, r.protocol, r.ports, r.action, r.slot))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (ip("10.0.0.0"), 24, None, None, Action::Count, 0),
+                (ip("10.0.0.66"), 32, None, None, Action::Deny, 1),
+                (
+                    ip("10.0.0.0"),
+                    24,
+                    Some(17),
+                    Some((5000, 5999)),
+                    Action::Police {
+                        rate_bps: 10_000_000,
+                        burst_bytes: 15000
+                    },
+                    2
+                ),
+                (
+                    ip("192.0.2.0"),
+                    24,
+                    Some(6),
+                    Some((25, 25)),
+                    Action::Deny,
+                    3
+                ),
+            ]
+        );
+    }
 
     #[test]
     fn hub_binds_vpn_labels_to_the_hub_table() {
