@@ -725,7 +725,8 @@ fn upstream_fast<F: Frame, C: SubscriberCount, const L3: usize>(
 }
 
 /// Every upstream packet the fast path leaves: the checks one by one,
-/// each with its outcome.
+/// each with its outcome. Never inlined, like [`core_general`].
+#[inline(never)]
 fn upstream_general<F: Frame, C: SubscriberCount>(
     t: &Tables,
     pi: &PortInfo,
@@ -861,7 +862,9 @@ fn core_fast<F: Frame, C: SubscriberCount>(t: &Tables, f: &mut F, c: &C) -> Opti
 }
 
 /// Every core packet the fast path leaves: the label stack walked entry
-/// by entry, each error with its outcome.
+/// by entry, each error with its outcome. Never inlined: kept out of the
+/// fast path's loop, whose registers it would crowd.
+#[inline(never)]
 fn core_general<F: Frame, C: SubscriberCount>(t: &Tables, pi: &PortInfo, f: &mut F, c: &C) -> Next {
     let d = f.data();
     let Some((_vlan, et, l2)) = parse_l2(d) else {
