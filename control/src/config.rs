@@ -319,6 +319,10 @@ pub struct ServiceCfg {
     pub policy: Vec<PolicyCfg>,
 }
 
+/// The next hop name of the null route: a route to it discards what it
+/// covers, counted as `drop_no_route`.
+pub const DISCARD_NAME: &str = "discard";
+
 /// One hub policy rule: what it matches (`prefix`, and optionally
 /// `protocol` and `port`) and its `action`.
 #[derive(Debug, Deserialize)]
@@ -1485,6 +1489,12 @@ fn validate_router(
                 format!("next_hop[{i}].name"),
                 "empty name".into(),
             );
+        } else if name == DISCARD_NAME || name.starts_with('~') {
+            err(
+                nh.name.span(),
+                format!("next_hop[{i}].name"),
+                format!("{name:?} is reserved (\"{DISCARD_NAME}\" is the null route; names starting with ~ are the router's own)"),
+            );
         } else if let Some(j) = claim(&mut nh_by_name, name, i) {
             err(
                 nh.name.span(),
@@ -1736,6 +1746,9 @@ fn validate_router(
                         }
                     }
                     Err(m) => err(rt.prefix.span(), format!("{field}.prefix"), m),
+                }
+                if rt.next_hop.get_ref() == DISCARD_NAME {
+                    continue;
                 }
                 let Some(nh) = find_nh(&rt.next_hop, format!("{field}.next_hop"), err) else {
                     continue;
@@ -2262,6 +2275,7 @@ peer = "a"
             ("unknown port", SPOKE_EXAMPLE.replace("port = \"core0\"\nmac = \"02:40:00:00:00:09\"\n\n", "port = \"core9\"\nmac = \"02:40:00:00:00:09\"\n\n"), "", "next_hop[3].port", 41, "no port named \"core9\""),
             ("unknown access port", red("{ port = \"access1\" }"), "", "service[1].access[0].port", 72, "no port named \"access1\""),
             ("duplicate next hop", format!("{SPOKE_EXAMPLE}\n[[next_hop]]\nname = \"hub\"\nport = \"core0\"\nmac = \"02:00:00:00:00:01\"\n"), "", "next_hop[4].name", 69, "\"hub\" is also next_hop[0]'s name"),
+            ("reserved next hop name", format!("{SPOKE_EXAMPLE}\n[[next_hop]]\nname = \"discard\"\nport = \"core0\"\nmac = \"02:00:00:00:00:01\"\n"), "", "next_hop[4].name", 69, "\"discard\" is reserved"),
             ("duplicate service", red("{ port = \"access0\", vlan = 7 }").replace("name = \"red\"", "name = \"blue\""), "", "service[1].name", 69, "\"blue\" is also service[0]'s name"),
             ("host bits", SPOKE_EXAMPLE.replace("10.0.0.10/32", "10.0.0.10/24"), "", "service[0].downstream[0].prefix", 53, "\"10.0.0.10/24\" has host bits set (0.0.0.10 lies beyond the /24; the network is 10.0.0.0/24)"),
             ("prefix too long", SPOKE_EXAMPLE.replace("10.0.0.20/32", "10.0.0.20/33"), "", "service[0].downstream[1].prefix", 54, "prefix length 33 is over 32"),

@@ -156,10 +156,16 @@ impl Names {
     }
 
     pub fn next_hop(&self, name: &str) -> Result<u32, String> {
+        if name == crate::config::DISCARD_NAME {
+            return Ok(dataplane::tables::DISCARD);
+        }
         find(&self.next_hops, name, "next hop").map(|i| i as u32)
     }
 
     pub fn next_hop_name(&self, id: u32) -> String {
+        if id == dataplane::tables::DISCARD {
+            return crate::config::DISCARD_NAME.to_owned();
+        }
         self.next_hops
             .get(id as usize)
             .cloned()

@@ -274,7 +274,10 @@ fn add_routes(
         let f = format!("{field}[{k}]");
         let (prefix, len) =
             parse_prefix(rt.prefix.get_ref()).map_err(|m| format!("{f}.prefix: {m}"))?;
-        let nh = nh_id(rt.next_hop.get_ref(), &format!("{f}.next_hop"))?;
+        let nh = match rt.next_hop.get_ref().as_str() {
+            crate::config::DISCARD_NAME => dataplane::tables::DISCARD,
+            name => nh_id(name, &format!("{f}.next_hop"))?,
+        };
         table
             .add(prefix, len, nh)
             .map_err(|e| format!("{f}: {e}"))?;

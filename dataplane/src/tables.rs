@@ -519,6 +519,10 @@ pub struct Tables {
 
 /// A route's next hop with this bit (and not bit 31) names an ECMP group.
 pub const GROUP_BIT: u32 = 1 << 30;
+/// A route to this next hop discards what it covers, counted as
+/// `drop_no_route` (a null route: a hub's sink for its clients' pool, so
+/// that a withdrawn client's traffic is not sent on by a shorter route).
+pub const DISCARD: u32 = GROUP_BIT - 1;
 /// The most members a group has.
 pub const MAX_PATHS: usize = 8;
 
@@ -730,7 +734,7 @@ impl Tables {
                     if (next_hop & !GROUP_BIT) as usize >= n_groups {
                         return Err(format!("no group {}", next_hop & !GROUP_BIT));
                     }
-                } else if next_hop as usize >= n_next_hops {
+                } else if next_hop != DISCARD && next_hop as usize >= n_next_hops {
                     return Err(format!("no next hop {next_hop}"));
                 }
                 t.add(prefix, len, next_hop)
