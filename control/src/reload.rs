@@ -15,7 +15,8 @@ use std::collections::HashMap;
 
 use dataplane::policy::Rule;
 use dataplane::tables::{
-    LabelAction, NextHop, RouteTable, TableOp, Tables, NO_SERVICE, UNRESOLVED_MAC,
+    is_group, LabelAction, NextHop, RouteTable, TableOp, Tables, DISCARD, NO_SERVICE,
+    UNRESOLVED_MAC,
 };
 
 use crate::config::{parse_ipv4, Loaded};
@@ -148,7 +149,13 @@ pub fn plan(
         }
     }
     plan_policy(cur, &new, &svc, &mut p, &mut settings);
-    let nh_id = |i: u32| p.next_hop_ids[i as usize];
+    let nh_id = |i: u32| {
+        if i == DISCARD {
+            DISCARD
+        } else {
+            p.next_hop_ids[i as usize]
+        }
+    };
 
     // Services' own settings and access bindings.
     for (i, s) in new.services.iter().enumerate() {
@@ -218,9 +225,14 @@ pub fn plan(
             RouteTable::Downstream,
             RouteTable::Hub,
         ] {
+            // The file's routes only: those of sessions and BGP (next
+            // hops named ~..., ECMP groups) are not the file's to change.
             let have: HashMap<(u32, u8), u32> = a
                 .table(table)
                 .routes()
+                .filter(|&(_, _, n)| {
+                    n == DISCARD || !(is_group(n) || names.next_hop_name(n).starts_with('~'))
+                })
                 .map(|(p, l, n)| ((p, l), n))
                 .collect();
             let want: HashMap<(u32, u8), u32> = b
@@ -319,6 +331,75 @@ mod tests {
 
     fn load(src: &str) -> Loaded {
         crate::config::parse(Path::new("spoke.toml"), src).expect("valid")
+    }
+
+    #[test]
+    fn a_reload_leaves_session_bgp_and_ecmp_routes_alone_and_keeps_discard_routes() {
+        use dataplane::tables::{Group, GROUP_BIT};
+        let src = SPOKE_EXAMPLE.replace(
+            "    { prefix = \"10.0.0.20/32\", next_hop = \"client-b\" },\n",
+            "    { prefix = \"10.0.0.20/32\", next_hop = \"client-b\" },\n    { prefix = \"10.0.0.0/24\", next_hop = \"discard\" },\n",
+        );
+        let a = load(&src);
+        let mut t =
+            crate::router::build_tables(&a, &[[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]).unwrap();
+        assert_eq!(t.services[0].downstream.lookup(0x0a00_0063), DISCARD);
+        let mut names = Names::from_config(&a.config);
+        // A session's next hop and route, a BGP next hop and an ECMP
+        // group, as the running router makes them.
+        let n = t.next_hops().len() as u32;
+        let nh = *t.next_hop(0).unwrap();
+        t.apply(&[
+            TableOp::SetNextHop {
+                id: n,
+                next_hop: nh,
+            },
+            TableOp::SetNextHop {
+                id: n + 1,
+                next_hop: nh,
+            },
+            TableOp::SetGroup {
+                id: GROUP_BIT,
+                group: Group::of(&[0, n + 1]).unwrap(),
+            },
+            TableOp::AddRoute {
+                service: 0,
+                table: RouteTable::Downstream,
+                prefix: 0x0a00_0063,
+                len: 32,
+                next_hop: n,
+            },
+            TableOp::AddRoute {
+                service: 0,
+                table: RouteTable::Upstream,
+                prefix: 0x0a09_0000,
+                len: 16,
+                next_hop: n + 1,
+            },
+            TableOp::AddRoute {
+                service: 0,
+                table: RouteTable::Upstream,
+                prefix: 0x0a0a_0000,
+                len: 16,
+                next_hop: GROUP_BIT,
+            },
+        ]);
+        assert!(t.rejected().is_empty(), "{:?}", t.rejected());
+        names.next_hops.push("~02:00:00:00:00:63".into());
+        names.next_hops.push("~bgp/hub/3001".into());
+        let p = plan(&t, &names, &Neighbors::default(), &a).unwrap();
+        assert!(p.ops.is_empty(), "{:?}", p.ops);
+        // Without the discard route in the file, it goes, and only it.
+        let p = plan(&t, &names, &Neighbors::default(), &load(SPOKE_EXAMPLE)).unwrap();
+        assert_eq!(
+            p.ops,
+            [TableOp::DeleteRoute {
+                service: 0,
+                table: RouteTable::Downstream,
+                prefix: 0x0a00_0000,
+                len: 24
+            }]
+        );
     }
 
     #[test]
