@@ -74,11 +74,12 @@ struct ServiceBgp {
     export: Vec<VpnId>,
 }
 
-/// What is installed for (service, prefix, length): the neighbour whose
-/// path won and the next hop it uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What is installed for (service, prefix, length): the paths that won
+/// (neighbour, route distinguisher; the best first, then its ECMP peers)
+/// and the next hop (or group) they use.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Installed {
-    neighbor: usize,
+    paths: Vec<(usize, VpnId)>,
     next_hop: u32,
 }
 
@@ -369,11 +370,11 @@ impl Speaker {
                     continue;
                 }
                 let mut cands = self.candidates(svc, prefix, len);
-                cands.sort_by(|a, b| prefer(a.2, &self.neighbors[a.0], b.2, &self.neighbors[b.0]));
-                let mut chosen: Vec<(usize, u32, u32)> = Vec::new(); // neighbour, via, label
+                cands.sort_by(|a, b| prefer(a.3, &self.neighbors[a.0], b.3, &self.neighbors[b.0]));
+                let mut chosen: Vec<(usize, VpnId, u32, u32)> = Vec::new(); // neighbour, RD, via, label
                 let mut no_via = None;
-                if let Some(&(_, _, best)) = cands.first() {
-                    for (k, &(i, label, path)) in cands.iter().enumerate() {
+                if let Some(&(_, _, _, best)) = cands.first() {
+                    for (k, &(i, rd, label, path)) in cands.iter().enumerate() {
                         if chosen.len() == self.multipath.max(1) {
                             break;
                         }
@@ -381,7 +382,7 @@ impl Speaker {
                             break;
                         }
                         match self.neighbors[i].via.as_ref() {
-                            Some((via, _)) => chosen.push((i, *via, label)),
+                            Some((via, _)) => chosen.push((i, rd, *via, label)),
                             None if k == 0 => {
                                 no_via = Some(i);
                                 break;
@@ -406,7 +407,7 @@ impl Speaker {
                     continue;
                 }
                 let mut members = Vec::with_capacity(chosen.len());
-                for &(_, via, label) in &chosen {
+                for &(_, _, via, label) in &chosen {
                     let id = match self.derived.get(&(via, label)) {
                         Some(&id) => id,
                         None => {
@@ -460,7 +461,7 @@ impl Speaker {
                 self.installed.insert(
                     key,
                     Installed {
-                        neighbor: chosen[0].0,
+                        paths: chosen.iter().map(|&(i, rd, _, _)| (i, rd)).collect(),
                         next_hop: nh,
                     },
                 );
@@ -471,7 +472,12 @@ impl Speaker {
 
     /// Every learnt path for (prefix, len) whose targets `svc` imports:
     /// (neighbour, label, path).
-    fn candidates(&self, svc: u16, prefix: Ipv4Addr, len: u8) -> Vec<(usize, u32, &VpnPath)> {
+    fn candidates(
+        &self,
+        svc: u16,
+        prefix: Ipv4Addr,
+        len: u8,
+    ) -> Vec<(usize, VpnId, u32, &VpnPath)> {
         let Some(s) = self.services.get(usize::from(svc)) else {
             return Vec::new();
         };
@@ -486,9 +492,9 @@ impl Speaker {
         );
         let mut out = Vec::new();
         for (i, nb) in self.neighbors.iter().enumerate() {
-            for (_, (label, path)) in nb.rib_in.range(lo..=hi) {
+            for ((_, _, rd), (label, path)) in nb.rib_in.range(lo..=hi) {
                 if path.route_targets.iter().any(|t| s.import.contains(t)) {
-                    out.push((i, *label, path));
+                    out.push((i, *rd, *label, path));
                 }
             }
         }
@@ -584,7 +590,9 @@ impl Speaker {
                     let best: Vec<&str> = self
                         .installed
                         .iter()
-                        .filter(|((_, q, l), x)| *q == p && *l == k.1 && x.neighbor == i)
+                        .filter(|((_, q, l), x)| {
+                            *q == p && *l == k.1 && x.paths.contains(&(i, k.2))
+                        })
                         .filter_map(|((s, _, _), _)| {
                             service_names.get(usize::from(*s)).map(|s| s.as_str())
                         })
