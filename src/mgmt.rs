@@ -52,9 +52,9 @@ pub struct Control {
     /// A session's next hop's counters when the session came up: its
     /// counts are what was added since (next hop ids are reused).
     session_base: HashMap<u32, SubscriberSnapshot>,
-    /// Which ports are access ports, by port id (ports change only with a
-    /// restart).
-    access_ports: Vec<bool>,
+    /// Whether each port is an access port, and its address (0: none), by
+    /// port id (ports change only with a restart).
+    access_ports: Vec<(bool, u32)>,
     /// The BGP speaker (with `[bgp]`).
     pub bgp: Option<crate::bgp::Speaker>,
     /// Session removals waiting for their BGP withdrawal to be on its way:
@@ -63,6 +63,26 @@ pub struct Control {
     /// Each policy rule slot's counters when its rule was set or the
     /// stats cleared: what is shown is what was added since.
     rule_base: Vec<RuleSnapshot>,
+}
+
+/// Whether `frame` is ARP about `address` or IPv4 to it (never when
+/// `address` is 0).
+fn for_address(frame: &[u8], address: u32) -> bool {
+    let be16 = |at: usize| {
+        frame
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let (ethertype, l3) = match be16(12) {
+        Some(0x8100) => (be16(16), 18),
+        e => (e, 14),
+    };
+    let at = match ethertype {
+        Some(0x0806) => l3 + 24,
+        Some(0x0800) => l3 + 16,
+        _ => return false,
+    };
+    address != 0 && frame.get(at..at + 4) == Some(&address.to_be_bytes()[..])
 }
 
 /// How long a request's commit waits for the workers before it answers
@@ -88,7 +108,12 @@ impl Control {
             .collect();
         let access_ports = running
             .tables()
-            .map(|t| t.ports.iter().map(|p| p.role == PortRole::Access).collect())
+            .map(|t| {
+                t.ports
+                    .iter()
+                    .map(|p| (p.role == PortRole::Access, p.address))
+                    .collect()
+            })
             .unwrap_or_default();
         Control {
             access_ports,
@@ -149,7 +174,10 @@ impl Control {
             if let Some(op) = neighbors.learn(port, frame, now) {
                 ops.push(op);
             }
-            if relay_on && access.get(usize::from(port)).copied().unwrap_or(false) {
+            let (is_access, address) = access.get(usize::from(port)).copied().unwrap_or_default();
+            // The port's own address (a hub's uplink, say) is the
+            // kernel's: its ARP and packets go to the tap.
+            if relay_on && is_access && !for_address(frame, address) {
                 taken.push((port, frame.to_vec()));
                 return true;
             }
@@ -359,7 +387,7 @@ impl Control {
             }
         };
         if let Some(r) = self.relay.as_mut() {
-            r.send_to_server(service, &payload, now);
+            r.send_to_server(service, &payload, !crate::relay::ends_session(kind), now);
         }
     }
 

@@ -173,8 +173,16 @@ impl Relay {
         false
     }
 
-    /// Relays a client's message of `service` to its server.
-    pub fn send_to_server(&mut self, service: u16, payload: &[u8], now: Instant) {
+    /// Relays a client's message of `service` to its server. Only
+    /// messages that `expect_reply` (not RELEASE or DECLINE) count
+    /// toward the server's silence.
+    pub fn send_to_server(
+        &mut self,
+        service: u16,
+        payload: &[u8],
+        expect_reply: bool,
+        now: Instant,
+    ) {
         let Some(Some(r)) = self.services.get(usize::from(service)) else {
             self.stats.drop("no_address_server");
             return;
@@ -187,8 +195,10 @@ impl Relay {
             Ok(_) => {
                 self.stats.to_server += 1;
                 let h = self.health.entry(r.server).or_default();
-                h.requests += 1;
-                h.unanswered_since.get_or_insert(now);
+                if expect_reply {
+                    h.requests += 1;
+                    h.unanswered_since.get_or_insert(now);
+                }
             }
             Err(e) => {
                 self.stats.drop("server_unreachable");
