@@ -840,6 +840,7 @@ downstream = [ {{ prefix = "10.0.0.10/32", next_hop = "client-a" }} ]
             "added": 2, "changed": 0, "removed": 1, "generation": 3,
             "next_hops": {"added": 0, "changed": 0, "removed": 0},
             "labels_changed": 0, "services_changed": 0, "access_changed": 0,
+            "rules": {"set": 0, "removed": 0},
         })
     );
     let routes = ctl_json(&sock, &["show", "routes", "blue", "upstream"]);
@@ -895,4 +896,216 @@ downstream = [ {{ prefix = "10.0.0.10/32", next_hop = "client-a" }} ]
     assert_eq!(code, 2);
     assert!(err.contains(&sock.display().to_string()), "{err}");
     std::fs::remove_dir_all(&d).ok();
+}
+
+/// A frame from a spoke to the hub: VPN label 2001 (bottom of stack) over
+/// a 100-byte IPv4/UDP packet to `dst`:`dport`.
+fn from_spoke_frame(dst: [u8; 4], dport: u16) -> Vec<u8> {
+    let ip = ipv4_udp(
+        u32::from_be_bytes([10, 0, 0, 10]),
+        u32::from_be_bytes(dst),
+        64,
+        0,
+        dport,
+        &[0; 72],
+    );
+    let lse = (2001u32 << 12 | 1 << 8 | 64).to_be_bytes();
+    ethernet(
+        [0x02, 0, 0, 0, 0, 0xfe],
+        [0x02, 0xc0, 0, 0, 0, 1],
+        0,
+        0x8847,
+        &[&lse[..], &ip].concat(),
+    )
+}
+
+/// A hub at full rate from a spoke (net_pcap replaying forever): the deny
+/// rule drops and counts, the police rule passes no more than its rate
+/// plus its burst, the count rule sees everything, metrics and `show
+/// policy` agree, and a reload that removes the deny rule keeps the
+/// counts of the rules that stay.
+#[test]
+fn hub_policy_denies_polices_and_counts_under_traffic() {
+    let d = tmp("policy");
+    let mut frames = Vec::new();
+    for _ in 0..16 {
+        frames.push(from_spoke_frame([10, 0, 0, 20], 5353)); // policed
+        frames.push(from_spoke_frame([10, 0, 0, 66], 80)); // denied
+        frames.push(from_spoke_frame([10, 0, 0, 30], 80)); // passes
+    }
+    write_pcap(&d.join("in.pcap"), &frames);
+    let sock = d.join("ctl.sock");
+    // 8 Mbit/s = 1,000,000 bytes/s: 10,000 of these packets a second.
+    const RATE_BYTES: f64 = 1_000_000.0;
+    const BURST: u64 = 20_000;
+    let rules = |with_deny: bool| {
+        format!(
+            "policy = [\n    {{ prefix = \"10.0.0.0/24\", action = \"count\" }},\n{}    {{ prefix = \"10.0.0.20/32\", protocol = \"udp\", port = \"5000-5999\", action = \"police\", rate_bps = 8000000, burst_bytes = {BURST} }},\n]\n",
+            if with_deny { "    { prefix = \"10.0.0.66/32\", action = \"deny\" },\n" } else { "" }
+        )
+    };
+    let body = |with_deny: bool| {
+        format!(
+            r#"[dataplane]
+workers = [1]
+forward_mode = "router"
+hugepages = "off"
+memory_mb = 256
+stats_interval_ms = 0
+
+[control]
+socket = "{sock}"
+metrics = "127.0.0.1:0"
+
+[router]
+role = "hub"
+label_base = 2000
+label_count = 64
+transport_label = 2000
+
+[[port]]
+name = "uplink0"
+device = "net_null0,no-rx=1"
+role = "access"
+
+[[port]]
+name = "core0"
+device = "net_pcap1,rx_pcap={inp},infinite_rx=1"
+role = "core"
+
+[[next_hop]]
+name = "internet"
+port = "uplink0"
+mac = "02:ee:00:00:00:01"
+
+[[next_hop]]
+name = "spoke1"
+port = "core0"
+mac = "02:c0:00:00:00:01"
+labels = [1000, 1001]
+
+[[service]]
+name = "blue"
+vpn_label = 2001
+access = [ {{ port = "uplink0" }} ]
+hub = [
+    {{ prefix = "10.0.0.0/24", next_hop = "spoke1" }},
+    {{ prefix = "0.0.0.0/0", next_hop = "internet" }},
+]
+{rules}"#,
+            sock = sock.display(),
+            inp = d.join("in.pcap").display(),
+            rules = rules(with_deny),
+        )
+    };
+    let cfg = config(&d, &body(true));
+    let mut h = Hdvrf::start(&cfg);
+    h.wait_line("the management socket", |l| {
+        l.starts_with("hdvrf: management socket")
+    });
+    let metrics = h
+        .line("hdvrf: metrics on http://")
+        .trim_start_matches("hdvrf: metrics on http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    let policy = || ctl_json(&sock, &["show", "policy", "blue"]);
+    let rule = |v: &serde_json::Value, i: usize, k: &str| v[i][k].as_u64().unwrap();
+    poll("denied traffic", || rule(&policy(), 1, "dropped") > 20_000);
+
+    // The police rule over a span of wall time: what passed is within
+    // the rate plus the burst (bounded from above only: the machine may
+    // be slow to offer load, never fast to pass it).
+    let (p0, t0) = (policy(), Instant::now());
+    poll("policed traffic", || {
+        rule(&policy(), 2, "packets") > rule(&p0, 2, "packets") + 50_000
+    });
+    let (p1, elapsed) = (policy(), t0.elapsed().as_secs_f64());
+    let passed = |v: &serde_json::Value| rule(v, 2, "packets") - rule(v, 2, "dropped");
+    let passed_bytes = ((passed(&p1) - passed(&p0)) * 100) as f64;
+    assert!(
+        passed_bytes <= RATE_BYTES * (elapsed + 0.05) + BURST as f64,
+        "{passed_bytes} bytes passed in {elapsed:.3} s: over 1,000,000 bytes/s plus the burst"
+    );
+    assert!(rule(&p1, 2, "dropped") > rule(&p0, 2, "dropped"), "{p1}");
+    assert!(passed(&p1) > 0, "{p1}");
+    // Each rule's bytes are its packets' IPv4 length.
+    for i in 0..3 {
+        assert_eq!(
+            rule(&p1, i, "bytes"),
+            rule(&p1, i, "packets") * 100,
+            "rule {i}: {p1}"
+        );
+    }
+    assert_eq!(
+        (p1[1]["action"].as_str(), rule(&p1, 1, "dropped")),
+        (Some("deny"), rule(&p1, 1, "packets"))
+    );
+    // The count rule sees all three destinations: at least as many as the
+    // other two together (counts are read one after another, under load).
+    assert!(
+        rule(&p1, 0, "packets") >= rule(&p0, 1, "packets") + rule(&p0, 2, "packets"),
+        "{p1}"
+    );
+    let st = ctl_json(&sock, &["show", "stats"]);
+    assert!(
+        outcome(&st, "drop_policy_deny") >= rule(&p1, 1, "dropped"),
+        "{st}"
+    );
+    assert!(
+        outcome(&st, "drop_policy_police") >= rule(&p1, 2, "dropped"),
+        "{st}"
+    );
+    assert!(outcome(&st, "fwd_hub_to_spoke") > 0, "{st}");
+    let (_, body_text) = http_get(&metrics, "/metrics");
+    let deny_line = body_text
+        .lines()
+        .find(|l| {
+            l.starts_with("hdvrf_policy_drops_total{service=\"blue\",rule=\"1\",action=\"deny\"}")
+        })
+        .unwrap_or_else(|| panic!("no deny rule drops in the metrics: {body_text}"));
+    assert!(
+        deny_line
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= rule(&p1, 1, "dropped")
+    );
+    let (code, text, err) = ctl(&sock, &["show", "policy"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.contains("police") && text.contains("5000-5999") && text.contains("10.0.0.66/32"),
+        "{text}"
+    );
+
+    // Without the deny rule: two rules left, the police rule keeps its
+    // counts (its slot), nothing is denied any more.
+    std::fs::write(&cfg, body(false)).unwrap();
+    let r = ctl_json(&sock, &["reload"]);
+    assert_eq!(
+        (r["rules"]["set"].as_u64(), r["rules"]["removed"].as_u64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    let p2 = policy();
+    assert_eq!(p2.as_array().unwrap().len(), 2, "{p2}");
+    assert_eq!(p2[1]["action"], "police");
+    assert!(
+        rule(&p2, 1, "packets") >= rule(&p1, 2, "packets"),
+        "{p2} after {p1}"
+    );
+    let denied = outcome(&ctl_json(&sock, &["show", "stats"]), "drop_policy_deny");
+    let hub_to_spoke = outcome(&ctl_json(&sock, &["show", "stats"]), "fwd_hub_to_spoke");
+    poll("traffic to 10.0.0.66 forwarded", || {
+        outcome(&ctl_json(&sock, &["show", "stats"]), "fwd_hub_to_spoke") > hub_to_spoke + 100_000
+    });
+    assert_eq!(
+        outcome(&ctl_json(&sock, &["show", "stats"]), "drop_policy_deny"),
+        denied
+    );
+
+    let (status, _, stderr) = h.interrupt();
+    assert!(status.success(), "exit {status:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
