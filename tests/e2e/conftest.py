@@ -23,17 +23,30 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The generic helpers live with the topology the demo builds too.
+sys.path.insert(0, str(ROOT / "scripts"))
+from topology import (  # noqa: E402,F401  (re-exported to the tests)
+    LineProc,
+    delete_netns,
+    link_exists,
+    link_mac,
+    make_netns,
+    netns_list,
+    pid_alive,
+    remove_namespaces,
+    router_header,
+    run,
+    veth,
+    wait_until,
+)
+
 HERE = Path(__file__).resolve().parent
 HDVRF_BIN = os.environ.get("HDVRF_BIN", str(ROOT / "target" / "release" / "hdvrf"))
 PYTHON = sys.executable
@@ -44,203 +57,16 @@ NS_PREFIX = "hdvrf-e2e-"
 _seq = itertools.count()
 
 
-def wait_until(cond: Callable[[], object], timeout: float, what: str, interval: float = 0.02):
-    """Polls `cond` until it returns something truthy; returns that value.
-    Fails the test with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
-        time.sleep(interval)
-
-
-def run(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
-    """Runs a short command; on failure the assertion shows its stderr."""
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if check and p.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} exited {p.returncode}: {p.stderr.strip() or p.stdout.strip()}"
-        )
-    return p
-
-
-class LineProc:
-    """A subprocess whose stdout and stderr are collected line by line by
-    reader threads, so the test can wait for a line while it keeps running."""
-
-    def __init__(self, cmd: list[str], name: str):
-        self.cmd = cmd
-        self.name = name
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        self._lock = threading.Lock()
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, self.out), daemon=True),
-            threading.Thread(target=self._read, args=(self.proc.stderr, self.err), daemon=True),
-        ]
-        for t in self._readers:
-            t.start()
-
-    def _read(self, stream, sink: list[str]) -> None:
-        for line in stream:
-            with self._lock:
-                sink.append(line.rstrip("\n"))
-        stream.close()
-
-    def lines(self) -> list[str]:
-        with self._lock:
-            return list(self.out)
-
-    def describe(self) -> str:
-        with self._lock:
-            out, err = list(self.out), list(self.err)
-        return (
-            f"{self.name} ({' '.join(self.cmd)}), exit {self.proc.poll()}\n"
-            f"--- stdout:\n" + "\n".join(out[-40:]) + "\n--- stderr:\n" + "\n".join(err[-40:])
-        )
-
-    def wait_line(self, pred: Callable[[str], bool], timeout: float, what: str) -> str:
-        """Waits for a stdout line matching `pred`; fails early if the
-        process exits without printing one."""
-
-        def found():
-            for line in self.lines():
-                if pred(line):
-                    return line
-            if self.proc.poll() is not None:
-                for t in self._readers:
-                    t.join(timeout=2)
-                for line in self.lines():
-                    if pred(line):
-                        return line
-                raise AssertionError(f"{what}: process ended first\n{self.describe()}")
-            return None
-
-        try:
-            return wait_until(found, timeout, what)
-        except AssertionError as e:
-            if "process ended first" in str(e):
-                raise
-            raise AssertionError(f"{e}\n{self.describe()}") from None
-
-    def wait(self, timeout: float) -> int:
-        """Waits for exit, then for the readers to drain the pipes."""
-        rc = self.proc.wait(timeout=timeout)
-        for t in self._readers:
-            t.join(timeout=5)
-        return rc
-
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 15) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.wait(timeout)
-
-    def kill(self) -> None:
-        """Best-effort end for finalizers: SIGINT, then SIGKILL."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        for t in self._readers:
-            t.join(timeout=2)
-
-
-def link_exists(iface: str, netns: Optional[str] = None) -> bool:
-    cmd = ["ip"] + (["-n", netns] if netns else []) + ["link", "show", "dev", iface]
-    return subprocess.run(cmd, capture_output=True).returncode == 0
-
-
-def link_mac(iface: str, netns: Optional[str] = None) -> str:
-    cmd = ["ip", "-j"] + (["-n", netns] if netns else []) + ["link", "show", "dev", iface]
-    return json.loads(run(*cmd).stdout)[0]["address"]
-
-
-def netns_list() -> list[str]:
-    out = run("ip", "netns", "list").stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-
-def delete_netns(name: str) -> None:
-    if name in netns_list():
-        run("ip", "netns", "del", name, check=False)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def delete_stale_netns() -> None:
     """Deletes namespaces left by an earlier run that was killed before its
-    finalizers ran (its pid is gone)."""
+    finalizers ran (its pid is gone), ending the processes it left in them
+    (a router, Kea)."""
+    stale = []
     for ns in netns_list():
         m = re.match(re.escape(NS_PREFIX) + r"(\d+)-", ns)
         if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
-            delete_netns(ns)
-
-
-def make_netns(netns: str) -> None:
-    """A new namespace with IPv6 off (no kernel chatter on the wire) and
-    loopback up."""
-    run("ip", "netns", "add", netns)
-    for key in ("all", "default"):
-        run("ip", "netns", "exec", netns, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
-    run("ip", "-n", netns, "link", "set", "dev", "lo", "up")
-
-
-def router_header(sock, metrics: str = "", role: str = "spoke", label_base: int = 1000, control_extra: str = "") -> str:
-    """The [dataplane], [control] and [router] sections the router tests
-    share: one worker on lcore 1, 512 MB, a management socket at `sock`,
-    `label_base` + 64 local labels with `label_base` as the transport
-    label."""
-    return f"""[dataplane]
-main_lcore = 0
-workers = [1]
-forward_mode = "router"
-hugepages = "auto"
-memory_mb = 512
-idle_sleep_max_us = 100
-stats_interval_ms = 0
-
-[control]
-socket = "{sock}"
-metrics = "{metrics}"
-{control_extra}
-[router]
-role = "{role}"
-label_base = {label_base}
-label_count = 64
-transport_label = {label_base}
-"""
-
-
-def veth(a: tuple[str, str, str], b: tuple[str, str, str]) -> None:
-    """A veth pair between two namespaces, each end (name, namespace,
-    address/len) addressed and up."""
-    (na, nsa, aa), (nb, nsb, ab) = a, b
-    run("ip", "link", "add", na, "netns", nsa, "type", "veth", "peer", "name", nb, "netns", nsb)
-    for name, ns, addr in (a, b):
-        run("ip", "-n", ns, "addr", "add", addr, "dev", name)
-        run("ip", "-n", ns, "link", "set", "dev", name, "up")
+            stale.append(ns)
+    remove_namespaces(stale)
 
 
 def start_router(procs: list, netns: str, cfg: Path, taps=(), name: str = "hdvrf") -> "LineProc":
