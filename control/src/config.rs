@@ -165,6 +165,12 @@ pub struct Dataplane {
     pub main_lcore: Spanned<u32>,
     /// Worker lcores (CPU ids), one poll loop each.
     pub workers: Spanned<Vec<u32>>,
+    /// The CPU each worker's thread runs on, by position in `workers`
+    /// (default: the CPU with the lcore's number). A CPU may be shared,
+    /// with the main lcore too: for small machines and benchmarks that
+    /// keep the router off the CPUs of what it is measured against; a
+    /// production worker wants a core of its own.
+    pub worker_cpus: Option<Spanned<Vec<u32>>>,
     /// `io` or `macswap` (testpmd-style, between `peer` ports), or
     /// `router`: the HD-VRF pipeline, configured by `[router]`,
     /// `[[next_hop]]`, `[[service]]` and `[[label]]`.
@@ -816,8 +822,46 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, LoadError> {
             );
         }
     }
+    if let Some(wc) = &dp.worker_cpus {
+        if wc.get_ref().len() != workers.len() {
+            err(
+                wc.span(),
+                "dataplane.worker_cpus".into(),
+                format!(
+                    "{} CPUs for {} workers: one CPU per worker, in the order of dataplane.workers",
+                    wc.get_ref().len(),
+                    workers.len()
+                ),
+            );
+        }
+        for c in wc.get_ref() {
+            if !cpus.contains(c) {
+                err(
+                    wc.span(),
+                    "dataplane.worker_cpus".into(),
+                    format!(
+                        "cpu {c} does not exist or is not ours (cpus {})",
+                        fmt_cpus(&cpus)
+                    ),
+                );
+            }
+        }
+        if !cpus.contains(dp.main_lcore.get_ref()) {
+            err(
+                dp.main_lcore.span(),
+                "dataplane.main_lcore".into(),
+                format!(
+                    "cpu {} does not exist or is not ours (cpus {})",
+                    dp.main_lcore.get_ref(),
+                    fmt_cpus(&cpus)
+                ),
+            );
+        }
+    }
     let needed = workers.len() + 1;
-    if needed > cpus.len() {
+    if dp.worker_cpus.is_some() {
+        // Workers' lcores are names, not CPUs, when mapped.
+    } else if needed > cpus.len() {
         err(
             dp.workers.span(),
             "dataplane.workers".into(),
@@ -2275,6 +2319,7 @@ peer = "a"
             ("unknown port", SPOKE_EXAMPLE.replace("port = \"core0\"\nmac = \"02:40:00:00:00:09\"\n\n", "port = \"core9\"\nmac = \"02:40:00:00:00:09\"\n\n"), "", "next_hop[3].port", 41, "no port named \"core9\""),
             ("unknown access port", red("{ port = \"access1\" }"), "", "service[1].access[0].port", 72, "no port named \"access1\""),
             ("duplicate next hop", format!("{SPOKE_EXAMPLE}\n[[next_hop]]\nname = \"hub\"\nport = \"core0\"\nmac = \"02:00:00:00:00:01\"\n"), "", "next_hop[4].name", 69, "\"hub\" is also next_hop[0]'s name"),
+            ("a CPU per worker", SPOKE_EXAMPLE.replace("workers = [1]\n", "workers = [1]\nworker_cpus = [0, 1]\n"), "", "dataplane.worker_cpus", 3, "2 CPUs for 1 workers: one CPU per worker"),
             ("reserved next hop name", format!("{SPOKE_EXAMPLE}\n[[next_hop]]\nname = \"discard\"\nport = \"core0\"\nmac = \"02:00:00:00:00:01\"\n"), "", "next_hop[4].name", 69, "\"discard\" is reserved"),
             ("duplicate service", red("{ port = \"access0\", vlan = 7 }").replace("name = \"red\"", "name = \"blue\""), "", "service[1].name", 69, "\"blue\" is also service[0]'s name"),
             ("host bits", SPOKE_EXAMPLE.replace("10.0.0.10/32", "10.0.0.10/24"), "", "service[0].downstream[0].prefix", 53, "\"10.0.0.10/24\" has host bits set (0.0.0.10 lies beyond the /24; the network is 10.0.0.0/24)"),

@@ -76,16 +76,38 @@ pub fn host_specs(loaded: &Loaded) -> Vec<Option<dataplane::HostSpec>> {
 pub fn build(loaded: &Loaded, huge: Hugepages) -> Result<Vec<String>, EalArgsError> {
     let dp = &loaded.config.dataplane;
     let mut a = Vec::new();
-    let mut lcores = vec![*dp.main_lcore.get_ref()];
-    lcores.extend(dp.workers.get_ref().iter().copied());
-    a.push("-l".to_owned());
-    a.push(
-        lcores
-            .iter()
-            .map(|l| l.to_string())
-            .collect::<Vec<_>>()
-            .join(","),
-    );
+    let main = *dp.main_lcore.get_ref();
+    match &dp.worker_cpus {
+        // lcore@cpu for each thread.
+        Some(cpus) => {
+            a.push("--lcores".to_owned());
+            a.push(
+                std::iter::once((main, main))
+                    .chain(
+                        dp.workers
+                            .get_ref()
+                            .iter()
+                            .copied()
+                            .zip(cpus.get_ref().iter().copied()),
+                    )
+                    .map(|(l, c)| format!("{l}@{c}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        }
+        None => {
+            let mut lcores = vec![main];
+            lcores.extend(dp.workers.get_ref().iter().copied());
+            a.push("-l".to_owned());
+            a.push(
+                lcores
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        }
+    }
     a.push(format!("--main-lcore={}", dp.main_lcore.get_ref()));
 
     let use_huge = match dp.hugepages.get_ref().as_str() {
@@ -182,6 +204,13 @@ mod tests {
                 "--no-pci"
             ]
         );
+    }
+
+    #[test]
+    fn worker_cpus_map_lcores_onto_cpus() {
+        let a = build(&loaded("worker_cpus = [0]", "net_ring0"), NONE).unwrap();
+        assert_eq!(a[..3], ["--lcores", "0@0,1@0", "--main-lcore=0"]);
+        assert!(!a.contains(&"-l".to_owned()));
     }
 
     #[test]
