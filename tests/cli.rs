@@ -1109,3 +1109,80 @@ hub = [
     assert!(status.success(), "exit {status:?}: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// The malformed-packet corpus (`scripts/gen-corpus`, in `tests/corpus`):
+/// each port's pcap replayed once through a spoke, and every outcome
+/// counter exactly as `expected.json` specifies; every mbuf back at the
+/// end (frames larger than an mbuf arrive chained).
+#[test]
+fn malformed_corpus_gives_exact_counters() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(corpus.join("expected.json")).unwrap())
+            .unwrap();
+    let d = tmp("corpus");
+    write_pcap(&d.join("empty.pcap"), &[]);
+    for port in ["access", "core"] {
+        let want = &expected[port];
+        let pcap = |p: &str| {
+            if p == port {
+                corpus.join(format!("{port}.pcap"))
+            } else {
+                d.join("empty.pcap")
+            }
+        };
+        let sock = d.join(format!("{port}.sock"));
+        let body = std::fs::read_to_string(corpus.join("spoke.toml"))
+            .unwrap()
+            .replace("SOCK", &sock.display().to_string())
+            .replace("ACCESS_IN", &pcap("access").display().to_string())
+            .replace("CORE_IN", &pcap("core").display().to_string())
+            .replace(
+                "ACCESS_OUT",
+                &d.join("out-access.pcap").display().to_string(),
+            )
+            .replace("CORE_OUT", &d.join("out-core.pcap").display().to_string());
+        let mut h = Hdvrf::start(&config(&d, &body));
+        h.wait_line("the management socket", |l| {
+            l.starts_with("hdvrf: management socket")
+        });
+        let frames = want["frames"].as_u64().unwrap();
+        let mut st = serde_json::Value::Null;
+        poll("the corpus through the router", || {
+            st = ctl_json(&sock, &["show", "stats"]);
+            let o = st["total"]["outcomes"].as_object().unwrap();
+            o.values().map(|v| v.as_u64().unwrap()).sum::<u64>() >= frames
+        });
+        let got: std::collections::BTreeMap<String, u64> = st["total"]["outcomes"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+            .filter(|&(_, n)| n != 0)
+            .collect();
+        let want_outcomes: std::collections::BTreeMap<String, u64> = want["outcomes"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+            .collect();
+        assert_eq!(
+            got, want_outcomes,
+            "{port} corpus: outcomes (classes: {})",
+            want["classes"]
+        );
+        assert_eq!(st["total"]["rx"].as_u64(), Some(frames), "{port}: {st}");
+        let (status, _, stderr) = h.interrupt();
+        assert!(status.success(), "{port}: exit {status:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        let mbufs = h.line("hdvrf: mbufs:").to_owned();
+        let (back, total) = mbufs
+            .trim_start_matches("hdvrf: mbufs: ")
+            .split_once(" back")
+            .unwrap()
+            .0
+            .split_once('/')
+            .unwrap();
+        assert_eq!(back, total, "{port}: {mbufs}");
+    }
+}

@@ -339,6 +339,59 @@ mod tests {
         (n, f.data().to_vec())
     }
 
+    /// The frames of a pcap file (classic format, as scripts/gen-corpus
+    /// writes it).
+    fn pcap_frames(path: &Path) -> Vec<Vec<u8>> {
+        let b = std::fs::read(path).unwrap();
+        let mut out = Vec::new();
+        let mut at = 24;
+        while at + 16 <= b.len() {
+            let n = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
+            out.push(b[at + 16..at + 16 + n].to_vec());
+            at += 16 + n;
+        }
+        out
+    }
+
+    /// The malformed-packet corpus, class by class: each frame through
+    /// the pipeline on tables from the corpus's own configuration, with
+    /// the outcome `expected.json` specifies for its class.
+    #[test]
+    fn corpus_classes_have_their_outcomes() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus");
+        let t = tables(&std::fs::read_to_string(dir.join("spoke.toml")).unwrap());
+        let expected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
+                .unwrap();
+        let mut wrong = Vec::new();
+        for (port, name) in [(0u16, "access"), (1, "core")] {
+            let frames = pcap_frames(&dir.join(format!("{name}.pcap")));
+            let classes = expected[name]["classes"].as_array().unwrap();
+            let mut at = 0;
+            for c in classes {
+                let n = c["frames"].as_u64().unwrap() as usize;
+                let class = c["name"].as_str().unwrap();
+                // A frame larger than an mbuf reaches the pipeline as its
+                // first segment; here it is one contiguous buffer. The
+                // DPDK test (tests/cli.rs) checks that class.
+                if class != "a frame larger than an mbuf" {
+                    for (i, f) in frames[at..at + n].iter().enumerate() {
+                        let got = run(&t, port, f).0.outcome.name();
+                        if got != c["outcome"] {
+                            wrong.push(format!(
+                                "{name}: {class} frame {i}: {got}, not {}",
+                                c["outcome"]
+                            ));
+                        }
+                    }
+                }
+                at += n;
+            }
+            assert_eq!(at, frames.len(), "{name}: the classes cover the pcap");
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
     #[test]
     fn spoke_example_builds_the_tables() {
         let t = tables(SPOKE_EXAMPLE);
