@@ -477,6 +477,13 @@ impl Control {
         let Some(relay) = self.relay.as_mut() else {
             return false;
         };
+        // Requests admitted while there was room can be answered after
+        // it filled: the bound holds at the ACK too.
+        if relay.sessions.len() >= relay.max_sessions && relay.sessions.get(service, mac).is_none()
+        {
+            relay.stats.drop("sessions_full");
+            return false;
+        }
         let (ops, what) = relay.sessions.ack(
             service,
             port,
