@@ -2082,21 +2082,7 @@ mod tests {
             ("policy on a spoke", SPOKE_EXAMPLE.replace("upstream = [", "policy = [ { prefix = \"10.0.0.20/32\", action = \"deny\" } ]\nupstream = ["), "service[0].policy", 51, "policy rules are the hub's target processing (router.role = \"hub\"); this router is a spoke"),
         ];
         p(HUB_EXAMPLE).expect("the hub example is valid");
-        let mut wrong = Vec::new();
-        for (what, src, field, line, fragment) in &cases {
-            assert_ne!(src, HUB_EXAMPLE, "{what}: the edit did not apply");
-            let e = errors(src);
-            if e.len() != 1
-                || (e[0].field.as_str(), e[0].line) != (*field, *line)
-                || !e[0].message.contains(fragment)
-            {
-                wrong.push(format!(
-                    "{what}: want {field} at line {line} with {fragment:?}, got {:#?}",
-                    e.iter().map(|e| e.to_string()).collect::<Vec<_>>()
-                ));
-            }
-        }
-        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        check_cases(HUB_EXAMPLE, &cases);
         // Too many rules for one service.
         let many: String = (0..=MAX_SERVICE_RULES)
             .map(|i| {
@@ -2113,6 +2099,27 @@ mod tests {
             e[0].field,
             format!("service[0].policy[{MAX_SERVICE_RULES}]")
         );
+    }
+
+    /// Each case (what, source, field, line, message fragment) is an
+    /// edit of `base` with exactly one error, that one; all wrong ones
+    /// are reported together.
+    fn check_cases(base: &str, cases: &[(&str, String, &str, usize, &str)]) {
+        let mut wrong = Vec::new();
+        for (what, src, field, line, fragment) in cases {
+            assert_ne!(src, base, "{what}: the edit did not apply");
+            let e = errors(src);
+            if e.len() != 1
+                || (e[0].field.as_str(), e[0].line) != (*field, *line)
+                || !e[0].message.contains(fragment)
+            {
+                wrong.push(format!(
+                    "{what}: want {field} at line {line} with {fragment:?}, got {:#?}",
+                    e.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     fn errors(src: &str) -> Vec<ConfigError> {
@@ -2386,22 +2393,14 @@ peer = "a"
             ("unknown route field", SPOKE_EXAMPLE.replace("{ prefix = \"0.0.0.0/0\", next_hop", "{ prefix = \"0.0.0.0/0\", nexthop"), "", "service[0].upstream[0].nexthop", 51, "unknown field `nexthop`"),
         ];
         let mut seen = std::collections::HashSet::new();
-        let mut wrong = Vec::new();
-        for (what, src, _, field, line, fragment) in &cases {
+        for (what, src, ..) in &cases {
             assert!(seen.insert(src.clone()), "{what}: the edit did not apply");
-            assert_ne!(src, SPOKE_EXAMPLE, "{what}: the edit did not apply");
-            let e = errors(src);
-            if e.len() != 1
-                || (e[0].field.as_str(), e[0].line) != (*field, *line)
-                || !e[0].message.contains(fragment)
-            {
-                wrong.push(format!(
-                    "{what}: want {field} at line {line} with {fragment:?}, got {:#?}",
-                    e.iter().map(|e| e.to_string()).collect::<Vec<_>>()
-                ));
-            }
         }
-        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        let cases: Vec<_> = cases
+            .into_iter()
+            .map(|(w, s, _, f, l, m)| (w, s, f, l, m))
+            .collect();
+        check_cases(SPOKE_EXAMPLE, &cases);
         assert!(cases.len() >= 12);
     }
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 from pathlib import Path
 
 import pytest
@@ -47,6 +46,7 @@ from conftest import (
     wait_until,
 )
 from test_sessions import KEA_ADDR, frames_from
+from topology import labels_of
 
 MAC1, MAC2 = "02:00:5e:20:00:01", "02:00:5e:20:00:02"
 API = ["-u", "127.0.0.1", "-p", "50051"]
@@ -219,18 +219,6 @@ def env(tmp_path):
             delete_netns(ns)
 
 
-def labels_of(frame: bytes) -> list[int]:
-    """The MPLS label stack of an Ethernet frame (empty if not MPLS)."""
-    if struct.unpack_from("!H", frame, 12)[0] != 0x8847:
-        return []
-    out, off = [], 14
-    while off + 4 <= len(frame):
-        word = struct.unpack_from("!I", frame, off)[0]
-        out.append(word >> 12)
-        off += 4
-        if word & 0x100:
-            break
-    return out
 
 
 def test_routes_both_ways_with_gobgp(env: Env):
