@@ -988,6 +988,9 @@ impl Control {
                 "outcomes": outcomes,
             },
             "ports": self.ports(),
+            // Mbufs out of their pools: in rx rings, queues and flight.
+            // Idle, it returns to the same level: leak accounting.
+            "mbufs_in_use": self.running.mbufs_in_use(),
             "relay": self.relay.as_ref().map(|r| json!({
                 "sessions": r.sessions.len(),
                 "to_server": r.stats.to_server,
