@@ -31,7 +31,7 @@ import pytest
 from conftest import NS_PREFIX, delete_stale_netns
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from topology import Capture, HUB_TRANSPORT, HUB_UPLINK, HUB_VPN, POOL_NET, SPOKE_TRANSPORT, SPOKE_VPN, UPLINK_HOST, Topology, ethertype, ipv4_of, labels_of, wait_until  # noqa: E402
+from topology import Capture, run, HUB_TRANSPORT, HUB_UPLINK, HUB_VPN, POOL_NET, SPOKE_TRANSPORT, SPOKE_VPN, UPLINK_HOST, Topology, ethertype, ipv4_of, labels_of, wait_until  # noqa: E402
 
 COUNT = 3  # pings per check
 
@@ -392,6 +392,38 @@ def test_the_uplink_host_resolves_the_hubs_uplink_address(topo):
         f"hub relay drops: {topo.hub.ctl('show', 'stats')['relay']['drops']}"
     )
     assert topo.ping("a", UPLINK_HOST, count=COUNT) == (COUNT, COUNT)
+
+
+# --- faults (issue 9) ------------------------------------------------------------
+
+
+def test_core_link_down_and_up_converges_without_leaks(topo):
+    """The spoke's core link goes down: both BGP sessions die of their
+    hold timers, the spoke loses its upstream defaults and the hub its
+    return routes, client traffic is dropped as no route. The link comes
+    back: BGP, routes and delivery return, and neither router holds more
+    mbufs than before."""
+    a, b = addr(topo, "a"), addr(topo, "b")
+    mbufs = lambda: {r.name: r.ctl("show", "stats")["mbufs_in_use"] for r in (topo.spoke, topo.hub)}  # noqa: E731
+    base = mbufs()
+    sessions = {(s["service"], s["address"]) for s in topo.spoke.ctl("show", "sessions")}
+    run("ip", "-n", topo.ns["core"], "link", "set", "dev", "sc0", "down")
+    try:
+        wait_until(lambda: not topo.spoke.established() and not topo.hub.established(), 4 * topo.hold_time, "both sessions down")
+        wait_until(lambda: topo.spoke.routes("blue", "upstream") == {}, 10, "the spoke's blue upstream empty")
+        wait_until(lambda: not any(p.endswith("/32") for p in topo.hub.routes("blue", "hub")), 10, "the hub's return routes gone")
+        spoke = Delta(topo.spoke)
+        assert topo.ping("a", b, count=COUNT, wait=1) == (COUNT, 0)
+        wait_until(lambda: spoke.drop("drop_no_route") >= COUNT, 10, "no route at the spoke")
+        assert spoke.drop("drop_no_route") == COUNT, spoke.outcomes()
+    finally:
+        run("ip", "-n", topo.ns["core"], "link", "set", "dev", "sc0", "up")
+    topo.wait_bgp(60)
+    wait_until(lambda: {f"{a}/32", f"{b}/32"} <= set(topo.hub.routes("blue", "hub")), 20, "the clients' routes back at the hub")
+    assert topo.ping("a", b, count=COUNT) == (COUNT, COUNT)
+    # Sessions are the spoke's own: the link changed none.
+    assert {(s["service"], s["address"]) for s in topo.spoke.ctl("show", "sessions")} == sessions
+    wait_until(lambda: mbufs() == base, 10, f"mbufs in use back to {base} (now {mbufs()})")
 
 
 def test_both_routers_stop_cleanly(topo):
