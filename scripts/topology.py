@@ -448,7 +448,7 @@ def ipv4_of(frame: bytes) -> Optional[tuple[str, str, int]]:
 # --- the topology --------------------------------------------------------------
 
 
-def spoke_config(sock: Path, hold_time: int, lcores: tuple[int, int]) -> str:
+def spoke_config(sock: Path, hold_time: int, lcores: tuple[int, int], journal: Path) -> str:
     services = ""
     for name, rd, imp, exp, ports in (
         ("blue", "65000:100", "65000:1", "65000:2", ("access0", "access1")),
@@ -468,7 +468,7 @@ export_targets = ["{exp}"]
 """
     return (
         "# written by scripts/topology.py: the spoke\n"
-        + router_header(sock, role="spoke", label_base=SPOKE_TRANSPORT, lcores=lcores)
+        + router_header(sock, role="spoke", label_base=SPOKE_TRANSPORT, lcores=lcores, control_extra=f'session_journal = "{journal}"\n')
         + f"""
 [[port]]
 name = "access0"
@@ -782,14 +782,36 @@ class Topology:
         run("ip", "-n", ns["u"], "addr", "add", f"{UPLINK_HOST}/24", "dev", "hu0")
         run("ip", "-n", ns["u"], "route", "add", CLIENT_NET, "via", HUB_UPLINK)
         self.spoke = Router(self, "spoke", ns["s"], self.dir / "spoke.toml", self.dir / "spoke.sock")
-        self.spoke.cfg.write_text(spoke_config(self.spoke.sock, self.hold_time, self.lcores))
+        self.spoke.cfg.write_text(spoke_config(self.spoke.sock, self.hold_time, self.lcores, self.dir / "sessions.journal"))
         self.log(f"spoke: hdvrf in {ns['s']} ({self.spoke.cfg})")
-        self.spoke.start([("sa0", ns["a"]), ("sa1", ns["b"]), ("sa2", ns["c"]), ("sc0", ns["core"])])
-        run("ip", "-n", ns["core"], "link", "set", "dev", "sc0", "master", "br0")
+        self.start_spoke()
         self.log("waiting for BGP between the spoke and the hub")
         self.wait_bgp(60)
         if clients:
             self.lease_all()
+
+    def start_spoke(self) -> None:
+        """The spoke's hdvrf, its taps moved to the clients and the core
+        bridge."""
+        ns = self.ns
+        self.spoke.start([("sa0", ns["a"]), ("sa1", ns["b"]), ("sa2", ns["c"]), ("sc0", ns["core"])])
+        run("ip", "-n", ns["core"], "link", "set", "dev", "sc0", "master", "br0")
+
+    def kill_and_restart_spoke(self) -> int:
+        """SIGKILL to the spoke's hdvrf (its taps, and with them the
+        clients' interfaces, vanish), then a new one on the same
+        configuration and journal; the clients put their leased addresses
+        back on the new interfaces, as a client whose link bounced does.
+        Returns the killed process's exit status."""
+        self.spoke.proc.proc.kill()
+        rc = self.spoke.proc.proc.wait(timeout=30)
+        for c in self.clients.values():
+            wait_until(lambda: not link_exists(c.iface, c.netns), 10, f"{c.iface} gone with the killed spoke")
+        self.start_spoke()
+        for c in self.clients.values():
+            if c.address:
+                self.configure(c, c.address, c.server)
+        return rc
 
     def wait_bgp(self, timeout: float) -> None:
         """Both ends Established and the hub's 0/0 in each spoke service's

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import signal
 import time
 from pathlib import Path
 
@@ -424,6 +425,30 @@ def test_core_link_down_and_up_converges_without_leaks(topo):
     # Sessions are the spoke's own: the link changed none.
     assert {(s["service"], s["address"]) for s in topo.spoke.ctl("show", "sessions")} == sessions
     wait_until(lambda: mbufs() == base, 10, f"mbufs in use back to {base} (now {mbufs()})")
+
+
+def test_spoke_killed_and_restarted_reconciles_from_its_journal(topo):
+    """SIGKILL to the spoke: the new process rebuilds the sessions from
+    its journal (the same clients, addresses, MACs), publishes their
+    routes, and BGP gives the hub each client's route once again; the
+    clients reach each other with the addresses they kept."""
+    a, b = addr(topo, "a"), addr(topo, "b")
+    key = lambda s: (s["service"], s["address"], s["mac"], s["port"], s["vlan"])  # noqa: E731
+    before = sorted(map(key, topo.spoke.ctl("show", "sessions")))
+    down_before = {svc: topo.spoke.routes(svc, "downstream") for svc in ("blue", "red")}
+    assert len(before) == 3, before
+    assert topo.kill_and_restart_spoke() == -signal.SIGKILL
+    assert sorted(map(key, topo.spoke.ctl("show", "sessions"))) == before
+    # The same host routes (their next hops are named by MAC, so the
+    # same names).
+    assert {svc: topo.spoke.routes(svc, "downstream") for svc in ("blue", "red")} == down_before
+    topo.wait_bgp(60)
+    wait_until(lambda: {f"{a}/32", f"{b}/32"} <= set(topo.hub.routes("blue", "hub")), 20, "the clients' routes back at the hub")
+    # Each session's route once in the hub's RIB: no duplicates, no stale.
+    rib = [(r["prefix"], r["rd"]) for r in topo.hub.ctl("show", "bgp", "rib", "in") if r["prefix"].endswith("/32")]
+    rds = {"blue": "65000:100", "red": "65000:200"}
+    assert sorted(rib) == sorted((f"{s[1]}/32", rds[s[0]]) for s in before), rib
+    assert topo.ping("a", b, count=COUNT) == (COUNT, COUNT)
 
 
 def test_both_routers_stop_cleanly(topo):
