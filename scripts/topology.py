@@ -777,10 +777,7 @@ class Topology:
         self.hub = Router(self, "hub", ns["h"], self.dir / "hub.toml", self.dir / "hub.sock")
         self.write_hub_config()
         self.log(f"hub: hdvrf in {ns['h']} ({self.hub.cfg})")
-        self.hub.start([("hc0", ns["core"]), ("hu0", ns["u"])])
-        run("ip", "-n", ns["core"], "link", "set", "dev", "hc0", "master", "br0")
-        run("ip", "-n", ns["u"], "addr", "add", f"{UPLINK_HOST}/24", "dev", "hu0")
-        run("ip", "-n", ns["u"], "route", "add", CLIENT_NET, "via", HUB_UPLINK)
+        self.start_hub()
         self.spoke = Router(self, "spoke", ns["s"], self.dir / "spoke.toml", self.dir / "spoke.sock")
         self.spoke.cfg.write_text(spoke_config(self.spoke.sock, self.hold_time, self.lcores, self.dir / "sessions.journal"))
         self.log(f"spoke: hdvrf in {ns['s']} ({self.spoke.cfg})")
@@ -789,6 +786,25 @@ class Topology:
         self.wait_bgp(60)
         if clients:
             self.lease_all()
+
+    def start_hub(self) -> None:
+        """The hub's hdvrf, its taps moved to the core bridge and to U,
+        which gets its address and its route to the clients on it."""
+        ns = self.ns
+        self.hub.start([("hc0", ns["core"]), ("hu0", ns["u"])])
+        run("ip", "-n", ns["core"], "link", "set", "dev", "hc0", "master", "br0")
+        run("ip", "-n", ns["u"], "addr", "add", f"{UPLINK_HOST}/24", "dev", "hu0")
+        run("ip", "-n", ns["u"], "route", "add", CLIENT_NET, "via", HUB_UPLINK)
+
+    def kill_and_restart_hub(self) -> int:
+        """SIGKILL to the hub's hdvrf, then a new one on the same
+        configuration (it keeps no state: BGP gives it back). Returns the
+        killed process's exit status."""
+        self.hub.proc.proc.kill()
+        rc = self.hub.proc.proc.wait(timeout=30)
+        wait_until(lambda: not link_exists("hu0", self.ns["u"]), 10, "hu0 gone with the killed hub")
+        self.start_hub()
+        return rc
 
     def start_spoke(self) -> None:
         """The spoke's hdvrf, its taps moved to the clients and the core

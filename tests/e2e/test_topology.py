@@ -451,6 +451,23 @@ def test_spoke_killed_and_restarted_reconciles_from_its_journal(topo):
     assert topo.ping("a", b, count=COUNT) == (COUNT, COUNT)
 
 
+def test_hub_killed_and_restarted_relearns_what_the_spoke_advertises(topo):
+    """SIGKILL to the hub: the spoke's session dies and its upstream
+    defaults go; a new hub relearns from the spoke exactly what the spoke
+    advertises (its RIB equals the peer's view), and traffic flows again
+    both ways."""
+    a, b = addr(topo, "a"), addr(topo, "b")
+    assert topo.kill_and_restart_hub() == -signal.SIGKILL
+    wait_until(lambda: not topo.spoke.established(), 4 * topo.hold_time, "the spoke's session down")
+    topo.wait_bgp(60)
+    view = lambda rows: sorted((r["prefix"], r["rd"], r["label"], tuple(r["route_targets"])) for r in rows)  # noqa: E731
+    out = topo.spoke.ctl("show", "bgp", "rib", "out")
+    wait_until(lambda: view(topo.hub.ctl("show", "bgp", "rib", "in")) == view(out), 20, "the hub's RIB-in equal to the spoke's RIB-out")
+    assert len(out) == 3, out  # the three clients' sessions
+    assert topo.ping("a", b, count=COUNT) == (COUNT, COUNT)
+    assert topo.ping("a", UPLINK_HOST, count=COUNT) == (COUNT, COUNT)
+
+
 def test_both_routers_stop_cleanly(topo):
     stopped = topo.stop_routers()
     assert stopped == {"spoke": (0, True), "hub": (0, True)}, (stopped, topo.describe())
