@@ -58,8 +58,17 @@ pub fn parse_client_frame(frame: &[u8]) -> Option<FromClient> {
     if udp.destination_port() != SERVER_PORT {
         return None;
     }
-    let msg = v4::Message::decode(&mut Decoder::new(udp.payload())).ok()?;
+    let msg = decode(udp.payload())?;
     (msg.opcode() == Opcode::BootRequest).then_some(FromClient { vlan, src_mac, msg })
+}
+
+/// Decodes a DHCP message, refusing a hardware address length over the
+/// 16 bytes chaddr holds (RFC 2131 section 2): dhcproto decodes it, and
+/// then panics on reading or encoding chaddr. The fuzz target
+/// `dhcp_relay` found it.
+fn decode(payload: &[u8]) -> Option<v4::Message> {
+    let msg = v4::Message::decode(&mut Decoder::new(payload)).ok()?;
+    (msg.hlen() <= 16).then_some(msg)
 }
 
 /// The circuit id we put in option 82 for a port and VLAN.
@@ -130,7 +139,7 @@ pub struct FromServer {
 /// Decodes a BOOTREPLY from the server; `None` if it is not one or has
 /// no option 82 of ours.
 pub fn from_server(payload: &[u8]) -> Option<FromServer> {
-    let mut msg = v4::Message::decode(&mut Decoder::new(payload)).ok()?;
+    let mut msg = decode(payload)?;
     if msg.opcode() != Opcode::BootReply {
         return None;
     }
@@ -276,6 +285,36 @@ mod tests {
         // 82, then sub-option 1 with the circuit id, in this payload.
         let circuit = [&[1u8, 11][..], b"access0:100"].concat();
         assert!(out.windows(circuit.len()).any(|w| w == circuit));
+    }
+
+    /// hlen over 16 (found by the `dhcp_relay` fuzz target): refused
+    /// from a client and from a server, where dhcproto would panic on
+    /// chaddr.
+    #[test]
+    fn a_hardware_address_longer_than_chaddr_is_refused_not_a_panic() {
+        let mut f = frame(0, &discover());
+        let hlen_at = 14 + 20 + 8 + 2;
+        assert_eq!(f[hlen_at], 6);
+        assert!(parse_client_frame(&f).is_some());
+        f[hlen_at] = 93;
+        assert!(parse_client_frame(&f).is_none());
+        f[hlen_at] = 17;
+        assert!(parse_client_frame(&f).is_none());
+        f[hlen_at] = 16;
+        let c = parse_client_frame(&f).expect("16 bytes fit chaddr");
+        assert_eq!(client_mac(&c.msg), Some(CLIENT));
+
+        let mut reply = discover();
+        reply.set_opcode(Opcode::BootReply);
+        let mut info = relay::RelayAgentInformation::default();
+        info.insert(relay::RelayInfo::AgentCircuitId(b"access0:0".to_vec()));
+        reply
+            .opts_mut()
+            .insert(DhcpOption::RelayAgentInformation(info));
+        let mut payload = encode(&reply).unwrap();
+        assert!(from_server(&payload).is_some());
+        payload[2] = 93;
+        assert!(from_server(&payload).is_none());
     }
 
     #[test]
