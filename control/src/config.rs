@@ -686,6 +686,26 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     parse(path, &src)
 }
 
+/// The TOML parser's message on one line. Some of its errors have no text
+/// (a carriage return without a line feed gives ""); those name what is
+/// at the place instead.
+fn syntax_message(message: &str, src: &str, at: usize) -> String {
+    let text = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if !text.is_empty() {
+        return text;
+    }
+    match src.get(at..).and_then(|rest| rest.chars().next()) {
+        Some('\r') => "a carriage return not followed by a line feed".to_owned(),
+        Some(c) => format!("invalid TOML at {c:?}"),
+        None => "invalid TOML: the file ends here".to_owned(),
+    }
+}
+
 /// Parses and validates `src` (named `path` in messages).
 pub fn parse(path: &Path, src: &str) -> Result<Loaded, LoadError> {
     let de = toml::Deserializer::new(src);
@@ -700,27 +720,20 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, LoadError> {
                 .replace(".$__serde_spanned_private_start", "")
                 .replace(".$__serde_spanned_private_end", "");
             let inner = e.into_inner();
-            let (line, column) = inner
-                .span()
-                .map(|s| line_col(src, s.start))
-                .unwrap_or((1, 1));
-            let field = if field == "." {
-                "(top level)".to_owned()
-            } else {
-                field
+            let start = inner.span().map_or(0, |s| s.start);
+            let (line, column) = line_col(src, start);
+            let field = match field.as_str() {
+                "." => "(top level)".to_owned(),
+                // An empty key (`'' = 1`) makes an empty path.
+                "" => "\"\"".to_owned(),
+                _ => field,
             };
             return Err(LoadError::Invalid(vec![ConfigError {
                 file: path.to_owned(),
                 line,
                 column,
                 field,
-                message: inner
-                    .message()
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("; "),
+                message: syntax_message(inner.message(), src, start),
             }]));
         }
     };
@@ -2054,6 +2067,31 @@ mod tests {
 
     fn p(src: &str) -> Result<Loaded, LoadError> {
         parse(Path::new("t.toml"), src)
+    }
+
+    /// A bare carriage return: the TOML parser's own message is empty,
+    /// ours names it (found by the config fuzz target).
+    #[test]
+    fn a_bare_carriage_return_is_named() {
+        for (src, line, col) in [("\r", 1, 1), ("a = 1\r\n\r", 2, 1)] {
+            let e = errors(src);
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert_eq!((e[0].line, e[0].column), (line, col), "{e:?}");
+            assert_eq!(
+                e[0].message,
+                "a carriage return not followed by a line feed"
+            );
+        }
+    }
+
+    /// An empty key names itself as `""`, not as nothing (found by the
+    /// config fuzz target).
+    #[test]
+    fn an_empty_key_is_named() {
+        let e = errors("'' = 2");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].field, "\"\"");
+        assert!(e[0].message.starts_with("unknown field ``"), "{e:?}");
     }
 
     /// The hub example's policy rules, each broken one way: one error
