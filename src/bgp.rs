@@ -67,6 +67,7 @@ impl Neighbor {
 }
 
 /// A service as BGP sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct ServiceBgp {
     rd: Option<VpnId>,
     label: Option<u32>,
@@ -92,6 +93,9 @@ pub struct Speaker {
     table: RouteTable,
     /// Routes the configuration sets: BGP does not replace them.
     statics: HashSet<(u16, u32, u8)>,
+    /// The configuration's routes toward our side, advertised like
+    /// sessions' (a spoke's downstream routes, a hub's hub routes).
+    configured: BTreeSet<(u16, Ipv4Addr, u8)>,
     /// Next hops made for (via, label), by id.
     derived: HashMap<(u32, u32), u32>,
     /// `bgp.multipath`: how many equal best paths share a route.
@@ -165,22 +169,6 @@ impl Speaker {
                 notifications_received: 0,
             });
         }
-        let ids = |v: &[toml::Spanned<String>]| -> Vec<VpnId> {
-            v.iter().filter_map(|t| t.get_ref().parse().ok()).collect()
-        };
-        let services = c
-            .services
-            .iter()
-            .map(|s| ServiceBgp {
-                rd: s
-                    .route_distinguisher
-                    .as_ref()
-                    .and_then(|r| r.get_ref().parse().ok()),
-                label: s.vpn_label.as_ref().map(|l| *l.get_ref() as u32),
-                import: ids(&s.import_targets),
-                export: ids(&s.export_targets),
-            })
-            .collect();
         let table = if c
             .router
             .as_ref()
@@ -190,47 +178,26 @@ impl Speaker {
         } else {
             RouteTable::Upstream
         };
-        let mut statics = HashSet::new();
-        for (i, s) in c.services.iter().enumerate() {
-            let routes = if table == RouteTable::Hub {
-                &s.hub
-            } else {
-                &s.upstream
-            };
-            for r in routes {
-                if let Ok((p, l)) = control::mgmt::parse_route_prefix(r.prefix.get_ref()) {
-                    statics.insert((i as u16, p, l));
-                }
-            }
-        }
+        let ids: Vec<u16> = (0..c.services.len() as u16).collect();
+        let (statics, configured) = config_routes(c, table, &ids);
         let mut sp = Speaker {
             asn,
             next_hop,
             neighbors,
-            services,
+            services: services_of(c, &ids),
             table,
             statics,
+            configured: BTreeSet::new(),
             derived: HashMap::new(),
             multipath: b.multipath.as_ref().map_or(1, |m| *m.get_ref() as usize),
             groups: HashMap::new(),
             installed: HashMap::new(),
             rib_out: BTreeMap::new(),
         };
-        // The configuration's routes toward our side are advertised like
-        // sessions' (a spoke's downstream routes, a hub's own hub routes:
-        // its uplink), and stay while we run.
-        for (i, s) in c.services.iter().enumerate() {
-            let routes = if table == RouteTable::Hub {
-                &s.hub
-            } else {
-                &s.downstream
-            };
-            for r in routes {
-                if let Ok((p, l)) = control::mgmt::parse_route_prefix(r.prefix.get_ref()) {
-                    sp.advertise_route(i as u16, Ipv4Addr::from(p), l);
-                }
-            }
+        for &(svc, prefix, len) in &configured {
+            sp.advertise_route(svc, prefix, len);
         }
+        sp.configured = configured;
         Some((sp, pending))
     }
 
@@ -282,16 +249,82 @@ impl Speaker {
     /// neighbour. True if a neighbour is Established (and so the removal
     /// should wait until the withdrawal is on its way).
     pub fn withdraw(&mut self, service: u16, address: Ipv4Addr) -> bool {
+        self.withdraw_route(service, address, 32)
+    }
+
+    fn withdraw_route(&mut self, service: u16, prefix: Ipv4Addr, len: u8) -> bool {
         let Some(rd) = self.services.get(usize::from(service)).and_then(|s| s.rd) else {
             return false;
         };
-        let Some((route, _)) = self.rib_out.remove(&(address, 32, rd)) else {
+        let Some((route, _)) = self.rib_out.remove(&(prefix, len, rd)) else {
             return false;
         };
         for n in &self.neighbors {
             let _ = n.tx.send(ToSession::Withdraw(vec![route]));
         }
         self.neighbors.iter().any(|n| n.up.is_some())
+    }
+
+    /// A reloaded configuration (`ids`: the running service id of each of
+    /// its services, matched by name). What a reload may change in place
+    /// reaches BGP here, and the table ops it implies are returned, to be
+    /// committed after the reload's own:
+    /// - a service's RD, VPN label or export targets: its routes are
+    ///   withdrawn under the old ones and advertised under the new;
+    /// - its import targets: every learnt prefix is selected anew;
+    /// - the configuration's own routes toward our side: the new ones are
+    ///   advertised, the removed ones withdrawn;
+    /// - the routes it sets in the import table: BGP stops tracking a
+    ///   prefix the file now sets (the reload replaced the route), and
+    ///   selects anew one the file no longer sets (the reload removed it).
+    pub fn reload(&mut self, c: &Config, ids: &[u16], tables: &Tables) -> Vec<TableOp> {
+        let services = services_of(c, ids);
+        let mut reannounce = Vec::new();
+        let mut reimport = false;
+        for (svc, (old, new)) in self.services.iter().zip(&services).enumerate() {
+            let svc = svc as u16;
+            if (old.rd, old.label, &old.export) != (new.rd, new.label, &new.export) {
+                reannounce.extend(
+                    self.rib_out
+                        .values()
+                        .filter(|(_, s)| *s == svc)
+                        .map(|(r, _)| (svc, r.prefix, r.len)),
+                );
+            }
+            reimport |= old.import != new.import;
+        }
+        for &(svc, prefix, len) in &reannounce {
+            self.withdraw_route(svc, prefix, len);
+        }
+        self.services = services;
+        for &(svc, prefix, len) in &reannounce {
+            self.advertise_route(svc, prefix, len);
+        }
+
+        let (statics, configured) = config_routes(c, self.table, ids);
+        let before = std::mem::replace(&mut self.configured, configured.clone());
+        for &(svc, prefix, len) in before.difference(&configured) {
+            self.withdraw_route(svc, prefix, len);
+        }
+        for &(svc, prefix, len) in configured.difference(&before) {
+            self.advertise_route(svc, prefix, len);
+        }
+
+        let mut keys: BTreeSet<(Ipv4Addr, u8)> = self
+            .statics
+            .difference(&statics)
+            .map(|&(_, p, l)| (Ipv4Addr::from(p), l))
+            .collect();
+        for k in statics.difference(&self.statics) {
+            self.installed.remove(k);
+        }
+        self.statics = statics;
+        if reimport {
+            for n in &self.neighbors {
+                keys.extend(n.rib_in.keys().map(|k| (k.0, k.1)));
+            }
+        }
+        self.reselect(&keys, tables)
     }
 
     /// Stops every session task.
@@ -636,6 +669,69 @@ impl Speaker {
 }
 
 /// `base` with `label` pushed under its transport label (its first one).
+/// Each service's BGP identity, at its running id (`ids[i]` for the
+/// configuration's service `i`).
+fn services_of(c: &Config, ids: &[u16]) -> Vec<ServiceBgp> {
+    let targets = |v: &[toml::Spanned<String>]| -> Vec<VpnId> {
+        v.iter().filter_map(|t| t.get_ref().parse().ok()).collect()
+    };
+    let mut out = vec![
+        ServiceBgp {
+            rd: None,
+            label: None,
+            import: Vec::new(),
+            export: Vec::new(),
+        };
+        c.services.len()
+    ];
+    for (s, &id) in c.services.iter().zip(ids) {
+        if let Some(slot) = out.get_mut(usize::from(id)) {
+            *slot = ServiceBgp {
+                rd: s
+                    .route_distinguisher
+                    .as_ref()
+                    .and_then(|r| r.get_ref().parse().ok()),
+                label: s.vpn_label.as_ref().map(|l| *l.get_ref() as u32),
+                import: targets(&s.import_targets),
+                export: targets(&s.export_targets),
+            };
+        }
+    }
+    out
+}
+
+/// The configuration's routes, at the services' running ids: those it
+/// sets in the table BGP imports into (BGP does not replace them), and
+/// those toward our side that we advertise (a spoke's downstream routes,
+/// a hub's hub routes: its uplink).
+#[allow(clippy::type_complexity)]
+fn config_routes(
+    c: &Config,
+    table: RouteTable,
+    ids: &[u16],
+) -> (HashSet<(u16, u32, u8)>, BTreeSet<(u16, Ipv4Addr, u8)>) {
+    let mut statics = HashSet::new();
+    let mut configured = BTreeSet::new();
+    let hub = table == RouteTable::Hub;
+    for (s, &id) in c.services.iter().zip(ids) {
+        let parsed = |routes: &[control::config::RouteCfg]| -> Vec<(u32, u8)> {
+            routes
+                .iter()
+                .filter_map(|r| control::mgmt::parse_route_prefix(r.prefix.get_ref()).ok())
+                .collect()
+        };
+        let imported = if hub { &s.hub } else { &s.upstream };
+        statics.extend(parsed(imported).into_iter().map(|(p, l)| (id, p, l)));
+        let own = if hub { &s.hub } else { &s.downstream };
+        configured.extend(
+            parsed(own)
+                .into_iter()
+                .map(|(p, l)| (id, Ipv4Addr::from(p), l)),
+        );
+    }
+    (statics, configured)
+}
+
 fn labelled(base: &NextHop, label: u32) -> NextHop {
     let mut nh = *base;
     if base.n_labels >= 1 {
@@ -793,6 +889,154 @@ remote_asn = 65000
         let ops = t.sp.learned(i, update("0.0.0.0", 0, label, p), &t.tables);
         apply(t, &ops);
         upstream_next_hop(t, "0.0.0.0", 0).map(|nh| nh.labels)
+    }
+
+    /// What neighbour 0's session task has been told since last asked:
+    /// ("+" or "-", prefix/len, RD) per route.
+    fn told(t: &mut T) -> Vec<(char, String, String)> {
+        let mut out = Vec::new();
+        while let Ok(m) = t._pending[0].1.try_recv() {
+            let (sign, routes) = match m {
+                ToSession::Advertise(r, _) => ('+', r),
+                ToSession::Withdraw(r) => ('-', r),
+                _ => continue,
+            };
+            out.extend(
+                routes
+                    .iter()
+                    .map(|r| (sign, format!("{}/{}", r.prefix, r.len), r.rd.to_string())),
+            );
+        }
+        out
+    }
+
+    /// A reload reaches BGP: the file's own routes are advertised and
+    /// withdrawn, a changed RD re-advertises, changed import targets
+    /// select anew, and a route the file stops setting goes to BGP's
+    /// best path (while one it starts setting is no longer BGP's).
+    #[test]
+    fn a_reload_advertises_withdraws_and_reselects() {
+        let mut t = setup();
+        let reload = |t: &mut T, text: &str| {
+            let loaded = parse(Path::new("test.toml"), text).expect("config");
+            t.sp.reload(&loaded.config, &[0], &t.tables)
+        };
+        let client = "[[next_hop]]\nname = \"client\"\nport = \"access0\"\nmac = \"02:00:5e:00:00:50\"\n[[service]]";
+        let static_up = "upstream = [ { prefix = \"192.0.2.0/24\", next_hop = \"hub1\" } ]";
+        let own = CONFIG.replacen("[[service]]", client, 1).replace(
+            static_up,
+            "downstream = [ { prefix = \"10.0.0.50/32\", next_hop = \"client\" } ]",
+        );
+        assert!(told(&mut t).is_empty());
+        // BGP learns the prefix the file sets: nothing installed.
+        let ops = t.sp.learned(
+            0,
+            update("192.0.2.0", 24, 3001, path(None, &[], None, "65000:1")),
+            &t.tables,
+        );
+        assert!(ops.is_empty(), "{ops:?}");
+
+        // The file drops its upstream route and gains a downstream one.
+        let ops = reload(&mut t, &own);
+        assert!(
+            matches!(
+                ops[..],
+                [
+                    TableOp::SetNextHop { .. },
+                    TableOp::AddRoute {
+                        prefix: 0xc000_0200,
+                        len: 24,
+                        ..
+                    }
+                ]
+            ),
+            "BGP's path takes the route the file let go: {ops:?}"
+        );
+        apply(&mut t, &ops);
+        assert_eq!(
+            upstream_next_hop(&t, "192.0.2.0", 24).unwrap().labels,
+            [100, 3001]
+        );
+        let rd = "65000:100".to_owned();
+        assert_eq!(told(&mut t), [('+', "10.0.0.50/32".to_owned(), rd.clone())]);
+        assert_eq!(t.sp.rib_out.len(), 1);
+
+        // The same file again: nothing to say, nothing to change.
+        assert!(reload(&mut t, &own).is_empty());
+        assert!(told(&mut t).is_empty());
+
+        // A new RD: withdrawn under the old, advertised under the new.
+        let ops = reload(&mut t, &own.replace("65000:100", "65000:101"));
+        assert!(ops.is_empty(), "{ops:?}");
+        assert_eq!(
+            told(&mut t),
+            [
+                ('-', "10.0.0.50/32".to_owned(), rd.clone()),
+                ('+', "10.0.0.50/32".to_owned(), "65000:101".to_owned())
+            ]
+        );
+
+        // Import targets that no longer match: BGP's route goes.
+        let ops = reload(
+            &mut t,
+            &own.replace(
+                "import_targets = [\"65000:1\"]",
+                "import_targets = [\"65000:7\"]",
+            ),
+        );
+        assert!(
+            matches!(
+                ops[..],
+                [TableOp::DeleteRoute {
+                    prefix: 0xc000_0200,
+                    len: 24,
+                    ..
+                }]
+            ),
+            "{ops:?}"
+        );
+        apply(&mut t, &ops);
+        assert!(upstream_next_hop(&t, "192.0.2.0", 24).is_none());
+        assert_eq!(
+            told(&mut t),
+            [
+                ('-', "10.0.0.50/32".to_owned(), "65000:101".to_owned()),
+                ('+', "10.0.0.50/32".to_owned(), rd.clone())
+            ],
+            "the RD back to the file's"
+        );
+
+        // Back to the first file: the downstream route is withdrawn, and
+        // the upstream route is the file's again; BGP no longer tracks it,
+        // so its withdrawal removes nothing.
+        let ops = reload(&mut t, &own);
+        assert!(
+            matches!(
+                ops[..],
+                [TableOp::AddRoute {
+                    prefix: 0xc000_0200,
+                    len: 24,
+                    ..
+                }]
+            ),
+            "imported again: {ops:?}"
+        );
+        apply(&mut t, &ops);
+        assert!(reload(&mut t, CONFIG).is_empty(), "the file's route again");
+        assert_eq!(told(&mut t), [('-', "10.0.0.50/32".to_owned(), rd)]);
+        assert!(t.sp.rib_out.is_empty());
+        let gone = Vpnv4Update {
+            reach: Vec::new(),
+            path: None,
+            withdrawn: vec![VpnRoute {
+                rd: "65000:1".parse().unwrap(),
+                prefix: "192.0.2.0".parse().unwrap(),
+                len: 24,
+                label: 3001,
+            }],
+            end_of_rib: false,
+        };
+        assert!(t.sp.learned(0, gone, &t.tables).is_empty());
     }
 
     #[test]

@@ -868,8 +868,11 @@ impl Control {
     /// Re-reads the configuration and publishes what changed as one batch
     /// (`control::reload`): routes (those added or removed at run time with
     /// `route add|del` go back to what the file says), next hops, labels,
-    /// services' settings and access bindings. Anything else that changed
-    /// needs a restart and is refused, with nothing applied.
+    /// services' settings and access bindings; then BGP follows
+    /// (`Speaker::reload`: the file's routes are advertised or withdrawn,
+    /// changed RDs, labels and targets re-advertised or re-imported).
+    /// Anything else that changed needs a restart and is refused, with
+    /// nothing applied.
     fn reload(&mut self) -> Result<Value, String> {
         let path = self.config_path.clone();
         let text =
@@ -922,6 +925,36 @@ impl Control {
         self.neighbors
             .reload(&loaded, &port_macs, &plan.next_hop_ids);
         self.names = plan.names;
+        // What changed for BGP: advertisements now, and the import
+        // table's routes the file stopped (or started) setting.
+        let mut bgp_ops = 0;
+        if let Some(b) = self.bgp.as_mut() {
+            let ids = loaded
+                .config
+                .services
+                .iter()
+                .map(|s| self.names.service(s.name.get_ref()))
+                .collect::<Result<Vec<u16>, String>>()?;
+            let tables = self
+                .running
+                .tables()
+                .ok_or("reload: the tables are not running")?;
+            let ops = b.reload(&loaded.config, &ids, tables);
+            if !ops.is_empty() {
+                let names = b.derived_names();
+                self.running
+                    .commit_within(&ops, Some(COMMIT_WAIT))
+                    .map_err(|e| format!("reload: BGP's routes: {e}"))?;
+                for (id, name) in names {
+                    let id = id as usize;
+                    if self.names.next_hops.len() <= id {
+                        self.names.next_hops.resize(id + 1, String::new());
+                    }
+                    self.names.next_hops[id] = name;
+                }
+                bgp_ops = ops.len();
+            }
+        }
         self.set_vpn_info(&loaded.config);
         self.applied = raw;
         Ok(json!({
@@ -937,6 +970,7 @@ impl Control {
             "services_changed": plan.services_changed,
             "access_changed": plan.access_changed,
             "rules": { "set": plan.rules_set, "removed": plan.rules_removed },
+            "bgp_table_ops": bgp_ops,
             "generation": generation,
         }))
     }
