@@ -277,7 +277,16 @@ impl Speaker {
     /// - the routes it sets in the import table: BGP stops tracking a
     ///   prefix the file now sets (the reload replaced the route), and
     ///   selects anew one the file no longer sets (the reload removed it).
-    pub fn reload(&mut self, c: &Config, ids: &[u16], tables: &Tables) -> Vec<TableOp> {
+    ///
+    /// `session_holds(service, address)`: a live session's host route,
+    /// which stays advertised when a file's route for the same /32 goes.
+    pub fn reload(
+        &mut self,
+        c: &Config,
+        ids: &[u16],
+        tables: &Tables,
+        session_holds: impl Fn(u16, Ipv4Addr) -> bool,
+    ) -> Vec<TableOp> {
         let services = services_of(c, ids);
         let mut reannounce = Vec::new();
         let mut reimport = false;
@@ -304,7 +313,9 @@ impl Speaker {
         let (statics, configured) = config_routes(c, self.table, ids);
         let before = std::mem::replace(&mut self.configured, configured.clone());
         for &(svc, prefix, len) in before.difference(&configured) {
-            self.withdraw_route(svc, prefix, len);
+            if !(len == 32 && session_holds(svc, prefix)) {
+                self.withdraw_route(svc, prefix, len);
+            }
         }
         for &(svc, prefix, len) in configured.difference(&before) {
             self.advertise_route(svc, prefix, len);
@@ -919,7 +930,9 @@ remote_asn = 65000
         let mut t = setup();
         let reload = |t: &mut T, text: &str| {
             let loaded = parse(Path::new("test.toml"), text).expect("config");
-            t.sp.reload(&loaded.config, &[0], &t.tables)
+            t.sp.reload(&loaded.config, &[0], &t.tables, |_, a| {
+                a == Ipv4Addr::new(10, 0, 0, 51)
+            })
         };
         let client = "[[next_hop]]\nname = \"client\"\nport = \"access0\"\nmac = \"02:00:5e:00:00:50\"\n[[service]]";
         let static_up = "upstream = [ { prefix = \"192.0.2.0/24\", next_hop = \"hub1\" } ]";
@@ -1037,6 +1050,21 @@ remote_asn = 65000
             end_of_rib: false,
         };
         assert!(t.sp.learned(0, gone, &t.tables).is_empty());
+
+        // The file's route for a live session's address: advertised with
+        // it, and when the file lets go, the session's stays.
+        let held = own.replace("10.0.0.50/32", "10.0.0.51/32");
+        assert!(reload(&mut t, &held).is_empty());
+        assert_eq!(
+            told(&mut t),
+            [('+', "10.0.0.51/32".to_owned(), "65000:100".to_owned())]
+        );
+        assert!(reload(&mut t, CONFIG).is_empty());
+        assert!(
+            told(&mut t).is_empty(),
+            "the session's route is not withdrawn"
+        );
+        assert_eq!(t.sp.rib_out.len(), 1);
     }
 
     #[test]

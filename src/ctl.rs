@@ -610,10 +610,14 @@ fn human(req: &Request, v: &Value) {
             say!("{} still to trace", u(&v["remaining"]));
         }
         Request::Reload => say!(
-            "reloaded: {} routes added, {} changed, {} removed{}{}",
+            "reloaded: {} routes added, {} changed, {} removed{}{}{}",
             u(&v["added"]),
             u(&v["changed"]),
             u(&v["removed"]),
+            match u(&v["kept_for_sessions"]) {
+                0 => String::new(),
+                n => format!(" ({n} left to live sessions)"),
+            },
             match u(&v["bgp_table_ops"]) {
                 0 => String::new(),
                 n => format!("; BGP: {n} table changes"),

@@ -895,7 +895,32 @@ impl Control {
                 changed.join(", ")
             ));
         }
-        let plan = control::reload::plan(self.tables()?, &self.names, &self.neighbors, &loaded)?;
+        let mut plan =
+            control::reload::plan(self.tables()?, &self.names, &self.neighbors, &loaded)?;
+        // A live session's host route is the session's: the file's route
+        // for the same /32 neither replaces it nor, when it goes, takes it
+        // away.
+        let mut kept_for_sessions = 0;
+        if let Some(r) = self.relay.as_ref() {
+            let before = plan.ops.len();
+            plan.ops.retain(|op| match *op {
+                TableOp::AddRoute {
+                    service,
+                    table: RouteTable::Downstream,
+                    prefix,
+                    len: 32,
+                    ..
+                }
+                | TableOp::DeleteRoute {
+                    service,
+                    table: RouteTable::Downstream,
+                    prefix,
+                    len: 32,
+                } => !r.sessions.holds(service, std::net::Ipv4Addr::from(prefix)),
+                _ => true,
+            });
+            kept_for_sessions = before - plan.ops.len();
+        }
         // New rules' slots are used by no published rule: their buckets
         // and counts start afresh before the batch makes them live.
         for &slot in &plan.fresh_rule_slots {
@@ -939,7 +964,10 @@ impl Control {
                 .running
                 .tables()
                 .ok_or("reload: the tables are not running")?;
-            let ops = b.reload(&loaded.config, &ids, tables);
+            let relay = self.relay.as_ref();
+            let ops = b.reload(&loaded.config, &ids, tables, |svc, a| {
+                relay.is_some_and(|r| r.sessions.holds(svc, a))
+            });
             if !ops.is_empty() {
                 let names = b.derived_names();
                 self.running
@@ -971,6 +999,7 @@ impl Control {
             "access_changed": plan.access_changed,
             "rules": { "set": plan.rules_set, "removed": plan.rules_removed },
             "bgp_table_ops": bgp_ops,
+            "kept_for_sessions": kept_for_sessions,
             "generation": generation,
         }))
     }

@@ -90,6 +90,11 @@ impl Sessions {
         self.by_client.values()
     }
 
+    /// Whether a live session holds `address` in `service`.
+    pub fn holds(&self, service: u16, address: Ipv4Addr) -> bool {
+        self.by_address.contains_key(&(service, address))
+    }
+
     pub fn get(&self, service: u16, mac: [u8; 6]) -> Option<&Session> {
         self.by_client.get(&(service, mac))
     }
