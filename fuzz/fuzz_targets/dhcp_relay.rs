@@ -10,12 +10,23 @@ fuzz_target!(|data: &[u8]| {
     use control::dhcp::*;
     if let Some(mut c) = parse_client_frame(data) {
         let _ = message_type(&c.msg);
-        let _ = to_server(&mut c.msg, Ipv4Addr::new(10, 0, 0, 1), &circuit_id("access0", c.vlan), c.src_mac);
+        let _ = to_server(
+            &mut c.msg,
+            Ipv4Addr::new(10, 0, 0, 1),
+            &circuit_id("access0", c.vlan),
+            c.src_mac,
+        );
     }
     if let Some(r) = from_server(data) {
         let _ = parse_circuit_id(&r.circuit);
         let _ = lease_secs(&r.msg);
         let mac = client_mac(&r.msg).unwrap_or([2, 0, 0, 0, 0, 9]);
-        let _ = client_frame(&r.msg, [2, 0, 0, 0, 0, 1], 100, Ipv4Addr::new(10, 0, 0, 1), mac);
+        let _ = client_frame(
+            &r.msg,
+            [2, 0, 0, 0, 0, 1],
+            100,
+            Ipv4Addr::new(10, 0, 0, 1),
+            mac,
+        );
     }
 });

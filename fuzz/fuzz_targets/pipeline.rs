@@ -1,4 +1,5 @@
-//! The packet pipeline on spoke, hub and P tables (from the examples):
+//! The packet pipeline on spoke, hub and P tables (from the examples) and
+//! on the malformed-packet corpus's spoke (VLANs, pipe mode, swap, PHP):
 //! any bytes on any port give exactly one outcome, never a panic; a
 //! forwarded packet leaves by a port that exists and grows by no more
 //! than two labels and a VLAN tag; a punt or a drop names no port.
@@ -19,14 +20,15 @@ fn build(src: &str) -> Tables {
     control::router::build_tables(&loaded, &macs).expect("the example builds")
 }
 
-fn tables() -> &'static [Tables; 3] {
-    static T: OnceLock<[Tables; 3]> = OnceLock::new();
+fn tables() -> &'static [Tables; 4] {
+    static T: OnceLock<[Tables; 4]> = OnceLock::new();
     T.get_or_init(|| {
         let spoke = build(include_str!("../../examples/spoke.toml"));
         let hub = build(include_str!("../../examples/hub.toml"));
         let mut p = spoke.second_copy();
         p.role = Role::P;
-        [spoke, hub, p]
+        let corpus = build(include_str!("../../tests/corpus/spoke.toml"));
+        [spoke, hub, p, corpus]
     })
 }
 
@@ -34,14 +36,19 @@ fuzz_target!(|data: &[u8]| {
     let [pick, port, frame @ ..] = data else {
         return;
     };
-    let t = &tables()[usize::from(*pick) % 3];
+    let t = &tables()[usize::from(*pick) % 4];
     let port = u16::from(*port) % (t.ports.len() as u16 + 1);
     let mut f = VecFrame::new(frame);
     let n = process(t, port, &mut f);
     match n.outcome.kind() {
         OutcomeKind::Forward => {
             assert!(usize::from(n.port) < t.ports.len(), "{n:?}");
-            assert!(f.data().len() <= frame.len() + 12, "{n:?}: {} -> {}", frame.len(), f.data().len());
+            assert!(
+                f.data().len() <= frame.len() + 12,
+                "{n:?}: {} -> {}",
+                frame.len(),
+                f.data().len()
+            );
         }
         OutcomeKind::Punt => assert_eq!(n.port, PUNT_PORT),
         OutcomeKind::Drop => assert_eq!(n.port, u16::MAX),
