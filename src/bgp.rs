@@ -248,7 +248,11 @@ impl Speaker {
     /// A session's host route, before it is removed: from every
     /// neighbour. True if a neighbour is Established (and so the removal
     /// should wait until the withdrawal is on its way).
+    /// The file's route for the same /32, if any, stays advertised.
     pub fn withdraw(&mut self, service: u16, address: Ipv4Addr) -> bool {
+        if self.configured.contains(&(service, address, 32)) {
+            return false;
+        }
         self.withdraw_route(service, address, 32)
     }
 

@@ -60,6 +60,10 @@ pub struct Control {
     /// Session removals waiting for their BGP withdrawal to be on its way:
     /// committed at the next tick, or before the next session change.
     deferred: Vec<TableOp>,
+    /// The file's downstream host routes, (service, address) -> next hop:
+    /// a session's route takes the place of one while the session lives,
+    /// and gives it back when the session ends.
+    file_hosts: HashMap<(u16, u32), u32>,
     /// Each policy rule slot's counters when its rule was set or the
     /// stats cleared: what is shown is what was added since.
     rule_base: Vec<RuleSnapshot>,
@@ -130,13 +134,29 @@ impl Control {
             session_base: HashMap::new(),
             bgp: None,
             deferred: Vec::new(),
+            file_hosts: HashMap::new(),
             rule_base: vec![RuleSnapshot::default(); dataplane::policy::MAX_RULES],
         }
     }
 
-    /// Takes the services' VPN settings from the configuration (at start
-    /// and on reload).
+    /// Takes the services' VPN settings and the file's downstream host
+    /// routes from the configuration (at start and on reload; after the
+    /// names).
     pub fn set_vpn_info(&mut self, c: &control::config::Config) {
+        self.file_hosts.clear();
+        for s in &c.services {
+            let Ok(service) = self.names.service(s.name.get_ref()) else {
+                continue;
+            };
+            for r in &s.downstream {
+                if let (Ok((prefix, 32)), Ok(nh)) = (
+                    mgmt::parse_route_prefix(r.prefix.get_ref()),
+                    self.names.next_hop(r.next_hop.get_ref()),
+                ) {
+                    self.file_hosts.insert((service, prefix), nh);
+                }
+            }
+        }
         self.vpn = c
             .services
             .iter()
@@ -652,7 +672,26 @@ impl Control {
     fn publish_session_ops(&mut self, ops: &[TableOp], now: std::time::Instant) -> bool {
         let mut all = std::mem::take(&mut self.deferred);
         let deferred = all.len();
-        all.extend_from_slice(ops);
+        // Where the file has a route for a session's address, it comes
+        // back when the session's goes.
+        all.extend(ops.iter().map(|op| match *op {
+            TableOp::DeleteRoute {
+                service,
+                table: RouteTable::Downstream,
+                prefix,
+                len: 32,
+            } => match self.file_hosts.get(&(service, prefix)) {
+                Some(&next_hop) => TableOp::AddRoute {
+                    service,
+                    table: RouteTable::Downstream,
+                    prefix,
+                    len: 32,
+                    next_hop,
+                },
+                None => *op,
+            },
+            other => other,
+        }));
         let ops = &all[..];
         let res = self.running.commit_within(ops, Some(COMMIT_WAIT));
         let rejected = self

@@ -221,6 +221,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         .and_then(|t| toml::from_str(&t).ok())
         .unwrap_or(toml::Value::Table(Default::default()));
     let mut control = Control::new(running, names, devices, path.to_owned(), applied);
+    control.set_vpn_info(&loaded.config);
     control.neighbors = neighbors;
     let mut bgp_pending: crate::bgp::Pending = Vec::new();
     if spec.mode == dataplane::ForwardMode::Router {
@@ -265,7 +266,6 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
             }
         }
     }
-    control.set_vpn_info(&loaded.config);
     let state = Rc::new(RefCell::new(Some(control)));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
