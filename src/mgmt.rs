@@ -939,26 +939,38 @@ impl Control {
         // A live session's host route is the session's: the file's route
         // for the same /32 neither replaces it nor, when it goes, takes it
         // away.
+        // The plan counted them as added (or removed): they are not.
         let mut kept_for_sessions = 0;
         if let Some(r) = self.relay.as_ref() {
-            let before = plan.ops.len();
-            plan.ops.retain(|op| match *op {
-                TableOp::AddRoute {
-                    service,
-                    table: RouteTable::Downstream,
-                    prefix,
-                    len: 32,
-                    ..
+            let (mut adds, mut dels) = (0, 0);
+            plan.ops.retain(|op| {
+                let held = match *op {
+                    TableOp::AddRoute {
+                        service,
+                        table: RouteTable::Downstream,
+                        prefix,
+                        len: 32,
+                        ..
+                    }
+                    | TableOp::DeleteRoute {
+                        service,
+                        table: RouteTable::Downstream,
+                        prefix,
+                        len: 32,
+                    } => r.sessions.holds(service, std::net::Ipv4Addr::from(prefix)),
+                    _ => false,
+                };
+                if held {
+                    match op {
+                        TableOp::AddRoute { .. } => adds += 1,
+                        _ => dels += 1,
+                    }
                 }
-                | TableOp::DeleteRoute {
-                    service,
-                    table: RouteTable::Downstream,
-                    prefix,
-                    len: 32,
-                } => !r.sessions.holds(service, std::net::Ipv4Addr::from(prefix)),
-                _ => true,
+                !held
             });
-            kept_for_sessions = before - plan.ops.len();
+            plan.routes_added = plan.routes_added.saturating_sub(adds);
+            plan.routes_removed = plan.routes_removed.saturating_sub(dels);
+            kept_for_sessions = adds + dels;
         }
         // New rules' slots are used by no published rule: their buckets
         // and counts start afresh before the batch makes them live.
