@@ -37,6 +37,7 @@ client it runs needs scapy (the venv's Python).
 from __future__ import annotations
 
 import argparse
+import csv
 import ctypes
 import json
 import os
@@ -68,6 +69,17 @@ KEA = {"blue": ("192.0.2.254", "192.0.2.50"), "red": ("198.51.100.254", "198.51.
 SPOKE_TRANSPORT, HUB_TRANSPORT = 1000, 2000
 SPOKE_VPN = {"blue": 1001, "red": 1002}
 HUB_VPN = {"blue": 2001, "red": 2002}
+SERVICES = ("blue", "red")
+# Route distinguishers and route targets: the spoke exports its clients'
+# host routes with SPOKE_EXPORT, which the hub imports; the hub exports
+# its hub routes with HUB_EXPORT, which the spoke imports.
+SPOKE_RD = {"blue": "65000:100", "red": "65000:200"}
+SPOKE_EXPORT = {"blue": "65000:2", "red": "65000:12"}
+HUB_RD = {"blue": "65000:1", "red": "65000:11"}
+HUB_EXPORT = {"blue": "65000:1", "red": "65000:11"}
+# Each service's hub routes in the hub's file (the extra ones
+# Topology.set_hub_routes adds come after them).
+HUB_ROUTES = {"blue": [("0.0.0.0/0", "uplink"), (POOL_NET, "discard")], "red": [("0.0.0.0/0", "discard")]}
 # The kernel end of a net_tap port starts with the DPDK port's own MAC; each
 # tap moved out gets one of its own, or the core bridge would take the
 # routers' MACs for its own ports' (and keep their frames to itself), and
@@ -448,13 +460,29 @@ def ipv4_of(frame: bytes) -> Optional[tuple[str, str, int]]:
 # --- the topology --------------------------------------------------------------
 
 
-def spoke_config(sock: Path, hold_time: int, lcores: tuple[int, int], journal: Path) -> str:
+def spoke_config(
+    sock: Path,
+    hold_time: int,
+    lcores: tuple[int, int],
+    journal: Path,
+    next_hops: Optional[list[tuple[str, str, str]]] = None,
+    downstream: Optional[dict[str, list[tuple[str, str]]]] = None,
+) -> str:
+    """The spoke's configuration; `next_hops` are extra static next hops
+    (name, port, MAC), `downstream` maps a service to static downstream
+    routes (prefix, next hop) in the file (the spoke advertises them like
+    its sessions' host routes)."""
+    downstream = downstream or {}
     services = ""
     for name, rd, imp, exp, ports in (
-        ("blue", "65000:100", "65000:1", "65000:2", ("access0", "access1")),
-        ("red", "65000:200", "65000:11", "65000:12", ("access2",)),
+        ("blue", SPOKE_RD["blue"], HUB_EXPORT["blue"], SPOKE_EXPORT["blue"], ("access0", "access1")),
+        ("red", SPOKE_RD["red"], HUB_EXPORT["red"], SPOKE_EXPORT["red"], ("access2",)),
     ):
         access = ", ".join(f'{{ port = "{p}" }}' for p in ports)
+        down = ""
+        if downstream.get(name):
+            items = ", ".join(f'{{ prefix = "{p}", next_hop = "{nh}" }}' for p, nh in downstream[name])
+            down = f"downstream = [ {items} ]\n"
         services += f"""
 [[service]]
 name = "{name}"
@@ -465,7 +493,16 @@ access = [ {access} ]
 route_distinguisher = "{rd}"
 import_targets = ["{imp}"]
 export_targets = ["{exp}"]
+{down}"""
+    extra_nh = "".join(
+        f"""
+[[next_hop]]
+name = "{n}"
+port = "{port}"
+mac = "{mac}"
 """
+        for n, port, mac in (next_hops or [])
+    )
     return (
         "# written by scripts/topology.py: the spoke\n"
         + router_header(sock, role="spoke", label_base=SPOKE_TRANSPORT, lcores=lcores, control_extra=f'session_journal = "{journal}"\n')
@@ -497,7 +534,7 @@ name = "hub"
 port = "core0"
 address = "{HUB_CORE}"
 labels = [{HUB_TRANSPORT}]
-{services}
+{extra_nh}{services}
 [bgp]
 asn = 65000
 router_id = "{SPOKE_CORE}"
@@ -519,10 +556,22 @@ def toml_value(v) -> str:
     return json.dumps(str(v))
 
 
-def hub_config(sock: Path, hold_time: int, lcores: tuple[int, int], policy: Optional[dict[str, list[dict]]] = None) -> str:
+def hub_config(
+    sock: Path,
+    hold_time: int,
+    lcores: tuple[int, int],
+    policy: Optional[dict[str, list[dict]]] = None,
+    routes: Optional[dict[str, list[tuple[str, str]]]] = None,
+) -> str:
     """The hub's configuration; `policy` maps a service to its ordered
-    target-policy rules (`[{"prefix": ..., "action": "deny"}, ...]`)."""
+    target-policy rules (`[{"prefix": ..., "action": "deny"}, ...]`),
+    `routes` to hub routes (prefix, next hop) beyond HUB_ROUTES."""
     policy = policy or {}
+    routes = routes or {}
+
+    def hub_routes(service: str) -> str:
+        items = ", ".join(f'{{ prefix = "{p}", next_hop = "{nh}" }}' for p, nh in HUB_ROUTES[service] + list(routes.get(service, [])))
+        return f"hub = [ {items} ]"
 
     def rules(service: str) -> str:
         if service not in policy:
@@ -565,10 +614,10 @@ access = [ {{ port = "uplink0" }} ]
 # The clients' pool is a null route: a client's /32 (learnt from the
 # spoke) wins while its session lasts, and after it traffic to the
 # address is dropped here as no route, not sent to the uplink.
-hub = [ {{ prefix = "0.0.0.0/0", next_hop = "uplink" }}, {{ prefix = "{POOL_NET}", next_hop = "discard" }} ]
-route_distinguisher = "65000:1"
-import_targets = ["65000:2"]
-export_targets = ["65000:1"]
+{hub_routes("blue")}
+route_distinguisher = "{HUB_RD["blue"]}"
+import_targets = ["{SPOKE_EXPORT["blue"]}"]
+export_targets = ["{HUB_EXPORT["blue"]}"]
 {rules("blue")}
 [[service]]
 name = "red"
@@ -576,10 +625,10 @@ vpn_label = {HUB_VPN["red"]}
 # Red has no uplink: its default route (advertised to the spoke, so red
 # clients send everything to the hub) discards what red's clients'
 # routes do not cover.
-hub = [ {{ prefix = "0.0.0.0/0", next_hop = "discard" }} ]
-route_distinguisher = "65000:11"
-import_targets = ["65000:12"]
-export_targets = ["65000:11"]
+{hub_routes("red")}
+route_distinguisher = "{HUB_RD["red"]}"
+import_targets = ["{SPOKE_EXPORT["red"]}"]
+export_targets = ["{HUB_EXPORT["red"]}"]
 {rules("red")}
 [bgp]
 asn = 65000
@@ -660,6 +709,31 @@ class Router:
     def neighbor(self) -> dict:
         return self.ctl("show", "bgp", "neighbors")[0]
 
+    def mbufs(self) -> int:
+        """Mbufs out of the pools now (rx rings, packets in flight; the
+        workers' pool caches count as free)."""
+        return self.ctl("show", "stats")["mbufs_in_use"]
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The hdvrf process's pid (`ip netns exec` execs it in place)."""
+        return self.proc.proc.pid if self.proc is not None and self.proc.proc.poll() is None else None
+
+    def rss_kb(self) -> Optional[int]:
+        """The process's resident set (VmRSS, kB); None once it is gone.
+        Hugepage-backed memory (the mbuf pools when hugepages are in use)
+        is not part of it."""
+        pid = self.pid
+        if pid is None:
+            return None
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        except OSError:
+            return None
+        return None
+
     def established(self) -> bool:
         return self.neighbor()["state"] == "Established"
 
@@ -716,6 +790,11 @@ class Topology:
         self.kea: dict[str, LineProc] = {}
         self.clients = {n: Client(n, svc, port, self.ns[n], tap) for n, (svc, port, tap) in CLIENTS.items()}
         self.hub_policy: dict[str, list[dict]] = {}
+        self.hub_routes: dict[str, list[tuple[str, str]]] = {}
+        # Static next hops (name, port, MAC) and downstream routes
+        # (service: [(prefix, next hop)]) in the spoke's file.
+        self.spoke_next_hops: list[tuple[str, str, str]] = []
+        self.spoke_downstream: dict[str, list[tuple[str, str]]] = {}
         self.released_at: Optional[float] = None
 
     # -- lifecycle --
@@ -762,30 +841,144 @@ class Topology:
             run("ip", "-n", ns[key], "route", "add", CLIENT_NET, "via", local)
             d = self.dir / f"kea-{svc}"
             d.mkdir()
-            cfg = d / "kea.json"
-            cfg.write_text(kea_config("kea", d / "leases.csv"))
-            wait_until(
-                lambda: json.loads(run("ip", "-j", "-n", ns[key], "link", "show", "dev", "kea").stdout)[0]["operstate"] == "UP",
-                10,
-                f"kea's veth up in {ns[key]}",
-            )
-            self.log(f"kea-dhcp4 for {svc} at {server}")
-            k = self.spawn(["ip", "netns", "exec", ns[key], "env", f"KEA_PIDFILE_DIR={d}", f"KEA_LOCKFILE_DIR={d}", "kea-dhcp4", "-c", str(cfg)], f"kea-{svc}")
-            self.kea[svc] = k
-            k.wait_line(lambda l: "DHCP4_STARTED" in l, 20, f"kea-{svc}'s DHCP4_STARTED line")
+            (d / "kea.json").write_text(kea_config("kea", d / "leases.csv"))
+            self.start_kea(svc)
         # The hub first (it waits for the spoke's connection), then the spoke.
         self.hub = Router(self, "hub", ns["h"], self.dir / "hub.toml", self.dir / "hub.sock")
         self.write_hub_config()
         self.log(f"hub: hdvrf in {ns['h']} ({self.hub.cfg})")
         self.start_hub()
         self.spoke = Router(self, "spoke", ns["s"], self.dir / "spoke.toml", self.dir / "spoke.sock")
-        self.spoke.cfg.write_text(spoke_config(self.spoke.sock, self.hold_time, self.lcores, self.dir / "sessions.journal"))
+        self.write_spoke_config()
         self.log(f"spoke: hdvrf in {ns['s']} ({self.spoke.cfg})")
         self.start_spoke()
         self.log("waiting for BGP between the spoke and the hub")
         self.wait_bgp(60)
         if clients:
             self.lease_all()
+
+    def start_kea(self, svc: str) -> None:
+        """kea-dhcp4 for service `svc` in its namespace, on the
+        configuration and lease file up() wrote (a restarted Kea reads
+        back the leases it wrote before); returns once it has started."""
+        key = {"blue": "kb", "red": "kr"}[svc]
+        netns, d = self.ns[key], self.dir / f"kea-{svc}"
+        wait_until(
+            lambda: json.loads(run("ip", "-j", "-n", netns, "link", "show", "dev", "kea").stdout)[0]["operstate"] == "UP",
+            10,
+            f"kea's veth up in {netns}",
+        )
+        self.log(f"kea-dhcp4 for {svc} at {KEA[svc][1]}")
+        k = self.spawn(["ip", "netns", "exec", netns, "env", f"KEA_PIDFILE_DIR={d}", f"KEA_LOCKFILE_DIR={d}", "kea-dhcp4", "-c", str(d / "kea.json")], f"kea-{svc}")
+        self.kea[svc] = k
+        k.wait_line(lambda l: "DHCP4_STARTED" in l, 20, f"kea-{svc}'s DHCP4_STARTED line")
+
+    def kill_kea(self, svc: str) -> int:
+        """SIGKILL to service `svc`'s Kea (no chance to write anything
+        more); returns its exit status once it is gone."""
+        k = self.kea[svc]
+        k.proc.kill()
+        return k.wait(timeout=30)
+
+    def kea_leases(self, svc: str) -> set[tuple[str, str]]:
+        """Service `svc`'s active leases as Kea's memfile holds them:
+        (address, MAC) from the last row written for each address (the
+        file is a log: a renewal appends a row, a release appends one with
+        a valid lifetime of 0), kept if that lifetime is not 0, not past
+        its end, and its state is default (0)."""
+        path = self.dir / f"kea-{svc}" / "leases.csv"
+        last: dict[str, dict] = {}
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                try:
+                    row["valid_lifetime"], row["expire"], row["state"] = int(row["valid_lifetime"]), int(row["expire"]), int(row["state"])
+                except (TypeError, ValueError):
+                    continue  # a row Kea is writing right now
+                last[row["address"]] = row
+        now = time.time()
+        return {(a, r["hwaddr"].lower()) for a, r in last.items() if r["valid_lifetime"] > 0 and r["expire"] > now and r["state"] == 0}
+
+    def sessions(self, svc: Optional[str] = None) -> list[dict]:
+        """The spoke's sessions (`show sessions`), of one service or all."""
+        return [s for s in self.spoke.ctl("show", "sessions") if svc is None or s["service"] == svc]
+
+    def mismatches(self) -> list[str]:
+        """What keeps the topology from being converged; empty when it is:
+        both BGP sessions Established; per service, the spoke's sessions
+        equal to its Kea's active leases as (address, MAC) sets, and its
+        downstream table one host route per session to the client's MAC
+        plus the downstream routes of its file (set_spoke_downstream)
+        but for those on a session's address (the session's route wins);
+        the spoke advertising exactly one route per session and per such
+        route (RD, VPN label, export target, its next hop) and the hub's
+        RIB-in equal to that; the hub's table holding those routes toward
+        the spoke besides its own, nothing else; the hub advertising its
+        hub routes (those of the file) and the spoke's RIB-in equal to
+        that; the spoke's upstream tables equal to what it imports from
+        the hub's advertisements."""
+        out: list[str] = []
+        s, h = self.spoke, self.hub
+        if not s.established() or not h.established():
+            out.append(f"BGP: spoke {s.neighbor()['state']}, hub {h.neighbor()['state']}")
+        sessions = self.sessions()
+        per = {svc: [(x["address"], x["mac"]) for x in sessions if x["service"] == svc] for svc in SERVICES}
+        for svc in SERVICES:
+            have = set(per[svc])
+            if len(have) != len(per[svc]):
+                out.append(f"{svc}: duplicate sessions {sorted(per[svc])}")
+            leases = self.kea_leases(svc)
+            if have != leases:
+                out.append(f"{svc}: spoke sessions {sorted(have)} != Kea's active leases {sorted(leases)}")
+            # A live session's host route is the session's: a file route
+            # for the same /32 is left out of the table while it lives.
+            want = dict(self.spoke_downstream.get(svc, []))
+            want.update({f"{a}/32": f"~{m}" for a, m in have})
+            got = s.routes(svc, "downstream")
+            if got != want:
+                out.append(f"{svc}: spoke downstream {got} != its sessions' host routes and the file's {want}")
+        view = lambda rows: sorted((r["prefix"], r["rd"], r["label"], tuple(sorted(r["route_targets"])), r["next_hop"]) for r in rows)  # noqa: E731
+        spoke_out = view(s.ctl("show", "bgp", "rib", "out"))
+        # One advertisement per prefix: a session's and the file's route
+        # for one /32 are one route.
+        own = {svc: {f"{a}/32" for a, _ in set(per[svc])} | {p for p, _ in self.spoke_downstream.get(svc, [])} for svc in SERVICES}
+        want_out = sorted((p, SPOKE_RD[svc], SPOKE_VPN[svc], (SPOKE_EXPORT[svc],), SPOKE_CORE) for svc in SERVICES for p in own[svc])
+        if spoke_out != want_out:
+            out.append(f"spoke RIB-out {spoke_out} != one route per session and per downstream route of the file {want_out}")
+        hub_in = view(h.ctl("show", "bgp", "rib", "in"))
+        if hub_in != spoke_out:
+            out.append(f"hub RIB-in {hub_in} != spoke RIB-out {spoke_out}")
+        hub_out_rows = h.ctl("show", "bgp", "rib", "out")
+        hub_out = view(hub_out_rows)
+        want_hub_out = sorted(
+            (p, HUB_RD[svc], HUB_VPN[svc], (HUB_EXPORT[svc],), HUB_CORE)
+            for svc in SERVICES
+            for p, _ in HUB_ROUTES[svc] + list(self.hub_routes.get(svc, []))
+        )
+        if hub_out != want_hub_out:
+            out.append(f"hub RIB-out {hub_out} != its hub routes {want_hub_out}")
+        spoke_in = view(s.ctl("show", "bgp", "rib", "in"))
+        if spoke_in != hub_out:
+            out.append(f"spoke RIB-in {spoke_in} != hub RIB-out {hub_out}")
+        for svc in SERVICES:
+            want = {p: f"~bgp/spoke/{SPOKE_VPN[svc]}" for p in own[svc]}
+            want.update({p: nh for p, nh in HUB_ROUTES[svc] + list(self.hub_routes.get(svc, []))})
+            got = h.routes(svc, "hub")
+            if got != want:
+                out.append(f"hub {svc} table {got} != its routes and the sessions' {want}")
+            want = {r["prefix"]: f"~bgp/hub/{r['label']}" for r in hub_out_rows if HUB_EXPORT[svc] in r["route_targets"]}
+            got = s.routes(svc, "upstream")
+            if got != want:
+                out.append(f"spoke {svc} upstream {got} != what it imports from the hub {want}")
+        return out
+
+    def dhcp(self, name: str, mac: str, *action: str, timeout: Optional[float] = None) -> subprocess.CompletedProcess:
+        """tests/e2e/dhcp_client.py ACTION in client `name`'s namespace
+        and on its interface, as a client with MAC `mac` (not necessarily
+        the interface's: more clients behind one access port); `timeout`
+        is the client's wait for each answer. Not checked."""
+        c = self.clients[name]
+        env = ["env", f"DHCP_TIMEOUT={timeout}"] if timeout is not None else []
+        return run("ip", "netns", "exec", c.netns, *env, self.python, str(E2E / "dhcp_client.py"), c.iface, mac, "0", *action, check=False, timeout=60)
 
     def start_hub(self) -> None:
         """The hub's hdvrf, its taps moved to the core bridge and to U,
@@ -830,14 +1023,13 @@ class Topology:
         return rc
 
     def wait_bgp(self, timeout: float) -> None:
-        """Both ends Established and the hub's 0/0 in each spoke service's
-        upstream table."""
+        """Both ends Established and the hub's routes (its 0/0, blue's
+        pool, any set_hub_routes added) in each spoke service's upstream
+        table."""
         wait_until(lambda: self.spoke.established() and self.hub.established(), timeout, "BGP Established at the spoke and the hub")
-        for svc in ("blue", "red"):
-            want = {"0.0.0.0/0": f"~bgp/hub/{HUB_VPN[svc]}"}
-            if svc == "blue":
-                want[POOL_NET] = f"~bgp/hub/{HUB_VPN[svc]}"
-            wait_until(lambda: self.spoke.routes(svc, "upstream") == want, timeout, f"the hub's 0/0 in the spoke's {svc} upstream table")
+        for svc in SERVICES:
+            want = {p: f"~bgp/hub/{HUB_VPN[svc]}" for p, _ in HUB_ROUTES[svc] + list(self.hub_routes.get(svc, []))}
+            wait_until(lambda: self.spoke.routes(svc, "upstream") == want, timeout, f"the hub's routes in the spoke's {svc} upstream table")
 
     def lease_all(self) -> None:
         """Every client leases an address and configures it."""
@@ -882,7 +1074,46 @@ class Topology:
         self.released_at = time.monotonic()
 
     def write_hub_config(self) -> None:
-        self.hub.cfg.write_text(hub_config(self.hub.sock, self.hold_time, self.lcores, self.hub_policy))
+        self.hub.cfg.write_text(hub_config(self.hub.sock, self.hold_time, self.lcores, self.hub_policy, self.hub_routes))
+
+    def set_hub_routes(self, service: str, routes: Optional[list[tuple[str, str]]], reload: bool = True) -> Optional[subprocess.CompletedProcess]:
+        """Rewrites the hub's configuration with `routes` (prefix, next
+        hop) as `service`'s hub routes beyond HUB_ROUTES (None: none) and,
+        with `reload`, runs `hdvrf ctl reload`; returns its result (not
+        checked). The hub advertises its hub routes: the spoke learns them."""
+        if routes:
+            self.hub_routes[service] = list(routes)
+        else:
+            self.hub_routes.pop(service, None)
+        self.write_hub_config()
+        return self.hub.ctl_raw("reload", check=False) if reload else None
+
+    def write_spoke_config(self) -> None:
+        self.spoke.cfg.write_text(
+            spoke_config(self.spoke.sock, self.hold_time, self.lcores, self.dir / "sessions.journal", self.spoke_next_hops, self.spoke_downstream)
+        )
+
+    def set_spoke_downstream(
+        self,
+        service: str,
+        routes: Optional[list[tuple[str, str]]],
+        next_hops: Optional[list[tuple[str, str, str]]] = None,
+        reload: bool = True,
+    ) -> Optional[subprocess.CompletedProcess]:
+        """Rewrites the spoke's configuration with `routes` (prefix, next
+        hop) as `service`'s static downstream routes (None: none) and
+        `next_hops` (name, port, MAC) as its extra static next hops (None:
+        as they were) and, with `reload`, runs `hdvrf ctl reload`; returns
+        its result (not checked). The spoke advertises its downstream
+        routes: the hub learns them."""
+        if routes:
+            self.spoke_downstream[service] = list(routes)
+        else:
+            self.spoke_downstream.pop(service, None)
+        if next_hops is not None:
+            self.spoke_next_hops = list(next_hops)
+        self.write_spoke_config()
+        return self.spoke.ctl_raw("reload", check=False) if reload else None
 
     def set_hub_policy(self, service: str, rules: Optional[list[dict]], reload: bool = True) -> Optional[subprocess.CompletedProcess]:
         """Rewrites the hub's configuration with `rules` as `service`'s

@@ -15,6 +15,9 @@
   no route. RELEASE withdraws the client's route from GoBGP.
 - GoBGP restarted: hdvrf reconnects, GoBGP relearns the live session's
   route, and the 0/0 it no longer has is gone from hdvrf (nothing stale).
+  The new GoBGP's own routes: hdvrf's RIB-in equals GoBGP's Adj-RIB-Out,
+  GoBGP's Adj-RIB-In equals hdvrf's RIB-out, traffic takes the new 0/0,
+  and hdvrf's mbufs in use are back where they were before the restart.
 """
 
 from __future__ import annotations
@@ -170,6 +173,29 @@ class Env:
             out[key] = (best["nlri"]["labels"], nh, rts)
         return out
 
+    def gobgp_adj(self, direction: str) -> dict[str, list[tuple[list[int], str, list[str]]]]:
+        """GoBGP's VPNv4 Adj-RIB-In from hdvrf (`adj-in`: what hdvrf
+        advertised) or Adj-RIB-Out toward it (`adj-out`): "RD:prefix" ->
+        each path's (labels, next hop, targets), to see duplicates too."""
+        out: dict[str, list] = {}
+        for key, paths in (self.gobgp_cli("neighbor", ME, direction, "-a", "vpnv4", "-j") or {}).items():
+            for p in paths:
+                attrs = p["attrs"]
+                nh = next((a["nexthop"] for a in attrs if a["type"] == 14), None)
+                rts = sorted(c["value"] for a in attrs if a["type"] == 16 for c in a["value"] if c.get("subtype") == 2)
+                out.setdefault(key, []).append((p["nlri"]["labels"], nh, rts))
+        return out
+
+    def rib(self, direction: str) -> dict[str, list[tuple[list[int], str, list[str]]]]:
+        """hdvrf's RIB-in or RIB-out in gobgp_adj's form."""
+        out: dict[str, list] = {}
+        for r in self.ctl_json("show", "bgp", "rib", direction):
+            out.setdefault(f"{r['rd']}:{r['prefix']}", []).append(([r["label"]], r["next_hop"], sorted(r["route_targets"])))
+        return out
+
+    def mbufs(self) -> int:
+        return self.ctl_json("show", "stats")["mbufs_in_use"]
+
     def ctl_json(self, *args: str):
         return json.loads(run(HDVRF_BIN, "ctl", "-s", str(self.sock), "-j", *args).stdout)
 
@@ -284,6 +310,7 @@ def test_routes_both_ways_with_gobgp(env: Env):
     # back to it, GoBGP relearns the live session, and the 0/0 is gone.
     e.gobgp_cli("global", "rib", "-a", "vpnv4", "add", "0.0.0.0/0", "label", "3002", "rd", "65000:1", "rt", "65000:1", "nexthop", PEER)
     wait_until(lambda: e.upstream() == {"0.0.0.0/0": "~bgp/hub/3002"}, 20, "the new 0/0")
+    base = e.mbufs()
     e.gobgp.kill()
     wait_until(lambda: not e.established(), 30, "the session down after GoBGP died")
     wait_until(lambda: e.upstream() == {}, 10, "GoBGP's routes gone with its session")
@@ -296,3 +323,23 @@ def test_routes_both_ways_with_gobgp(env: Env):
     assert e.upstream() == {}, e.upstream()
     n = e.ctl_json("show", "bgp", "neighbors")[0]
     assert n["routes_in"] == 0 and n["routes_out"] == BULK + 1, n
+
+    # The new GoBGP announces routes of its own: each RIB equals the
+    # other side's view of it, both ways, and the tables follow.
+    for prefix, label in (("0.0.0.0/0", "3003"), ("10.200.0.0/16", "3004")):
+        assert e.gobgp_cli("global", "rib", "-a", "vpnv4", "add", prefix, "label", label, "rd", "65000:1", "rt", "65000:1", "nexthop", PEER) is not None
+    want_up = {"0.0.0.0/0": "~bgp/hub/3003", "10.200.0.0/16": "~bgp/hub/3004"}
+    wait_until(lambda: e.upstream() == want_up, 20, f"GoBGP's new routes in blue's upstream table ({e.upstream()})")
+    adj_out = e.gobgp_adj("adj-out")
+    assert sorted(adj_out) == ["65000:1:0.0.0.0/0", "65000:1:10.200.0.0/16"], adj_out
+    wait_until(lambda: e.rib("in") == adj_out, 10, f"hdvrf's RIB-in equal to GoBGP's Adj-RIB-Out\n{e.rib('in')}\n{adj_out}")
+    wait_until(lambda: e.gobgp_adj("adj-in") == e.rib("out"), 10, "GoBGP's Adj-RIB-In equal to hdvrf's RIB-out")
+    assert len(e.rib("out")) == BULK + 1 and all(len(v) == 1 for v in e.rib("out").values())
+    n = e.ctl_json("show", "bgp", "neighbors")[0]
+    assert n["routes_in"] == 2 and n["routes_out"] == BULK + 1, n
+    # Traffic takes the relearnt default, and no mbuf stays behind.
+    up0 = e.outcome("fwd_upstream")
+    send_frames(e.procs, e.ns_a, e.if_a, frames_from(MAC2, a2, 5), e.tmp / "relearnt.hex")
+    wait_until(lambda: e.outcome("fwd_upstream") >= up0 + 5, 10, "5 packets upstream by GoBGP's new 0/0")
+    assert e.outcome("fwd_upstream") == up0 + 5
+    wait_until(lambda: e.mbufs() == base, 10, f"mbufs in use back to {base} (now {e.mbufs()})")
