@@ -841,6 +841,7 @@ downstream = [ {{ prefix = "10.0.0.10/32", next_hop = "client-a" }} ]
             "next_hops": {"added": 0, "changed": 0, "removed": 0},
             "labels_changed": 0, "services_changed": 0, "access_changed": 0,
             "rules": {"set": 0, "removed": 0},
+            "bgp_table_ops": 0, "kept_for_sessions": 0,
         })
     );
     let routes = ctl_json(&sock, &["show", "routes", "blue", "upstream"]);
