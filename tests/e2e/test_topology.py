@@ -601,6 +601,30 @@ def test_the_uplink_host_resolves_the_hubs_uplink_address(topo):
     assert topo.ping("a", UPLINK_HOST, count=COUNT) == (COUNT, COUNT)
 
 
+def rib_list(router, which: str) -> list:
+    """A router's RIB-in or RIB-out as a sorted list of view_of() tuples
+    (a list, so that a duplicate shows)."""
+    return sorted(view_of(r) for r in router.ctl("show", "bgp", "rib", which))
+
+
+def session_route_before(topo, client: str):
+    """Converged, and `client`'s session /32 as a session makes it: its
+    ~MAC route at the spoke, advertised once, via the spoke at the hub.
+    Returns (prefix, host route, via_spoke, RIB view of the route, the
+    spoke's blue downstream table, the hub's blue table, the spoke's
+    RIB-out, the hub's RIB-in)."""
+    prefix, host_route = f"{addr(topo, client)}/32", f"~{topo.clients[client].mac}"
+    via_spoke = f"~bgp/spoke/{SPOKE_VPN['blue']}"
+    route = (prefix, SPOKE_RD["blue"], SPOKE_VPN["blue"], (SPOKE_EXPORT["blue"],), SPOKE_CORE)
+    converged(topo)
+    down_before, hub_before = topo.spoke.routes("blue", "downstream"), topo.hub.routes("blue", "hub")
+    out_before, hub_in_before = rib_list(topo.spoke, "out"), rib_list(topo.hub, "in")
+    assert down_before.get(prefix) == host_route, down_before
+    assert out_before.count(route) == 1 and hub_in_before.count(route) == 1, (out_before, hub_in_before)
+    assert hub_before.get(prefix) == via_spoke, hub_before
+    return prefix, host_route, via_spoke, route, down_before, hub_before, out_before, hub_in_before
+
+
 def test_a_spoke_reload_leaves_a_live_sessions_host_route_to_the_session(topo):
     """A live session's host route is the session's. A's /32 added to the
     spoke's file as a blue downstream route (to a new next hop with A's
@@ -615,18 +639,8 @@ def test_a_spoke_reload_leaves_a_live_sessions_host_route_to_the_session(topo):
     session's route by the file's, the second deleted it, BGP withdrew
     it and B's packets to A died at the hub; a renewal did not bring it
     back.)"""
-    a = addr(topo, "a")
-    mac_a = topo.clients["a"].mac
-    prefix, host_route = f"{a}/32", f"~{mac_a}"
-    via_spoke = f"~bgp/spoke/{SPOKE_VPN['blue']}"
-    route = (prefix, SPOKE_RD["blue"], SPOKE_VPN["blue"], (SPOKE_EXPORT["blue"],), SPOKE_CORE)
-    rib_list = lambda router, which: sorted(view_of(r) for r in router.ctl("show", "bgp", "rib", which))  # noqa: E731
-    converged(topo)
-    down_before, hub_before = topo.spoke.routes("blue", "downstream"), topo.hub.routes("blue", "hub")
-    out_before, hub_in_before = rib_list(topo.spoke, "out"), rib_list(topo.hub, "in")
-    assert down_before.get(prefix) == host_route, down_before
-    assert out_before.count(route) == 1 and hub_in_before.count(route) == 1, (out_before, hub_in_before)
-    assert hub_before.get(prefix) == via_spoke, hub_before
+    a, mac_a = addr(topo, "a"), topo.clients["a"].mac
+    prefix, host_route, via_spoke, route, down_before, hub_before, out_before, hub_in_before = session_route_before(topo, "a")
 
     def still_the_sessions(what: str) -> None:
         """A's /32 as the session made it, at the spoke and at the hub,
@@ -692,18 +706,9 @@ def test_a_session_ending_on_an_address_the_spoke_file_routes_gives_it_back_to_t
     took the /32 out of the table and BGP withdrew it; the next reload put
     the file's route back in the table, but BGP never advertised it
     again.)"""
-    b = addr(topo, "b")
-    mac_b = topo.clients["b"].mac
-    prefix, host_route, nh = f"{b}/32", f"~{mac_b}", "client-x"
-    via_spoke = f"~bgp/spoke/{SPOKE_VPN['blue']}"
-    route = (prefix, SPOKE_RD["blue"], SPOKE_VPN["blue"], (SPOKE_EXPORT["blue"],), SPOKE_CORE)
-    rib_list = lambda router, which: sorted(view_of(r) for r in router.ctl("show", "bgp", "rib", which))  # noqa: E731
-    converged(topo)
-    down_before, hub_before = topo.spoke.routes("blue", "downstream"), topo.hub.routes("blue", "hub")
-    out_before, hub_in_before = rib_list(topo.spoke, "out"), rib_list(topo.hub, "in")
-    assert down_before.get(prefix) == host_route, down_before
-    assert out_before.count(route) == 1 and hub_in_before.count(route) == 1, (out_before, hub_in_before)
-    assert hub_before.get(prefix) == via_spoke, hub_before
+    b, mac_b = addr(topo, "b"), topo.clients["b"].mac
+    prefix, host_route, via_spoke, route, down_before, hub_before, out_before, hub_in_before = session_route_before(topo, "b")
+    nh = "client-x"
     down_file = {**down_before, prefix: nh}
 
     def advertised_as_before(what: str) -> None:
