@@ -142,21 +142,8 @@ impl Control {
     /// Takes the services' VPN settings and the file's downstream host
     /// routes from the configuration (at start and on reload; after the
     /// names).
-    pub fn set_vpn_info(&mut self, c: &control::config::Config) {
-        self.file_hosts.clear();
-        for s in &c.services {
-            let Ok(service) = self.names.service(s.name.get_ref()) else {
-                continue;
-            };
-            for r in &s.downstream {
-                if let (Ok((prefix, 32)), Ok(nh)) = (
-                    mgmt::parse_route_prefix(r.prefix.get_ref()),
-                    self.names.next_hop(r.next_hop.get_ref()),
-                ) {
-                    self.file_hosts.insert((service, prefix), nh);
-                }
-            }
-        }
+    pub fn set_from_config(&mut self, c: &control::config::Config) {
+        self.set_file_hosts(c);
         self.vpn = c
             .services
             .iter()
@@ -175,6 +162,24 @@ impl Control {
                 )
             })
             .collect();
+    }
+
+    /// The file's downstream host routes (see `file_hosts`).
+    fn set_file_hosts(&mut self, c: &control::config::Config) {
+        self.file_hosts.clear();
+        for s in &c.services {
+            let Ok(service) = self.names.service(s.name.get_ref()) else {
+                continue;
+            };
+            for r in &s.downstream {
+                if let (Ok((prefix, 32)), Ok(nh)) = (
+                    mgmt::parse_route_prefix(r.prefix.get_ref()),
+                    self.names.next_hop(r.next_hop.get_ref()),
+                ) {
+                    self.file_hosts.insert((service, prefix), nh);
+                }
+            }
+        }
     }
 
     /// One round of the host path (control thread): punted packets into
@@ -315,18 +320,26 @@ impl Control {
             return;
         }
         let names = b.derived_names();
-        match self.running.commit_within(&ops, Some(COMMIT_WAIT)) {
-            Ok(_) => {
-                for (id, name) in names {
-                    let id = id as usize;
-                    if self.names.next_hops.len() <= id {
-                        self.names.next_hops.resize(id + 1, String::new());
-                    }
-                    self.names.next_hops[id] = name;
-                }
-            }
-            Err(e) => eprintln!("hdvrf: error: bgp: publishing routes from {peer}: {e}"),
+        if let Err(e) = self.publish_bgp_ops(&ops, names) {
+            eprintln!("hdvrf: error: bgp: publishing routes from {peer}: {e}");
         }
+    }
+
+    /// Commits BGP's table ops, then names the next hops it derived.
+    fn publish_bgp_ops(
+        &mut self,
+        ops: &[TableOp],
+        names: Vec<(u32, String)>,
+    ) -> Result<(), dataplane::publish::CommitError> {
+        self.running.commit_within(ops, Some(COMMIT_WAIT))?;
+        for (id, name) in names {
+            let id = id as usize;
+            if self.names.next_hops.len() <= id {
+                self.names.next_hops.resize(id + 1, String::new());
+            }
+            self.names.next_hops[id] = name;
+        }
+        Ok(())
     }
 
     fn relay_drop(&mut self, why: &'static str) {
@@ -1021,20 +1034,12 @@ impl Control {
             });
             if !ops.is_empty() {
                 let names = b.derived_names();
-                self.running
-                    .commit_within(&ops, Some(COMMIT_WAIT))
+                self.publish_bgp_ops(&ops, names)
                     .map_err(|e| format!("reload: BGP's routes: {e}"))?;
-                for (id, name) in names {
-                    let id = id as usize;
-                    if self.names.next_hops.len() <= id {
-                        self.names.next_hops.resize(id + 1, String::new());
-                    }
-                    self.names.next_hops[id] = name;
-                }
                 bgp_ops = ops.len();
             }
         }
-        self.set_vpn_info(&loaded.config);
+        self.set_from_config(&loaded.config);
         self.applied = raw;
         Ok(json!({
             "added": plan.routes_added,

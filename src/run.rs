@@ -221,7 +221,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         .and_then(|t| toml::from_str(&t).ok())
         .unwrap_or(toml::Value::Table(Default::default()));
     let mut control = Control::new(running, names, devices, path.to_owned(), applied);
-    control.set_vpn_info(&loaded.config);
+    control.set_from_config(&loaded.config);
     control.neighbors = neighbors;
     let mut bgp_pending: crate::bgp::Pending = Vec::new();
     if spec.mode == dataplane::ForwardMode::Router {
