@@ -407,6 +407,44 @@ pub fn render(c: &Control) -> String {
         for (why, n) in reasons {
             let _ = writeln!(o, "hdvrf_dhcp_relay_drops_total{{reason=\"{why}\"}} {n}");
         }
+        if let Some(j) = r.journal.as_ref() {
+            let st = j.stats();
+            for (name, kind, help, n) in [
+                (
+                    "hdvrf_session_journal_write_errors_total",
+                    "counter",
+                    "Session journal appends, syncs and rewrites that failed (a full disk, say); the sessions stay up.",
+                    st.write_errors,
+                ),
+                (
+                    "hdvrf_session_journal_torn_lines_total",
+                    "counter",
+                    "Session journal lines found cut short at start (a crash mid-write) and dropped.",
+                    st.torn_lines,
+                ),
+                (
+                    "hdvrf_session_journal_bad_lines_total",
+                    "counter",
+                    "Session journal lines skipped at start as unreadable (not UTF-8, not JSON).",
+                    st.bad_lines,
+                ),
+                (
+                    "hdvrf_session_journal_compactions_total",
+                    "counter",
+                    "Session journal rewrites while running (grown past its live sessions, or missing a change).",
+                    st.compactions,
+                ),
+                (
+                    "hdvrf_session_journal_lines",
+                    "gauge",
+                    "Lines in the session journal file now.",
+                    st.lines,
+                ),
+            ] {
+                family(&mut o, name, kind, help);
+                let _ = writeln!(o, "{name} {n}");
+            }
+        }
     }
     family(
         &mut o,

@@ -243,6 +243,7 @@ impl Control {
             self.expire_sessions(now);
             if let Some(r) = self.relay.as_mut() {
                 r.watch_servers(now);
+                r.journal_tick(now);
             }
         }
         moved

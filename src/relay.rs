@@ -273,13 +273,27 @@ impl Relay {
         }
     }
 
-    /// Journals a session change; a failing journal is reported once per
-    /// interval and does not stop the session.
+    /// Journals a session change; a failing journal (a full disk) is
+    /// counted (`hdvrf_session_journal_write_errors_total`), reported once
+    /// per interval and does not stop the session.
     pub fn journal(&mut self, e: &control::journal::Entry, now: Instant) {
         let Some(j) = self.journal.as_mut() else {
             return;
         };
         if let Err(m) = j.write(e) {
+            self.throttle
+                .error("journal", &format!("session journal: {m}"), now);
+        }
+    }
+
+    /// The journal's share of a tick: pending appends synced, the file
+    /// rewritten when it has grown or missed a change. Failures are
+    /// reported like a failed append.
+    pub fn journal_tick(&mut self, now: Instant) {
+        let Some(j) = self.journal.as_mut() else {
+            return;
+        };
+        if let Err(m) = j.tick(now) {
             self.throttle
                 .error("journal", &format!("session journal: {m}"), now);
         }

@@ -242,8 +242,19 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
             let path = std::path::Path::new(j.get_ref());
             match control::journal::Journal::open(path, control::journal::unix_now()) {
                 Ok((journal, found)) => {
+                    if found.torn > 0 {
+                        eprintln!(
+                            "hdvrf: warning: session journal {}: the last line was cut short (a crash or a full disk mid-write): dropped",
+                            path.display()
+                        );
+                    }
                     for b in &found.bad_lines {
                         eprintln!("hdvrf: warning: session journal: {b}: skipped");
+                    }
+                    if let Some(m) = &found.rewrite_failed {
+                        eprintln!(
+                            "hdvrf: warning: session journal: {m}: not compacted; appending to it as it is until it can be"
+                        );
                     }
                     let back = control.restore_sessions(&found.sessions);
                     if let Some(r) = control.relay.as_mut() {
@@ -388,9 +399,19 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
     if let Some(path) = &bound {
         let _ = std::fs::remove_file(path);
     }
-    let running = match state.borrow_mut().take() {
-        Some(c) => c.running,
-        None => return Err(anyhow!("control state lost")),
+    let running = {
+        let Some(mut c) = state.borrow_mut().take() else {
+            return Err(anyhow!("control state lost"));
+        };
+        // Appends are synced in batches while running; what is pending
+        // is synced once here.
+        if let Some(j) = c.relay.as_mut().and_then(|r| r.journal.as_mut()) {
+            if let Err(m) = j.flush() {
+                eprintln!("hdvrf: error: session journal: {m}");
+            }
+        }
+        // The rest of the control state goes here, before the shutdown.
+        c.running
     };
     drop(local);
     let ports = running.port_stats();
