@@ -11,6 +11,7 @@ pub mod journal;
 pub mod mgmt;
 pub mod neighbor;
 pub mod reload;
+pub mod rib;
 pub mod router;
 pub mod sessions;
 pub mod vpn;
