@@ -141,7 +141,7 @@ pub fn bench_lookup(a: &LookupArgs) -> Result<ExitCode> {
     let eal = Eal::init(&eal_args)?;
 
     let t0 = Instant::now();
-    let mut ours = Dir24Lpm::new(groups)?;
+    let mut ours = Dir24Lpm::new()?;
     for &(p, l, nh) in &routes {
         ours.add(p, l, nh)?;
     }

@@ -15,6 +15,13 @@
 //! resolves a burst in passes, prefetching every key's next entry before
 //! reading any, so the cache misses of a burst overlap.
 //!
+//! Groups live in one region that grows on demand: it starts at
+//! [`INITIAL_GROUPS`] groups (16 KiB of address space, nothing committed
+//! until written) and doubles when full, the used part copied over. A table
+//! is bounded only by its memory limit ([`Dir24Lpm::with_limit`]), counted
+//! from its own contents ([`Dir24Lpm::limited_bytes`]) so that the two
+//! copies of table publication, applying the same ops, refuse the same ones.
+//!
 //! Entry encoding: bit 31 set = pointer (root: chunk index, chunk entry:
 //! group index); otherwise `next_hop + 1`, with 0 meaning "no route" so
 //! that untouched (zeroed) memory reads as a miss.
@@ -52,6 +59,22 @@ const NMASK: u16 = NPTR - 1;
 const CHUNK: usize = 1 << 16;
 const GROUP: usize = 256;
 
+/// Groups a new table has room for before its group region first grows.
+pub const INITIAL_GROUPS: usize = 16;
+/// At most one group per /24, so a table never needs more.
+const MAX_GROUPS: usize = 1 << 24;
+/// A table with no memory limit.
+pub const UNLIMITED: usize = usize::MAX;
+/// What a chunk slot counts against the memory limit: its entries in both
+/// forms (a chunk that turned wide keeps its narrow pages committed, and a
+/// reused slot may turn wide without asking) and its shadow lengths.
+const CHUNK_BYTES: usize = CHUNK * (2 + 4 + 1);
+/// What a group slot counts: entries, shadow lengths, rule count.
+const GROUP_BYTES: usize = GROUP * (4 + 1) + 4;
+/// What a rule counts: a hash map entry (key, next hop, control byte) at
+/// the map's load factor, rounded up.
+const RULE_BYTES: usize = 16;
+
 /// Errors from changing a table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LpmError {
@@ -59,12 +82,23 @@ pub enum LpmError {
     BadLength(u8),
     #[error("next hop {0} is over the table's limit of {MAX_NEXT_HOP}")]
     NextHopTooLarge(u32),
-    #[error("all {0} groups for prefixes longer than /24 are in use")]
-    GroupsExhausted(u32),
+    /// The table would need more memory than its limit allows
+    /// ([`Dir24Lpm::limited_bytes`]).
+    #[error("the route table's memory limit of {} is reached", fmt_limit(*limit_bytes))]
+    MemoryLimit { limit_bytes: usize },
     #[error("no route {0}/{1}")]
     NotFound(std::net::Ipv4Addr, u8),
     #[error("could not reserve table memory: {0}")]
     Memory(String),
+}
+
+/// A memory limit as an operator configures it: MiB when whole.
+fn fmt_limit(bytes: usize) -> String {
+    if bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 /// The netmask of a /`len` (`len` at most 32).
@@ -94,27 +128,39 @@ pub struct Dir24Lpm {
     chunk_len: Vec<u8>,
     chunk_slots: u32,
     chunk_free: Vec<u32>,
+    /// Groups `0..group_slots` in use or free; room for
+    /// `groups.len() / GROUP`, grown by [`Dir24Lpm::grow_groups`].
     groups: ZeroedU32,
     group_len: Vec<u8>,
     /// Rules longer than /24 in each group; the group goes when it is 0.
     group_rules: Vec<u32>,
     group_slots: u32,
     group_free: Vec<u32>,
-    max_groups: u32,
+    /// Bytes [`Dir24Lpm::limited_bytes`] may reach.
+    limit: usize,
     rules: Rules,
     n_rules: usize,
 }
 
 impl Dir24Lpm {
-    /// An empty table that can hold up to `max_groups` /24s containing
-    /// longer prefixes. Memory is reserved, not committed.
-    pub fn new(max_groups: u32) -> Result<Dir24Lpm, LpmError> {
-        let max_groups = max_groups.clamp(1, 1 << 23);
+    /// An empty table without a memory limit. Chunk memory is reserved,
+    /// not committed; groups get room as they are needed.
+    pub fn new() -> Result<Dir24Lpm, LpmError> {
+        Dir24Lpm::with_limit(UNLIMITED)
+    }
+
+    /// An empty table whose [`Dir24Lpm::limited_bytes`] may not pass
+    /// `limit_bytes`: an add that would take it further is refused with
+    /// [`LpmError::MemoryLimit`].
+    pub fn with_limit(limit_bytes: usize) -> Result<Dir24Lpm, LpmError> {
+        Dir24Lpm::with_room(limit_bytes, INITIAL_GROUPS)
+    }
+
+    fn with_room(limit: usize, groups: usize) -> Result<Dir24Lpm, LpmError> {
         let narrow =
             Zeroed::<u16>::new(256 * CHUNK).map_err(|e| LpmError::Memory(e.to_string()))?;
         let wide = ZeroedU32::new(256 * CHUNK).map_err(|e| LpmError::Memory(e.to_string()))?;
-        let groups = ZeroedU32::new(max_groups as usize * GROUP)
-            .map_err(|e| LpmError::Memory(e.to_string()))?;
+        let groups = ZeroedU32::new(groups * GROUP).map_err(|e| LpmError::Memory(e.to_string()))?;
         Ok(Dir24Lpm {
             root: Box::new([0; 256]),
             root_val: [0; 256],
@@ -132,7 +178,7 @@ impl Dir24Lpm {
             group_rules: Vec::new(),
             group_slots: 0,
             group_free: Vec::new(),
-            max_groups,
+            limit,
             rules: Rules::new(),
             n_rules: 0,
         })
@@ -141,9 +187,10 @@ impl Dir24Lpm {
     /// A deep copy (the second buffer of table publication). Only the
     /// chunks and groups in use are copied, each in the form lookups read
     /// (narrow or wide), so the copy costs memory in proportion to its
-    /// routes, as the original does.
+    /// routes, as the original does. It has the original's memory limit
+    /// and group room, so the two grow alike.
     pub fn try_clone(&self) -> Result<Dir24Lpm, LpmError> {
-        let mut t = Dir24Lpm::new(self.max_groups)?;
+        let mut t = Dir24Lpm::with_room(self.limit, self.group_room())?;
         for (c, &wide) in self.chunk_wide.iter().enumerate() {
             let r = c * CHUNK..(c + 1) * CHUNK;
             if wide {
@@ -197,6 +244,34 @@ impl Dir24Lpm {
             + self.group_len.capacity()
             + self.group_rules.capacity() * 4
             + rules
+    }
+
+    /// What counts against the memory limit: every chunk and group slot
+    /// taken so far (a freed one stays committed and is reused before a
+    /// new one is taken) at its full cost, and every rule. A function of
+    /// the table's own history of adds and deletes only, never of
+    /// allocator state (capacities), so two copies that apply the same ops
+    /// refuse the same ones.
+    pub fn limited_bytes(&self) -> usize {
+        self.chunk_slots as usize * CHUNK_BYTES
+            + self.group_slots as usize * GROUP_BYTES
+            + self.n_rules * RULE_BYTES
+    }
+
+    /// The memory limit ([`UNLIMITED`] if none).
+    pub fn memory_limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Groups the group region has room for before it grows again.
+    pub fn group_room(&self) -> usize {
+        self.groups.len() / GROUP
+    }
+
+    /// Address space reserved for lookup structures (committed only where
+    /// written): the chunk regions in both forms and the group region.
+    pub fn reserved_bytes(&self) -> usize {
+        self.narrow.len() * 2 + self.wide.len() * 4 + self.groups.len() * 4
     }
 
     /// Chunks (per-/8 second stages) in use.
@@ -356,18 +431,29 @@ impl Dir24Lpm {
         }
         // Make room first so a failure leaves the table unchanged.
         let s8 = (p >> 24) as usize;
+        let e = ((p >> 8) & 0xffff) as usize;
+        let need_chunk = len > 8 && self.root[s8] & PTR == 0;
+        let need_group = len > 24 && (need_chunk || self.cget(self.chunk_slot(s8), e) & PTR == 0);
+        let new_chunk = need_chunk && self.chunk_free.is_empty();
+        let new_group = need_group && self.group_free.is_empty();
+        let after = self.limited_bytes()
+            + RULE_BYTES
+            + if new_chunk { CHUNK_BYTES } else { 0 }
+            + if new_group { GROUP_BYTES } else { 0 };
+        if after > self.limit {
+            return Err(LpmError::MemoryLimit {
+                limit_bytes: self.limit,
+            });
+        }
+        if new_group {
+            self.grow_groups()?;
+        }
+        if len > 8 {
+            self.ensure_chunk(s8);
+        }
         if len > 24 {
-            let had_chunk = self.root[s8] & PTR != 0;
-            self.ensure_chunk(s8);
             let c = self.chunk_slot(s8);
-            if let Err(e) = self.ensure_group(c, ((p >> 8) & 0xffff) as usize) {
-                if !had_chunk {
-                    self.free_chunk(s8);
-                }
-                return Err(e);
-            }
-        } else if len > 8 {
-            self.ensure_chunk(s8);
+            self.ensure_group(c, e);
         }
         self.rules.insert(p, len, next_hop);
         self.n_rules += 1;
@@ -550,18 +636,47 @@ impl Dir24Lpm {
         self.chunk_free.push(c);
     }
 
-    fn ensure_group(&mut self, c: usize, e: usize) -> Result<usize, LpmError> {
+    /// Makes room in the group region for one more group slot when it is
+    /// full: a region of twice the room, the used part copied, replaces it.
+    ///
+    /// Replacing the region under a table is sound because a table being
+    /// changed is never one a worker reads: the control thread changes
+    /// only the standby copy of the tables (`publish.rs`: `Arc::get_mut` on
+    /// the standby, which no reader holds, after every reader has moved
+    /// off it), and within it a route table shared with the active copy is
+    /// copied before it is changed (`tables.rs`, `SharedLpm::make_mut`).
+    /// The borrow checker says the same: this takes `&mut self`, which no
+    /// reader's `&Dir24Lpm` can coexist with. Lookups therefore keep
+    /// reading `groups` directly, with no extra indirection.
+    fn grow_groups(&mut self) -> Result<(), LpmError> {
+        let room = self.group_room();
+        let used = self.group_slots as usize;
+        if used < room {
+            return Ok(());
+        }
+        // `used` groups are all in use or free, each for a distinct /24
+        // at some point, and a new slot is only taken when none is free.
+        debug_assert!(used < MAX_GROUPS, "more groups than /24s");
+        let room = (room * 2).clamp(1, MAX_GROUPS);
+        let mut groups =
+            ZeroedU32::new(room * GROUP).map_err(|e| LpmError::Memory(e.to_string()))?;
+        let used = used * GROUP;
+        groups.as_mut_slice()[..used].copy_from_slice(&self.groups.as_slice()[..used]);
+        self.groups = groups;
+        Ok(())
+    }
+
+    /// Points chunk slot `c`, entry `e` at a group, taking a free group or
+    /// a new slot; the caller has made room ([`Dir24Lpm::grow_groups`]).
+    fn ensure_group(&mut self, c: usize, e: usize) -> usize {
         let cur = self.cget(c, e);
         if cur & PTR != 0 {
-            return Ok((cur & MASK) as usize);
+            return (cur & MASK) as usize;
         }
         let len = self.chunk_len[c << 16 | e];
         let g = match self.group_free.pop() {
             Some(g) => g,
             None => {
-                if self.group_slots == self.max_groups {
-                    return Err(LpmError::GroupsExhausted(self.max_groups));
-                }
                 self.group_slots += 1;
                 self.group_len.resize(self.group_slots as usize * GROUP, 0);
                 self.group_rules.resize(self.group_slots as usize, 0);
@@ -573,7 +688,7 @@ impl Dir24Lpm {
         self.group_len[r].fill(len);
         self.group_rules[g] = 0;
         self.cset(c, e, PTR | g as u32);
-        Ok(g)
+        g
     }
 
     /// Sets every entry covered by `p/len` whose own prefix is not longer
@@ -828,7 +943,7 @@ mod tests {
 
     #[test]
     fn empty_and_default_only_tables_are_small() {
-        let mut t = Dir24Lpm::new(1024).unwrap();
+        let mut t = Dir24Lpm::new().unwrap();
         assert_eq!(t.lookup(ip("1.2.3.4")), NO_ROUTE);
         assert!(t.memory_bytes() <= 64 * 1024, "{}", t.memory_bytes());
         t.add(0, 0, 7).unwrap();
@@ -839,7 +954,7 @@ mod tests {
 
     #[test]
     fn nested_add_and_delete_uncover_shorter_prefixes() {
-        let mut t = Dir24Lpm::new(16).unwrap();
+        let mut t = Dir24Lpm::new().unwrap();
         t.add(ip("10.0.0.0"), 8, 1).unwrap();
         t.add(ip("10.1.0.0"), 16, 2).unwrap();
         t.add(ip("10.1.2.0"), 24, 3).unwrap();
@@ -877,7 +992,7 @@ mod tests {
 
     #[test]
     fn chunks_widen_for_large_next_hops_and_many_groups() {
-        let mut t = Dir24Lpm::new(40_000).unwrap();
+        let mut t = Dir24Lpm::new().unwrap();
         t.add(ip("10.0.0.0"), 16, 5).unwrap();
         assert_eq!(t.wide_chunks(), 0);
         t.add(ip("10.1.0.0"), 16, 100_000).unwrap();
@@ -906,7 +1021,7 @@ mod tests {
 
     #[test]
     fn replace_changes_next_hop_in_place() {
-        let mut t = Dir24Lpm::new(4).unwrap();
+        let mut t = Dir24Lpm::new().unwrap();
         assert_eq!(t.add(ip("192.168.1.0"), 24, 1).unwrap(), None);
         assert_eq!(t.add(ip("192.168.1.0"), 24, 2).unwrap(), Some(1));
         assert_eq!(t.lookup(ip("192.168.1.77")), 2);
@@ -915,17 +1030,136 @@ mod tests {
 
     #[test]
     fn group_exhaustion_is_an_error_and_leaves_the_table_unchanged() {
-        let mut t = Dir24Lpm::new(1).unwrap();
+        // Room for one chunk, one group and their rules, not a second group.
+        let limit = CHUNK_BYTES + GROUP_BYTES + 2 * RULE_BYTES;
+        let mut t = Dir24Lpm::with_limit(limit).unwrap();
         t.add(ip("1.1.1.1"), 32, 1).unwrap();
         assert_eq!(
             t.add(ip("2.2.2.2"), 32, 2),
-            Err(LpmError::GroupsExhausted(1))
+            Err(LpmError::MemoryLimit { limit_bytes: limit })
         );
         assert_eq!(t.lookup(ip("2.2.2.2")), NO_ROUTE);
         assert_eq!(t.chunks_in_use(), 1);
         assert_eq!(t.len(), 1);
         assert!(t.add(0, 33, 1).is_err());
         assert!(t.add(0, 0, MAX_NEXT_HOP + 1).is_err());
+    }
+
+    /// A /24 apiece for `n` prefixes /25../32, spread over the /8s.
+    fn long_prefixes(n: u32) -> impl Iterator<Item = (u32, u8, u32)> {
+        (0..n).map(|i| {
+            let len = 25 + (i % 8) as u8;
+            // /8s 1..=223, then the /24 within it; host bits vary.
+            let s8 = 1 + i % 223;
+            let s24 = i / 223;
+            (s8 << 24 | s24 << 8 | (i * 37) & 0xff, len, i)
+        })
+    }
+
+    #[test]
+    fn groups_grow_past_any_fixed_count() {
+        let mut t = Dir24Lpm::new().unwrap();
+        assert_eq!(t.group_room(), INITIAL_GROUPS);
+        let routes: Vec<_> = long_prefixes(100_000).collect();
+        for &(p, l, nh) in &routes {
+            t.add(p, l, nh).unwrap();
+        }
+        assert_eq!(t.len(), 100_000);
+        assert_eq!(t.groups_in_use(), 100_000);
+        assert!(t.group_room() >= 100_000);
+        let keys: Vec<u32> = routes.iter().map(|&(p, l, _)| p & mask(l)).collect();
+        let mut out = vec![0; keys.len()];
+        t.lookup_bulk(&keys, &mut out);
+        for (i, (&k, &o)) in keys.iter().zip(&out).enumerate() {
+            assert_eq!(o, i as u32);
+            assert_eq!(t.lookup(k), i as u32);
+            assert_eq!(t.lookup(k | !mask(routes[i].1)), i as u32);
+        }
+        // Outside each prefix but in its /24: no route.
+        let (p, l, _) = routes[7];
+        assert_eq!(t.lookup((p & mask(l)) ^ 0x80), NO_ROUTE);
+        let c = t.try_clone().unwrap();
+        assert_eq!(c.group_room(), t.group_room());
+        assert!(keys
+            .iter()
+            .enumerate()
+            .all(|(i, &k)| c.lookup(k) == i as u32));
+    }
+
+    #[test]
+    fn memory_limit_refuses_exactly_the_group_that_would_pass_it() {
+        // A /8 rule, one chunk (the /8 of every /25), then a group and a
+        // rule per /25: the 40th /25 would pass the limit by one byte.
+        let limit = RULE_BYTES + CHUNK_BYTES + 40 * (GROUP_BYTES + RULE_BYTES) - 1;
+        let mut t = Dir24Lpm::with_limit(limit).unwrap();
+        assert_eq!(t.memory_limit(), limit);
+        let mut n = Naive::default();
+        t.add(ip("10.0.0.0"), 8, 1000).unwrap();
+        n.add(ip("10.0.0.0"), 8, 1000);
+        let at = |i: u32| ip("10.0.0.0") | i << 8 | 0x80;
+        let mut refused = None;
+        for i in 0..100u32 {
+            let next = t.limited_bytes()
+                + GROUP_BYTES
+                + RULE_BYTES
+                + if t.chunks_in_use() == 0 {
+                    CHUNK_BYTES
+                } else {
+                    0
+                };
+            match t.add(at(i), 25, i) {
+                Ok(_) => {
+                    assert!(next <= limit, "{i}: {next} > {limit} accepted");
+                    n.add(at(i), 25, i);
+                }
+                Err(e) => {
+                    assert!(next > limit, "{i}: {next} <= {limit} refused");
+                    assert_eq!(e, LpmError::MemoryLimit { limit_bytes: limit });
+                    refused = Some(i);
+                    break;
+                }
+            }
+        }
+        let refused = refused.expect("the limit is reached");
+        assert_eq!(refused, 39);
+        assert!(t.limited_bytes() <= limit);
+        let before = t.limited_bytes();
+        // Refusing changed nothing, and the table still answers right.
+        assert_eq!(t.len(), 40);
+        assert_eq!(t.groups_in_use(), 39);
+        assert_eq!(t.limited_bytes(), before);
+        let check = |t: &Dir24Lpm, n: &Naive| {
+            for i in 0..100u32 {
+                for k in [at(i), at(i) ^ 0x80, at(i) | 0x7f, ip("11.0.0.1")] {
+                    assert_eq!(t.lookup(k), n.lookup(k), "{}", std::net::Ipv4Addr::from(k));
+                }
+            }
+        };
+        check(&t, &n);
+        // Routes that need no new group still fit.
+        t.add(at(5) | 0x7f, 32, 4242).unwrap();
+        n.add(at(5) | 0x7f, 32, 4242);
+        t.delete(at(5) | 0x7f, 32).unwrap();
+        n.del(at(5) | 0x7f, 32);
+        // Deleting a group's last rule frees the group for another /24.
+        assert!(t.add(at(refused), 25, 1).is_err());
+        t.delete(at(3), 25).unwrap();
+        n.del(at(3), 25);
+        t.add(at(refused), 25, 7).unwrap();
+        n.add(at(refused), 25, 7);
+        assert_eq!(t.groups_in_use(), 39);
+        check(&t, &n);
+        assert_eq!(t.lookup(at(refused)), 7);
+        assert_eq!(t.lookup(at(3)), 1000);
+        // Chunks count too; the message names the limit.
+        let mut t = Dir24Lpm::with_limit(1 << 20).unwrap();
+        t.add(ip("10.0.0.0"), 16, 1).unwrap();
+        t.add(ip("11.0.0.0"), 16, 1).unwrap();
+        let e = t.add(ip("12.0.0.0"), 16, 1).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the route table's memory limit of 1 MiB is reached"
+        );
     }
 
     /// The obvious LPM: scan every rule.
@@ -988,6 +1222,65 @@ mod tests {
         ]
     }
 
+    /// Runs `ops` on `t` and on the naive reference, comparing them after
+    /// every step, then deletes all it added and checks `t` is empty.
+    fn follow_naive(t: &mut Dir24Lpm, ops: Vec<Op>, probes: &[u32]) -> Result<(), TestCaseError> {
+        let mut n = Naive::default();
+        let mut added: Vec<(u32, u8)> = Vec::new();
+        for o in ops {
+            match o {
+                Op::Add(a, l, nh) => {
+                    t.add(a, l, nh).unwrap();
+                    n.add(a, l, nh);
+                    added.push((a, l));
+                }
+                Op::Del(a, l) => {
+                    prop_assert_eq!(t.delete(a, l).is_ok(), n.del(a, l));
+                }
+                Op::DelNth(i) => {
+                    if !added.is_empty() {
+                        let (a, l) = added[i % added.len()];
+                        prop_assert_eq!(t.delete(a, l).is_ok(), n.del(a, l));
+                    }
+                }
+            }
+            let mut keys = probes.to_vec();
+            for r in &n.0 {
+                let p = r.0 & mask(r.1);
+                keys.push(p);
+                keys.push(p | !mask(r.1));
+                keys.push(p.wrapping_sub(1));
+                keys.push((p | !mask(r.1)).wrapping_add(1));
+            }
+            let mut bulk = vec![0; keys.len()];
+            t.lookup_bulk(&keys, &mut bulk);
+            for (k, b) in keys.iter().zip(&bulk) {
+                let want = n.lookup(*k);
+                prop_assert_eq!(
+                    t.lookup(*k),
+                    want,
+                    "single lookup {}",
+                    std::net::Ipv4Addr::from(*k)
+                );
+                prop_assert_eq!(*b, want, "bulk lookup {}", std::net::Ipv4Addr::from(*k));
+            }
+            prop_assert_eq!(t.len(), n.0.len());
+        }
+        let mut listed: Vec<(u32, u8, u32)> = t.routes().collect();
+        let mut want = n.0.clone();
+        listed.sort_unstable();
+        want.sort_unstable();
+        prop_assert_eq!(listed, want, "routes()");
+        // Everything deleted: no chunk or group may be left behind.
+        for (a, l) in added {
+            let _ = t.delete(a, l);
+        }
+        prop_assert_eq!(t.len(), 0);
+        prop_assert_eq!(t.chunks_in_use(), 0);
+        prop_assert_eq!(t.groups_in_use(), 0);
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig {
             cases: std::env::var("HDVRF_LPM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000),
@@ -1007,60 +1300,10 @@ mod tests {
             // lists (and skips re-faulting fresh memory every case).
             thread_local! {
                 static TABLE: std::cell::RefCell<Dir24Lpm> =
-                    std::cell::RefCell::new(Dir24Lpm::new(64).unwrap());
+                    std::cell::RefCell::new(Dir24Lpm::new().unwrap());
             }
             TABLE.with(|cell| -> Result<(), TestCaseError> {
-            let mut t = cell.borrow_mut();
-            let t = &mut *t;
-            let mut n = Naive::default();
-            let mut added: Vec<(u32, u8)> = Vec::new();
-            for o in ops {
-                match o {
-                    Op::Add(a, l, nh) => {
-                        t.add(a, l, nh).unwrap();
-                        n.add(a, l, nh);
-                        added.push((a, l));
-                    }
-                    Op::Del(a, l) => {
-                        prop_assert_eq!(t.delete(a, l).is_ok(), n.del(a, l));
-                    }
-                    Op::DelNth(i) => {
-                        if !added.is_empty() {
-                            let (a, l) = added[i % added.len()];
-                            prop_assert_eq!(t.delete(a, l).is_ok(), n.del(a, l));
-                        }
-                    }
-                }
-                let mut keys = probes.clone();
-                for r in &n.0 {
-                    let p = r.0 & mask(r.1);
-                    keys.push(p);
-                    keys.push(p | !mask(r.1));
-                    keys.push(p.wrapping_sub(1));
-                    keys.push((p | !mask(r.1)).wrapping_add(1));
-                }
-                let mut bulk = vec![0; keys.len()];
-                t.lookup_bulk(&keys, &mut bulk);
-                for (k, b) in keys.iter().zip(&bulk) {
-                    let want = n.lookup(*k);
-                    prop_assert_eq!(t.lookup(*k), want, "single lookup {}", std::net::Ipv4Addr::from(*k));
-                    prop_assert_eq!(*b, want, "bulk lookup {}", std::net::Ipv4Addr::from(*k));
-                }
-                prop_assert_eq!(t.len(), n.0.len());
-            }
-            let mut listed: Vec<(u32, u8, u32)> = t.routes().collect();
-            let mut want = n.0.clone();
-            listed.sort_unstable();
-            want.sort_unstable();
-            prop_assert_eq!(listed, want, "routes()");
-            // Everything deleted: no chunk or group may be left behind.
-            for (a, l) in added {
-                let _ = t.delete(a, l);
-            }
-            prop_assert_eq!(t.len(), 0);
-            prop_assert_eq!(t.chunks_in_use(), 0);
-            prop_assert_eq!(t.groups_in_use(), 0);
-            Ok(())
+            follow_naive(&mut cell.borrow_mut(), ops, &probes)
             })?;
         }
     }
@@ -1068,15 +1311,28 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 5_000, failure_persistence: None, .. ProptestConfig::default() })]
 
+        /// The same from a table with room for one group, so the group
+        /// region grows (1, 2, 4, ...) part way through the sequence, and
+        /// every route must read the same after each move.
+        #[test]
+        fn agrees_with_naive_reference_while_groups_grow(ops in proptest::collection::vec(op(), 1..24),
+                                                         probes in proptest::collection::vec(addr(), 8)) {
+            let mut t = Dir24Lpm::with_room(UNLIMITED, 1).unwrap();
+            follow_naive(&mut t, ops, &probes)?;
+        }
+
         /// A copy made part way through a sequence of adds and deletes
         /// behaves as the original for the rest of it: the same answers,
         /// the same chunks and groups in use.
         #[test]
         fn a_copy_continues_like_the_original(ops in proptest::collection::vec(op(), 2..24),
                                              split in 0usize..24,
-                                             probes in proptest::collection::vec(addr(), 16)) {
+                                             probes in proptest::collection::vec(addr(), 16),
+                                             limit in prop_oneof![Just(UNLIMITED), 0..3 * CHUNK_BYTES]) {
             let split = split % ops.len();
-            let mut a = Dir24Lpm::new(64).unwrap();
+            // Little group room, so both copies grow, and sometimes a
+            // limit, so both refuse: the same ops each time.
+            let mut a = Dir24Lpm::with_room(limit, 1).unwrap();
             let mut added: Vec<(u32, u8)> = Vec::new();
             let mut b = None;
             for (k, o) in ops.iter().enumerate() {

@@ -271,9 +271,9 @@ impl Service {
     pub fn new(name: &str, gateway: u32, ttl_mode: TtlMode) -> Result<Service, LpmError> {
         Ok(Service {
             name: name.to_owned(),
-            upstream: SharedLpm::new(Dir24Lpm::new(1024)?),
-            downstream: SharedLpm::new(Dir24Lpm::new(1 << 16)?),
-            hub: SharedLpm::new(Dir24Lpm::new(1 << 16)?),
+            upstream: SharedLpm::new(Dir24Lpm::new()?),
+            downstream: SharedLpm::new(Dir24Lpm::new()?),
+            hub: SharedLpm::new(Dir24Lpm::new()?),
             gateway,
             ttl_mode,
             anti_spoofing: true,
@@ -513,7 +513,8 @@ pub struct Tables {
     /// anti-spoofing. Two next hops for the same client: the latest set.
     clients: HashMap<(u16, u16, [u8; 6]), u32>,
     /// Ops of the last batch that could not be applied (unknown service
-    /// or next hop, table full, no such route), for the writer to report.
+    /// or next hop, table at its memory limit, no such route), for the
+    /// writer to report.
     rejected: Vec<(TableOp, String)>,
 }
 
@@ -647,8 +648,10 @@ impl Tables {
     /// service, table and /8: a full table load then works on one /8's
     /// chunk (192 KiB, cache-sized) at a time instead of missing the cache
     /// on nearly every route, which takes a third off its time. The one
-    /// visible difference is which ops a table out of room for prefixes
-    /// longer than /24 refuses.
+    /// visible difference is which ops a table at its memory limit
+    /// refuses. Either way both copies refuse the same ones: a table's
+    /// limit is counted from its own contents
+    /// ([`Dir24Lpm::limited_bytes`]), never from memory shared with others.
     pub fn apply(&mut self, ops: &[TableOp]) {
         self.rejected.clear();
         if ops.len() < GROUPED_BATCH {
