@@ -201,6 +201,32 @@ pub struct Dataplane {
     /// Extra EAL arguments, appended last.
     #[serde(default)]
     pub eal_args: Vec<String>,
+    /// Memory each route table (a service's upstream, downstream or hub
+    /// table) may take, in MiB: routes that would need more are refused
+    /// and reported. Per table, not shared, so that both copies of the
+    /// tables refuse the same routes. Default
+    /// [`DEFAULT_ROUTE_TABLE_MEMORY_MB`].
+    #[serde(default)]
+    pub route_table_memory_mb: Option<Spanned<i64>>,
+}
+
+/// Route table memory when `dataplane.route_table_memory_mb` is not set
+/// ([`dataplane::tables::DEFAULT_TABLE_MEMORY`]).
+pub const DEFAULT_ROUTE_TABLE_MEMORY_MB: u32 =
+    (dataplane::tables::DEFAULT_TABLE_MEMORY >> 20) as u32;
+/// The most `dataplane.route_table_memory_mb` may be: beyond what a table
+/// with a group in every /24 (2^24 of them) can use.
+pub const MAX_ROUTE_TABLE_MEMORY_MB: u32 = 64 * 1024;
+
+impl Dataplane {
+    /// `route_table_memory_mb` in bytes, validated.
+    pub fn route_table_memory_bytes(&self) -> usize {
+        let mb = self
+            .route_table_memory_mb
+            .as_ref()
+            .map_or(DEFAULT_ROUTE_TABLE_MEMORY_MB, |m| *m.get_ref() as u32);
+        (mb as usize) << 20
+    }
 }
 
 /// `[[port]]`: one DPDK port.
@@ -774,6 +800,18 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, LoadError> {
                 dp.hugepages.get_ref()
             ),
         );
+    }
+    if let Some(m) = &dp.route_table_memory_mb {
+        if !(1..=i64::from(MAX_ROUTE_TABLE_MEMORY_MB)).contains(m.get_ref()) {
+            err(
+                m.span(),
+                "dataplane.route_table_memory_mb".into(),
+                format!(
+                    "{} is out of range: 1 to {MAX_ROUTE_TABLE_MEMORY_MB} (MiB per route table)",
+                    m.get_ref()
+                ),
+            );
+        }
     }
     if let Some(sock) = &config.control.socket {
         // sockaddr_un's path holds 107 bytes and a NUL.
@@ -2365,6 +2403,8 @@ peer = "a"
             ("unknown access port", red("{ port = \"access1\" }"), "", "service[1].access[0].port", 72, "no port named \"access1\""),
             ("duplicate next hop", format!("{SPOKE_EXAMPLE}\n[[next_hop]]\nname = \"hub\"\nport = \"core0\"\nmac = \"02:00:00:00:00:01\"\n"), "", "next_hop[4].name", 69, "\"hub\" is also next_hop[0]'s name"),
             ("a CPU per worker", SPOKE_EXAMPLE.replace("workers = [1]\n", "workers = [1]\nworker_cpus = [0, 1]\n"), "", "dataplane.worker_cpus", 3, "2 CPUs for 1 workers: one CPU per worker"),
+            ("no route table memory", SPOKE_EXAMPLE.replace("workers = [1]\n", "workers = [1]\nroute_table_memory_mb = 0\n"), "", "dataplane.route_table_memory_mb", 3, "0 is out of range: 1 to 65536 (MiB per route table)"),
+            ("too much route table memory", SPOKE_EXAMPLE.replace("workers = [1]\n", "workers = [1]\nroute_table_memory_mb = 65537\n"), "", "dataplane.route_table_memory_mb", 3, "65537 is out of range: 1 to 65536"),
             ("reserved next hop name", format!("{SPOKE_EXAMPLE}\n[[next_hop]]\nname = \"discard\"\nport = \"core0\"\nmac = \"02:00:00:00:00:01\"\n"), "", "next_hop[4].name", 69, "\"discard\" is reserved"),
             ("duplicate service", red("{ port = \"access0\", vlan = 7 }").replace("name = \"red\"", "name = \"blue\""), "", "service[1].name", 69, "\"blue\" is also service[0]'s name"),
             ("host bits", SPOKE_EXAMPLE.replace("10.0.0.10/32", "10.0.0.10/24"), "", "service[0].downstream[0].prefix", 53, "\"10.0.0.10/24\" has host bits set (0.0.0.10 lies beyond the /24; the network is 10.0.0.0/24)"),

@@ -163,6 +163,7 @@ pub fn build_tables(loaded: &Loaded, port_macs: &[[u8; 6]]) -> Result<Tables, St
     }
 
     let mut services = Vec::with_capacity(cfg.services.len());
+    let table_memory = cfg.dataplane.route_table_memory_bytes();
     // Policy rules count in slots numbered in file order.
     let mut next_rule_slot = 0usize;
     for (i, s) in cfg.services.iter().enumerate() {
@@ -180,7 +181,7 @@ pub fn build_tables(loaded: &Loaded, port_macs: &[[u8; 6]]) -> Result<Tables, St
             Some(t) => parse_ttl_mode(t.get_ref())
                 .ok_or_else(|| format!("{field}.ttl_mode: unknown mode {:?}", t.get_ref()))?,
         };
-        let mut svc = Service::new(s.name.get_ref(), gateway, ttl_mode)
+        let mut svc = Service::new(s.name.get_ref(), gateway, ttl_mode, table_memory)
             .map_err(|e| format!("{field}: {e}"))?;
         svc.anti_spoofing = s.anti_spoofing;
         for (k, a) in s.access.iter().enumerate() {
@@ -573,6 +574,26 @@ hub = [
     { prefix = "0.0.0.0/0", next_hop = "internet" },
 ]
 "#;
+
+    #[test]
+    fn route_tables_take_the_configured_memory_limit() {
+        let t = tables(SPOKE_EXAMPLE);
+        let s = &t.services[0];
+        for table in [&s.upstream, &s.downstream, &s.hub] {
+            assert_eq!(
+                table.memory_limit(),
+                dataplane::tables::DEFAULT_TABLE_MEMORY
+            );
+        }
+        let t = tables(&SPOKE_EXAMPLE.replace(
+            "workers = [1]\n",
+            "workers = [1]\nroute_table_memory_mb = 3\n",
+        ));
+        let s = &t.services[0];
+        for table in [&s.upstream, &s.downstream, &s.hub] {
+            assert_eq!(table.memory_limit(), 3 << 20);
+        }
+    }
 
     #[test]
     fn hub_example_builds_its_policy_rules_in_order() {

@@ -1126,7 +1126,7 @@ impl Frame for VecFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tables::{LabelTable, NextHop, PortInfo, Service, NO_SERVICE};
+    use crate::tables::{LabelTable, NextHop, PortInfo, Service, DEFAULT_TABLE_MEMORY, NO_SERVICE};
     use crate::topology::{self, ethernet as eth, lse};
     use crate::wire::checksum;
     use proptest::prelude::*;
@@ -1158,7 +1158,7 @@ mod tests {
     /// service's VPN label. The same tables serve the P and hub tests with
     /// the role changed.
     fn spoke(mode: TtlMode) -> Tables {
-        let mut svc = Service::new("blue", ip("10.0.0.1"), mode).unwrap();
+        let mut svc = Service::new("blue", ip("10.0.0.1"), mode, DEFAULT_TABLE_MEMORY).unwrap();
         svc.upstream.add(0, 0, 0).unwrap();
         svc.downstream.add(ip("10.0.0.10"), 32, 1).unwrap();
         svc.downstream.add(ip("10.0.0.20"), 32, 2).unwrap();

@@ -214,6 +214,12 @@ impl std::ops::Deref for SharedLpm {
     }
 }
 
+/// The memory each route table of a service may take unless configured
+/// otherwise (`dataplane.route_table_memory_mb`): 1 GiB, far beyond a full
+/// Internet table's first stage, room for about 700,000 /24s that hold
+/// longer prefixes.
+pub const DEFAULT_TABLE_MEMORY: usize = 1 << 30;
+
 /// One VPN as this router serves it.
 pub struct Service {
     pub name: String,
@@ -268,12 +274,20 @@ impl Service {
         }
     }
 
-    pub fn new(name: &str, gateway: u32, ttl_mode: TtlMode) -> Result<Service, LpmError> {
+    /// A service with empty tables, each of which may take up to
+    /// `table_memory` bytes ([`Dir24Lpm::with_limit`];
+    /// [`DEFAULT_TABLE_MEMORY`] unless configured).
+    pub fn new(
+        name: &str,
+        gateway: u32,
+        ttl_mode: TtlMode,
+        table_memory: usize,
+    ) -> Result<Service, LpmError> {
         Ok(Service {
             name: name.to_owned(),
-            upstream: SharedLpm::new(Dir24Lpm::new()?),
-            downstream: SharedLpm::new(Dir24Lpm::new()?),
-            hub: SharedLpm::new(Dir24Lpm::new()?),
+            upstream: SharedLpm::new(Dir24Lpm::with_limit(table_memory)?),
+            downstream: SharedLpm::new(Dir24Lpm::with_limit(table_memory)?),
+            hub: SharedLpm::new(Dir24Lpm::with_limit(table_memory)?),
             gateway,
             ttl_mode,
             anti_spoofing: true,
@@ -954,7 +968,11 @@ mod tests {
     use super::*;
 
     fn tables() -> Tables {
-        let mut svc = Service::new("blue", 0x0a00_0001, TtlMode::Uniform).unwrap();
+        tables_with(DEFAULT_TABLE_MEMORY)
+    }
+
+    fn tables_with(table_memory: usize) -> Tables {
+        let mut svc = Service::new("blue", 0x0a00_0001, TtlMode::Uniform, table_memory).unwrap();
         svc.upstream.add(0, 0, 0).unwrap();
         let nh = NextHop {
             port: 0,
@@ -1121,6 +1139,71 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `n` upstream routes /24 to /32, each in a /24 of its own, next hop
+    /// 0 or 1.
+    fn upstream_routes(n: u32) -> Vec<TableOp> {
+        (0..n)
+            .map(|i| TableOp::AddRoute {
+                service: 0,
+                table: RouteTable::Upstream,
+                prefix: (1 + i % 200) << 24 | (i / 200) << 8 | (i * 37) & 0xff,
+                len: 24 + (i % 9) as u8,
+                next_hop: i % 2,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_upstream_table_takes_far_more_than_1024_groups() {
+        // As a BGP peer's 100k VPN routes reach a spoke's upstream table
+        // (a fixed 1,024 groups installed 12,136 of them), in both copies.
+        let mut t = tables();
+        let mut c = t.second_copy();
+        let ops = upstream_routes(100_000);
+        t.apply(&ops);
+        assert!(t.rejected().is_empty(), "{:?}", t.rejected().first());
+        c.apply(&ops);
+        assert!(c.rejected().is_empty(), "{:?}", c.rejected().first());
+        for t in [&t, &c] {
+            let up = &t.services[0].upstream;
+            assert_eq!(up.len(), 100_001);
+            assert_eq!(up.groups_in_use(), 100_000 - 100_000 / 9 - 1);
+            for op in &ops {
+                if let TableOp::AddRoute {
+                    prefix,
+                    len,
+                    next_hop,
+                    ..
+                } = *op
+                {
+                    assert_eq!(up.lookup(prefix & mask(len)), next_hop);
+                    assert_eq!(up.lookup(prefix | !mask(len)), next_hop);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn both_copies_refuse_the_same_routes_at_the_memory_limit() {
+        let mut t = tables_with(4 << 20);
+        let mut c = t.second_copy();
+        let ops = upstream_routes(20_000);
+        t.apply(&ops);
+        c.apply(&ops);
+        assert!(!t.rejected().is_empty());
+        assert_eq!(t.rejected(), c.rejected());
+        let (_, why) = &t.rejected()[0];
+        assert_eq!(why, "the route table's memory limit of 4 MiB is reached");
+        let (a, b) = (&t.services[0].upstream, &c.services[0].upstream);
+        assert!(a.limited_bytes() <= 4 << 20);
+        assert_eq!(a.len(), b.len());
+        assert_eq!(a.limited_bytes(), b.limited_bytes());
+        assert!(ops.iter().all(|op| match *op {
+            TableOp::AddRoute { prefix, .. } => a.lookup(prefix) == b.lookup(prefix),
+            _ => true,
+        }));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 use crate::lpm::LpmError;
 use crate::tables::{
     LabelAction, LabelTable, NextHop, PortInfo, PortRole, Role, Service, Tables, TtlMode,
+    DEFAULT_TABLE_MEMORY,
 };
 
 pub const HUB_MAC: [u8; 6] = [0x02, 0x48, 0x55, 0x42, 0x00, 0x01];
@@ -83,7 +84,7 @@ pub fn tables(path: Path, clients: u32) -> Result<Tables, LpmError> {
         Path::Upstream => (0u16, 1u16),
         Path::Downstream | Path::PSwap => (1, 0),
     };
-    let mut svc = Service::new("bench", GATEWAY, TtlMode::Uniform)?;
+    let mut svc = Service::new("bench", GATEWAY, TtlMode::Uniform, DEFAULT_TABLE_MEMORY)?;
     let mut next_hops = vec![NextHop {
         port: if path == Path::Upstream { core_port } else { 1 },
         vlan: 0,

@@ -13,6 +13,7 @@ use common::*;
 use dataplane::pipeline::Outcome;
 use dataplane::tables::{
     LabelAction, LabelTable, NextHop, PortInfo, PortRole, Role, Service, Tables, TtlMode,
+    DEFAULT_TABLE_MEMORY,
 };
 use dataplane::topology::{ethernet, ipv4_udp, lse};
 use etherparse::{SlicedPacket, VlanSlice};
@@ -32,7 +33,13 @@ fn addr(s: &str) -> u32 {
 /// untagged in, VLAN 300 out). Hub table: the spoke's clients
 /// 10.0.0.0/24 back to the spoke with its labels, the rest to the uplink.
 fn hub_tables() -> Tables {
-    let mut svc = Service::new("blue", addr("10.0.0.1"), TtlMode::Uniform).unwrap();
+    let mut svc = Service::new(
+        "blue",
+        addr("10.0.0.1"),
+        TtlMode::Uniform,
+        DEFAULT_TABLE_MEMORY,
+    )
+    .unwrap();
     svc.hub.add(addr("10.0.0.0"), 24, 0).unwrap();
     svc.hub.add(0, 0, 1).unwrap();
     let core = PortInfo::new(PortRole::Core, [0; 6]);
