@@ -4,7 +4,6 @@
 
 mod bench;
 mod bench_lookup;
-mod bgp;
 mod churn;
 mod ctl;
 mod metrics;

@@ -233,6 +233,47 @@ pub fn render(c: &Control) -> String {
         "hdvrf_table_visible_after_seconds {}",
         p.last_visible_after.as_secs_f64()
     );
+    for (name, kind, help, n) in [
+        (
+            "hdvrf_rib_refused_ops_total",
+            "counter",
+            "Route and next-hop ops the forwarding tables refused (a route table's memory limit, say): their routes are not installed, shown as rejected and not advertised.",
+            c.rib.stats.rejected_ops,
+        ),
+        (
+            "hdvrf_rib_refused_routes",
+            "gauge",
+            "Routes the RIB manager holds that the tables refused and do not hold.",
+            c.rib.refused_count() as u64,
+        ),
+        (
+            "hdvrf_rib_routes",
+            "gauge",
+            "Route keys the RIB manager holds, from every source.",
+            c.rib.len() as u64,
+        ),
+        (
+            "hdvrf_rib_next_hops",
+            "gauge",
+            "Next hop ids in use (the file's, sessions', BGP's).",
+            c.rib.next_hops_in_use() as u64,
+        ),
+        (
+            "hdvrf_rib_groups",
+            "gauge",
+            "ECMP group ids in use.",
+            c.rib.groups_in_use() as u64,
+        ),
+        (
+            "hdvrf_rib_next_hops_freed_total",
+            "counter",
+            "Next hop ids freed (and so reusable) as the last route let go.",
+            c.rib.stats.next_hops_freed,
+        ),
+    ] {
+        family(&mut o, name, kind, help);
+        let _ = writeln!(o, "{name} {n}");
+    }
     if let Some(t) = c.running.tables() {
         family(
             &mut o,

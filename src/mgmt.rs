@@ -18,8 +18,10 @@ use control::config::fmt_mac;
 use control::config::{self, LoadError};
 use control::mgmt::{self, Names, Reply, Request};
 use control::neighbor::Neighbors;
+use control::rib::{Rib, RouteKey, Source, Target};
 use dataplane::pipeline::{Outcome, OutcomeKind};
 use dataplane::policy::{Action, RuleSnapshot};
+use dataplane::publish::{CommitError, PublishStats};
 use dataplane::tables::{LabelAction, PortRole, RouteTable, TableOp};
 use dataplane::trace::{TraceRecord, HEAD};
 use dataplane::wire::{self, EtherType, EthernetFrame, Ipv4Packet, VlanTag};
@@ -56,14 +58,17 @@ pub struct Control {
     /// port id (ports change only with a restart).
     access_ports: Vec<(bool, u32)>,
     /// The BGP speaker (with `[bgp]`).
-    pub bgp: Option<crate::bgp::Speaker>,
-    /// Session removals waiting for their BGP withdrawal to be on its way:
-    /// committed at the next tick, or before the next session change.
-    deferred: Vec<TableOp>,
-    /// The file's downstream host routes, (service, address) -> next hop:
-    /// a session's route takes the place of one while the session lives,
-    /// and gives it back when the session ends.
-    file_hosts: HashMap<(u16, u32), u32>,
+    pub bgp: Option<control::bgp::speaker::Speaker>,
+    /// The RIB manager: every route and next hop the tables hold comes
+    /// from it ([`Control::commit_rib`]). Session removals whose BGP
+    /// withdrawal must be on its way first wait in it until the next tick
+    /// (or the next commit).
+    pub rib: Rib,
+    /// A session's withdrawal was sent to an Established neighbour since
+    /// the last commit: its route's removal waits for the next tick.
+    withdrawal_pending: bool,
+    /// When refused table ops were last logged.
+    rejects_logged: Option<std::time::Instant>,
     /// Each policy rule slot's counters when its rule was set or the
     /// stats cleared: what is shown is what was added since.
     rule_base: Vec<RuleSnapshot>,
@@ -94,6 +99,21 @@ fn for_address(frame: &[u8], address: u32) -> bool {
 /// poll, so in practice microseconds).
 const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// A server's reply on its way to the client, once the sessions of the
+/// replies taken with it are published.
+struct ToClient {
+    reply: control::dhcp::FromServer,
+    port: u16,
+    vlan: u16,
+    gateway: u32,
+    mac: [u8; 6],
+    /// An ACK's session: service, address and what the ACK did.
+    up: Option<(u16, std::net::Ipv4Addr, control::sessions::Acked)>,
+}
+
+/// Refused table ops are logged at most this often (each is counted).
+const REJECT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A request longer than this is refused (a route change is ~150 bytes).
 const MAX_REQUEST: usize = 64 * 1024;
 
@@ -119,7 +139,11 @@ impl Control {
                     .collect()
             })
             .unwrap_or_default();
+        let rib = running.tables().map(Rib::from_tables).unwrap_or_default();
         Control {
+            rib,
+            withdrawal_pending: false,
+            rejects_logged: None,
             access_ports,
             running,
             names,
@@ -133,8 +157,6 @@ impl Control {
             vpn: HashMap::new(),
             session_base: HashMap::new(),
             bgp: None,
-            deferred: Vec::new(),
-            file_hosts: HashMap::new(),
             rule_base: vec![RuleSnapshot::default(); dataplane::policy::MAX_RULES],
         }
     }
@@ -143,7 +165,6 @@ impl Control {
     /// routes from the configuration (at start and on reload; after the
     /// names).
     pub fn set_from_config(&mut self, c: &control::config::Config) {
-        self.set_file_hosts(c);
         self.vpn = c
             .services
             .iter()
@@ -164,31 +185,13 @@ impl Control {
             .collect();
     }
 
-    /// The file's downstream host routes (see `file_hosts`).
-    fn set_file_hosts(&mut self, c: &control::config::Config) {
-        self.file_hosts.clear();
-        for s in &c.services {
-            let Ok(service) = self.names.service(s.name.get_ref()) else {
-                continue;
-            };
-            for r in &s.downstream {
-                if let (Ok((prefix, 32)), Ok(nh)) = (
-                    mgmt::parse_route_prefix(r.prefix.get_ref()),
-                    self.names.next_hop(r.next_hop.get_ref()),
-                ) {
-                    self.file_hosts.insert((service, prefix), nh);
-                }
-            }
-        }
-    }
-
     /// One round of the host path (control thread): punted packets into
     /// the kernel and the kernel's frames out, neighbours learnt from the
     /// ARP packets among them and published, ARP requests that are due
     /// sent; the DHCP relay and sessions (`crate::relay`). Returns how many
     /// packets moved.
     pub fn host_tick(&mut self, now: std::time::Instant) -> usize {
-        let mut ops = Vec::new();
+        let mut learnt = Vec::new();
         let neighbors = &mut self.neighbors;
         // What the relay takes: DHCP and ARP from access ports (the
         // gateway answers ARP even where no address server is set).
@@ -196,8 +199,9 @@ impl Control {
         let access = &self.access_ports;
         let mut taken: Vec<(u16, Vec<u8>)> = Vec::new();
         let mut moved = self.running.host_poll(|port, frame| {
-            if let Some(op) = neighbors.learn(port, frame, now) {
-                ops.push(op);
+            if let Some(TableOp::SetNeighbor { next_hop, mac }) = neighbors.learn(port, frame, now)
+            {
+                learnt.push((next_hop, mac));
             }
             let (is_access, address) = access.get(usize::from(port)).copied().unwrap_or_default();
             // The port's own address (a hub's uplink, say) is the
@@ -208,21 +212,19 @@ impl Control {
             }
             false
         });
-        if let Some(b) = &self.bgp {
-            let follow: Vec<TableOp> = ops.iter().flat_map(|op| b.follow_neighbor(op)).collect();
-            ops.extend(follow);
-        }
-        if !ops.is_empty() {
-            match self.running.commit_within(&ops, Some(COMMIT_WAIT)) {
+        if !learnt.is_empty() {
+            // BGP's next hops made from these follow them.
+            for &(next_hop, mac) in &learnt {
+                self.rib.set_neighbor(next_hop, mac);
+            }
+            match self.commit_rib(Vec::new()) {
                 Ok(_) => {
-                    for op in &ops {
-                        if let TableOp::SetNeighbor { next_hop, mac } = op {
-                            crate::run::say!(
-                                "hdvrf: next hop {} resolved: {}",
-                                self.names.next_hop_name(*next_hop),
-                                fmt_mac(mac)
-                            );
-                        }
+                    for (next_hop, mac) in &learnt {
+                        crate::run::say!(
+                            "hdvrf: next hop {} resolved: {}",
+                            self.names.next_hop_name(*next_hop),
+                            fmt_mac(mac)
+                        );
                     }
                 }
                 Err(e) => eprintln!("hdvrf: error: publishing resolved neighbours: {e}"),
@@ -231,9 +233,14 @@ impl Control {
         for (port, frame) in self.neighbors.requests_due(now) {
             self.running.host_inject(port, &frame);
         }
-        if !self.deferred.is_empty() {
-            // The withdrawals went out while the thread yielded.
-            self.publish_session_ops(&[], now);
+        if self.rib.has_ops() {
+            // Session removals: their withdrawals went out while the
+            // thread yielded.
+            if let Err(e) = self.commit_rib(Vec::new()) {
+                if let Some(r) = self.relay.as_mut() {
+                    r.log_error("publish", &format!("publishing a session: {e}"), now);
+                }
+            }
         }
         if relay_on {
             for (port, frame) in taken {
@@ -264,7 +271,7 @@ impl Control {
             .neighbors
             .get(i)
             .map_or_else(|| format!("#{i}"), |n| n.address.to_string());
-        let ops = match ev {
+        match ev {
             FromSession::Established(n) => {
                 crate::run::say!(
                     "hdvrf: bgp: {peer} Established (AS {}, router id {}, hold {} s)",
@@ -280,15 +287,9 @@ impl Control {
                 if was_up {
                     eprintln!("hdvrf: bgp: {peer} down: {why}");
                 }
-                match self.running.tables() {
-                    Some(t) => b.down(i, why, t),
-                    None => return,
-                }
+                b.down(i, why, &mut self.rib);
             }
-            FromSession::Learned(u) => match self.running.tables() {
-                Some(t) => b.learned(i, u, t),
-                None => return,
-            },
+            FromSession::Learned(u) => b.learned(i, u, &mut self.rib),
             FromSession::State(st) => {
                 if let Some(n) = b.neighbors.get_mut(i) {
                     n.state = st;
@@ -316,31 +317,85 @@ impl Control {
                 );
                 return;
             }
-        };
-        if ops.is_empty() {
-            return;
         }
-        let names = b.derived_names();
-        if let Err(e) = self.publish_bgp_ops(&ops, names) {
+        if let Err(e) = self.commit_rib(Vec::new()) {
             eprintln!("hdvrf: error: bgp: publishing routes from {peer}: {e}");
         }
     }
 
-    /// Commits BGP's table ops, then names the next hops it derived.
-    fn publish_bgp_ops(
-        &mut self,
-        ops: &[TableOp],
-        names: Vec<(u32, String)>,
-    ) -> Result<(), dataplane::publish::CommitError> {
-        self.running.commit_within(ops, Some(COMMIT_WAIT))?;
-        for (id, name) in names {
-            let id = id as usize;
-            if self.names.next_hops.len() <= id {
-                self.names.next_hops.resize(id + 1, String::new());
-            }
-            self.names.next_hops[id] = name;
+    /// Commits what the RIB manager wants, after `first` (a reload's own
+    /// ops): the one place route and next-hop ops are published. The ops
+    /// the tables refuse go back to the manager (their routes are then
+    /// not installed, and counted) and are logged once per interval; the
+    /// next hops the batch made or freed are named. `Ok(None)`: nothing
+    /// to commit.
+    fn commit_rib(&mut self, first: Vec<TableOp>) -> Result<Option<PublishStats>, CommitError> {
+        let from_rib = first.len();
+        let mut ops = first;
+        ops.extend(self.rib.take_ops());
+        if ops.is_empty() {
+            return Ok(None);
         }
-        Ok(())
+        self.withdrawal_pending = false;
+        let st = match self.running.commit_within(&ops, Some(COMMIT_WAIT)) {
+            Ok(st) => st,
+            Err(e) => {
+                if !e.batch_published() {
+                    // Nothing changed: the manager's ops wait for the
+                    // next commit.
+                    self.rib.requeue(ops.split_off(from_rib));
+                    return Err(e);
+                }
+                self.after_commit(&ops[from_rib..]);
+                return Err(e);
+            }
+        };
+        self.after_commit(&ops[from_rib..]);
+        Ok(Some(st))
+    }
+
+    /// The manager's ops are in the tables: it learns what they refused,
+    /// and its next hops are named.
+    fn after_commit(&mut self, ops: &[TableOp]) {
+        let rejected = self
+            .running
+            .tables()
+            .map(|t| t.rejected().to_vec())
+            .unwrap_or_default();
+        if !rejected.is_empty() {
+            self.rib.rejected(&rejected);
+            let (op, why) = &rejected[0];
+            let msg = format!(
+                "the tables refused {} op(s), e.g. {op:?}: {why}",
+                rejected.len()
+            );
+            let now = std::time::Instant::now();
+            if self
+                .rejects_logged
+                .map_or(true, |t| now.duration_since(t) >= REJECT_LOG_INTERVAL)
+            {
+                self.rejects_logged = Some(now);
+                eprintln!("hdvrf: error: {msg} (logged at most every {REJECT_LOG_INTERVAL:?})");
+            }
+        }
+        for op in ops {
+            if let TableOp::SetNextHop { id, next_hop } = op {
+                let name = if next_hop.port == u16::MAX {
+                    String::new()
+                } else if let Some((via, label)) = self.rib.derived_of(*id) {
+                    format!("~bgp/{}/{label}", self.names.next_hop_name(via))
+                } else {
+                    // The manager makes no other next hops than BGP's and
+                    // sessions'.
+                    control::sessions::next_hop_name(&next_hop.dst_mac)
+                };
+                let at = *id as usize;
+                if self.names.next_hops.len() <= at {
+                    self.names.next_hops.resize(at + 1, String::new());
+                }
+                self.names.next_hops[at] = name;
+            }
+        }
     }
 
     fn relay_drop(&mut self, why: &'static str) {
@@ -399,6 +454,9 @@ impl Control {
         let kind = control::dhcp::message_type(&c.msg);
         if crate::relay::ends_session(kind) {
             self.end_session(service, c.src_mac, "released", now);
+            if !self.withdrawal_pending {
+                self.commit_sessions(now);
+            }
         }
         if let Some(r) = self.relay.as_mut() {
             if !r.admits(service, c.src_mac, kind, now) {
@@ -426,14 +484,17 @@ impl Control {
     }
 
     /// Replies from the address servers: sessions follow ACK and NAK, then
-    /// the reply goes to its client.
-    /// Relays the servers' replies waiting on the sockets; returns how many.
+    /// the reply goes to its client. The replies waiting on the sockets
+    /// are taken together: their sessions' routes are published in one
+    /// commit, and each ACK goes to its client once its route is in every
+    /// worker's tables. Returns how many replies there were.
     fn relay_server_replies(&mut self, now: std::time::Instant) -> usize {
         let Some(relay) = self.relay.as_mut() else {
             return 0;
         };
         let replies = relay.receive();
         let n = replies.len();
+        let mut out: Vec<ToClient> = Vec::with_capacity(n);
         for payload in replies {
             let Some(r) = control::dhcp::from_server(&payload) else {
                 self.relay_drop("not_our_reply");
@@ -459,19 +520,46 @@ impl Control {
                     }
                 },
             };
+            let mut up = None;
             match control::dhcp::message_type(&r.msg) {
                 Some(control::dhcp::Kind::Ack) if !r.msg.yiaddr().is_unspecified() => {
                     let lease = control::dhcp::lease_secs(&r.msg).unwrap_or(3600);
-                    if !self.session_up(service, port, vlan, mac, r.msg.yiaddr(), lease, now) {
-                        // Not published: the client does not get an
-                        // address the router cannot deliver to.
-                        continue;
+                    let address = r.msg.yiaddr();
+                    match self.session_ack(service, port, vlan, mac, address, lease, now) {
+                        Some(what) => up = Some((service, address, what)),
+                        // Not taken: the client does not get an address
+                        // the router cannot deliver to.
+                        None => continue,
                     }
                 }
                 Some(control::dhcp::Kind::Nak) => {
                     self.end_session(service, mac, "refused (NAK)", now);
                 }
                 _ => {}
+            }
+            out.push(ToClient {
+                reply: r,
+                port,
+                vlan,
+                gateway: gw,
+                mac,
+                up,
+            });
+        }
+        let published = self.commit_sessions(now);
+        for ToClient {
+            reply: r,
+            port,
+            vlan,
+            gateway: gw,
+            mac,
+            up,
+        } in out
+        {
+            if let Some((service, address, what)) = up {
+                if !published || !self.session_published(service, mac, address, what, now) {
+                    continue;
+                }
             }
             let port_mac = self.running.port_macs()[usize::from(port)].1;
             match control::dhcp::client_frame(&r.msg, port_mac, vlan, gw.into(), mac) {
@@ -492,9 +580,11 @@ impl Control {
         n
     }
 
-    /// Publishes a session's route; true once every worker has it.
+    /// A session's ACK: its next hop and host route go to the RIB manager,
+    /// to be published by the next commit. `None`: not taken (the
+    /// sessions are full).
     #[allow(clippy::too_many_arguments)]
-    fn session_up(
+    fn session_ack(
         &mut self,
         service: u16,
         port: u16,
@@ -503,22 +593,17 @@ impl Control {
         address: std::net::Ipv4Addr,
         lease: u32,
         now: std::time::Instant,
-    ) -> bool {
-        let Some(n) = self.running.tables().map(|t| t.next_hops().len() as u32) else {
-            return false;
-        };
-        let mut next = n;
-        let Some(relay) = self.relay.as_mut() else {
-            return false;
-        };
+    ) -> Option<control::sessions::Acked> {
+        let relay = self.relay.as_mut()?;
         // Requests admitted while there was room can be answered after
         // it filled: the bound holds at the ACK too.
         if relay.sessions.len() >= relay.max_sessions && relay.sessions.get(service, mac).is_none()
         {
             relay.stats.drop("sessions_full");
-            return false;
+            return None;
         }
-        let (ops, what) = relay.sessions.ack(
+        let what = relay.sessions.ack(
+            &mut self.rib,
             service,
             port,
             vlan,
@@ -526,11 +611,9 @@ impl Control {
             address,
             std::time::Duration::from_secs(u64::from(lease)),
             now,
-            &mut next,
         );
-        let id = relay.sessions.get(service, mac).map(|s| s.next_hop);
         if what == control::sessions::Acked::Up {
-            if let Some(id) = id {
+            if let Some(id) = relay.sessions.get(service, mac).map(|s| s.next_hop) {
                 let base = self.running.subscriber(id).unwrap_or_default();
                 self.session_base.insert(id, base);
             }
@@ -538,16 +621,57 @@ impl Control {
         if let (Some(b), control::sessions::Acked::Moved { old }) = (self.bgp.as_mut(), what) {
             b.withdraw(service, old);
         }
-        if !self.publish_session_ops(&ops, now) {
+        Some(what)
+    }
+
+    /// Commits the sessions' changes; false (logged) if the batch was not
+    /// published.
+    fn commit_sessions(&mut self, now: std::time::Instant) -> bool {
+        match self.commit_rib(Vec::new()) {
+            Ok(_) => true,
+            Err(e) => {
+                if let Some(r) = self.relay.as_mut() {
+                    r.log_error("publish", &format!("publishing sessions: {e}"), now);
+                }
+                e.batch_published()
+            }
+        }
+    }
+
+    /// After the commit of an ACK's session: if the tables hold its route,
+    /// it is advertised (new or moved), journalled and logged; true then.
+    fn session_published(
+        &mut self,
+        service: u16,
+        mac: [u8; 6],
+        address: std::net::Ipv4Addr,
+        what: control::sessions::Acked,
+        now: std::time::Instant,
+    ) -> bool {
+        let key = control::sessions::host_key(service, address);
+        if !matches!(self.rib.installed(&key), Some((Source::Session, _))) {
+            let why = self.rib.refused(&key).unwrap_or("not installed").to_owned();
+            if let Some(r) = self.relay.as_mut() {
+                r.log_error(
+                    "reject",
+                    &format!("publishing a session: {address}: {why}"),
+                    now,
+                );
+            }
             return false;
         }
-        if let Some(b) = self.bgp.as_mut() {
-            if what != control::sessions::Acked::Renewed {
+        if what != control::sessions::Acked::Renewed {
+            if let Some(b) = self.bgp.as_mut() {
                 b.advertise(service, address);
             }
         }
         self.journal_up(service, mac, now);
         if what != control::sessions::Acked::Renewed {
+            let port = self
+                .relay
+                .as_ref()
+                .and_then(|r| r.sessions.get(service, mac))
+                .map_or((0, 0), |s| (s.port, s.vlan));
             crate::run::say!(
                 "hdvrf: session up: {} {} on {} vlan {} ({what:?})",
                 self.names
@@ -555,36 +679,50 @@ impl Control {
                     .get(usize::from(service))
                     .map_or("?", |s| s.as_str()),
                 address,
-                self.names.port_name(port),
-                vlan
+                self.names.port_name(port.0),
+                port.1
             );
         }
         true
     }
 
+    /// Ends a session: its route leaves the RIB manager and its
+    /// withdrawal goes to BGP. The caller commits, unless a neighbour is
+    /// Established (`withdrawal_pending`): then the removal waits for the
+    /// next tick (or commit), so that the withdrawal is on its way before
+    /// the route goes.
     fn end_session(&mut self, service: u16, mac: [u8; 6], why: &str, now: std::time::Instant) {
         let Some(relay) = self.relay.as_mut() else {
             return;
         };
-        if let Some((s, ops)) = relay.sessions.end(service, mac) {
-            self.session_base.remove(&s.next_hop);
-            if self.remove_session(&s, &ops, now) {
-                self.journal_down(&s, now);
-                crate::run::say!("hdvrf: session down: {} {why}", s.address);
-            }
+        if let Some(s) = relay.sessions.end(&mut self.rib, service, mac) {
+            self.session_gone(&s, why, now);
         }
+    }
+
+    fn session_gone(&mut self, s: &control::sessions::Session, why: &str, now: std::time::Instant) {
+        self.session_base.remove(&s.next_hop);
+        if self
+            .bgp
+            .as_mut()
+            .is_some_and(|b| b.withdraw(s.service, s.address))
+        {
+            self.withdrawal_pending = true;
+        }
+        self.journal_down(s, now);
+        crate::run::say!("hdvrf: session down: {} {why}", s.address);
     }
 
     fn expire_sessions(&mut self, now: std::time::Instant) {
         let Some(relay) = self.relay.as_mut() else {
             return;
         };
-        for (s, ops) in relay.sessions.expire(now) {
-            self.session_base.remove(&s.next_hop);
-            if self.remove_session(&s, &ops, now) {
-                self.journal_down(&s, now);
-                crate::run::say!("hdvrf: session down: {} lease expired", s.address);
-            }
+        let gone = relay.sessions.expire(&mut self.rib, now);
+        for s in &gone {
+            self.session_gone(s, "lease expired", now);
+        }
+        if !gone.is_empty() && !self.withdrawal_pending {
+            self.commit_sessions(now);
         }
     }
 
@@ -632,13 +770,14 @@ impl Control {
     }
 
     /// Rebuilds the sessions a journal kept (start after a crash or a
-    /// restart): each is published again with what is left of its lease.
-    /// Returns how many came back; what no longer fits the configuration
-    /// (an unknown service or port) is skipped with a message.
+    /// restart): each is published again with what is left of its lease,
+    /// all in one commit. Returns how many came back; what no longer fits
+    /// the configuration (an unknown service or port) is skipped with a
+    /// message.
     pub fn restore_sessions(&mut self, saved: &[control::journal::Saved]) -> usize {
         let now = std::time::Instant::now();
         let unix = control::journal::unix_now();
-        let mut back = 0;
+        let mut acked = Vec::with_capacity(saved.len());
         for s in saved {
             let found = (|| {
                 let service = self.names.service(&s.service).ok()?;
@@ -654,98 +793,20 @@ impl Control {
                 continue;
             };
             let lease = s.lease_end.saturating_sub(unix).min(u64::from(u32::MAX)) as u32;
-            if self.session_up(service, port, s.vlan, mac, s.address, lease, now) {
-                back += 1;
+            if let Some(what) = self.session_ack(service, port, s.vlan, mac, s.address, lease, now)
+            {
+                acked.push((service, mac, s.address, what));
             }
         }
-        back
-    }
-
-    /// Takes a session's route out: withdrawn from BGP first, and while a
-    /// neighbour is Established the removal waits for the next tick, so
-    /// that the withdrawal is on its way before the route goes.
-    fn remove_session(
-        &mut self,
-        s: &control::sessions::Session,
-        ops: &[TableOp],
-        now: std::time::Instant,
-    ) -> bool {
-        if self
-            .bgp
-            .as_mut()
-            .is_some_and(|b| b.withdraw(s.service, s.address))
-        {
-            self.deferred.extend_from_slice(ops);
-            return true;
+        if !self.commit_sessions(now) {
+            return 0;
         }
-        self.publish_session_ops(ops, now)
-    }
-
-    /// Publishes session ops (after any deferred removals, in order) and
-    /// names their next hops.
-    fn publish_session_ops(&mut self, ops: &[TableOp], now: std::time::Instant) -> bool {
-        let mut all = std::mem::take(&mut self.deferred);
-        let deferred = all.len();
-        // Where the file has a route for a session's address, it comes
-        // back when the session's goes.
-        all.extend(ops.iter().map(|op| match *op {
-            TableOp::DeleteRoute {
-                service,
-                table: RouteTable::Downstream,
-                prefix,
-                len: 32,
-            } => match self.file_hosts.get(&(service, prefix)) {
-                Some(&next_hop) => TableOp::AddRoute {
-                    service,
-                    table: RouteTable::Downstream,
-                    prefix,
-                    len: 32,
-                    next_hop,
-                },
-                None => *op,
-            },
-            other => other,
-        }));
-        let ops = &all[..];
-        let res = self.running.commit_within(ops, Some(COMMIT_WAIT));
-        let rejected = self
-            .running
-            .tables()
-            .and_then(|t| t.rejected().first().cloned());
-        if let Err(e) = &res {
-            // Nothing changed: the removals that were waiting wait on.
-            if !e.batch_published() {
-                self.deferred = all[..deferred].to_vec();
-            }
-            if let Some(r) = self.relay.as_mut() {
-                r.log_error("publish", &format!("publishing a session: {e}"), now);
-            }
-            return false;
-        }
-        if let Some((op, why)) = rejected {
-            if let Some(r) = self.relay.as_mut() {
-                r.log_error(
-                    "reject",
-                    &format!("publishing a session: {op:?}: {why}"),
-                    now,
-                );
-            }
-            return false;
-        }
-        for op in ops {
-            if let TableOp::SetNextHop { id, next_hop } = op {
-                let id = *id as usize;
-                if self.names.next_hops.len() <= id {
-                    self.names.next_hops.resize(id + 1, String::new());
-                }
-                self.names.next_hops[id] = if next_hop.port == u16::MAX {
-                    String::new()
-                } else {
-                    control::sessions::next_hop_name(&next_hop.dst_mac)
-                };
-            }
-        }
-        true
+        acked
+            .into_iter()
+            .filter(|&(service, mac, address, what)| {
+                self.session_published(service, mac, address, what, now)
+            })
+            .count()
     }
 
     fn sessions(&self) -> Value {
@@ -850,7 +911,7 @@ impl Control {
                 None => Err("no [bgp] in the configuration".into()),
             },
             Request::ShowBgpRib { which } => match &self.bgp {
-                Some(b) => b.show_rib(which.as_deref(), &self.names.services),
+                Some(b) => b.show_rib(which.as_deref(), &self.names.services, &self.rib),
                 None => Err("no [bgp] in the configuration".into()),
             },
             Request::ShowRoutes { service, table } => self.routes(service, table),
@@ -869,14 +930,25 @@ impl Control {
                 next_hop,
             } => {
                 let (prefix, len) = mgmt::parse_route_prefix(&prefix)?;
-                let op = TableOp::AddRoute {
+                let key = RouteKey {
                     service: self.names.service(&service)?,
                     table: mgmt::parse_table(&table)?,
                     prefix,
                     len,
-                    next_hop: self.names.next_hop(&next_hop)?,
                 };
-                self.commit(op)
+                let next_hop = self.names.next_hop(&next_hop)?;
+                let target = if next_hop == dataplane::tables::DISCARD {
+                    Target::Discard
+                } else {
+                    Target::NextHop(next_hop)
+                };
+                if !self.rib.set(Source::Ctl, key, &target) {
+                    return Err(format!(
+                        "next hop {} is not in use",
+                        self.names.next_hop_name(next_hop)
+                    ));
+                }
+                self.commit_route(key)
             }
             Request::Reload => self.reload(),
             Request::TraceAdd { count, port } => self.trace_add(count, port),
@@ -893,27 +965,35 @@ impl Control {
                 prefix,
             } => {
                 let (prefix, len) = mgmt::parse_route_prefix(&prefix)?;
-                let (service, table) = (self.names.service(&service)?, mgmt::parse_table(&table)?);
-                // Refused here rather than published as a no-op.
-                let svc = self
-                    .tables()?
-                    .services
-                    .get(usize::from(service))
-                    .ok_or("the configuration and the tables disagree on services")?;
-                if svc.table(table).get(prefix, len).is_none() {
-                    return Err(format!(
-                        "no route {}/{len} in {}'s {} table",
-                        std::net::Ipv4Addr::from(prefix),
-                        svc.name,
-                        mgmt::table_name(table)
-                    ));
-                }
-                self.commit(TableOp::DeleteRoute {
-                    service,
-                    table,
+                let key = RouteKey {
+                    service: self.names.service(&service)?,
+                    table: mgmt::parse_table(&table)?,
                     prefix,
                     len,
-                })
+                };
+                // The route the tables use goes, if it is the operator's
+                // or the file's (until the next reload); a session's goes
+                // with its session, BGP's with its withdrawal.
+                match self.rib.winner(&key) {
+                    Some(s @ (Source::Ctl | Source::File)) => {
+                        self.rib.remove(s, key);
+                    }
+                    Some(s) => {
+                        return Err(format!(
+                            "route {}/{len} in {service}'s {table} table is {}'s: it cannot be deleted here",
+                            std::net::Ipv4Addr::from(prefix),
+                            s.name()
+                        ))
+                    }
+                    // Refused here rather than published as a no-op.
+                    None => {
+                        return Err(format!(
+                            "no route {}/{len} in {service}'s {table} table",
+                            std::net::Ipv4Addr::from(prefix),
+                        ))
+                    }
+                }
+                self.commit_route(key)
             }
         }
     }
@@ -950,42 +1030,6 @@ impl Control {
         }
         let mut plan =
             control::reload::plan(self.tables()?, &self.names, &self.neighbors, &loaded)?;
-        // A live session's host route is the session's: the file's route
-        // for the same /32 neither replaces it nor, when it goes, takes it
-        // away.
-        // The plan counted them as added (or removed): they are not.
-        let mut kept_for_sessions = 0;
-        if let Some(r) = self.relay.as_ref() {
-            let (mut adds, mut dels) = (0, 0);
-            plan.ops.retain(|op| {
-                let held = match *op {
-                    TableOp::AddRoute {
-                        service,
-                        table: RouteTable::Downstream,
-                        prefix,
-                        len: 32,
-                        ..
-                    }
-                    | TableOp::DeleteRoute {
-                        service,
-                        table: RouteTable::Downstream,
-                        prefix,
-                        len: 32,
-                    } => r.sessions.holds(service, std::net::Ipv4Addr::from(prefix)),
-                    _ => false,
-                };
-                if held {
-                    match op {
-                        TableOp::AddRoute { .. } => adds += 1,
-                        _ => dels += 1,
-                    }
-                }
-                !held
-            });
-            plan.routes_added = plan.routes_added.saturating_sub(adds);
-            plan.routes_removed = plan.routes_removed.saturating_sub(dels);
-            kept_for_sessions = adds + dels;
-        }
         // New rules' slots are used by no published rule: their buckets
         // and counts start afresh before the batch makes them live.
         for &slot in &plan.fresh_rule_slots {
@@ -994,18 +1038,25 @@ impl Control {
                 *b = self.running.rule(slot).unwrap_or_default();
             }
         }
-        let generation = if plan.ops.is_empty() {
-            None
-        } else {
-            let st = self
-                .running
-                .commit_within(&plan.ops, Some(COMMIT_WAIT))
-                .map_err(|e| e.to_string())?;
-            if let Some((op, why)) = self.running.tables().and_then(|t| t.rejected().first()) {
-                return Err(format!("reload: {op:?}: {why}"));
+        // The file's routes into the RIB manager (ctl's changes undone;
+        // a live session's host route stays the session's), committed in
+        // one batch after the plan's own ops.
+        control::reload::apply(&mut plan, &mut self.rib);
+        let first = std::mem::take(&mut plan.ops);
+        // The names after the batch, which names the next hops it makes.
+        let names = std::mem::replace(&mut self.names, std::mem::take(&mut plan.names));
+        let generation = match self.commit_rib(first) {
+            Ok(st) => st.map(|st| st.generation),
+            Err(e) => {
+                if !e.batch_published() {
+                    self.names = names;
+                }
+                return Err(e.to_string());
             }
-            Some(st.generation)
         };
+        if let Some((op, why)) = self.running.tables().and_then(|t| t.rejected().first()) {
+            return Err(format!("reload: {op:?}: {why}"));
+        }
         let port_macs: Vec<[u8; 6]> = self
             .running
             .port_macs()
@@ -1014,9 +1065,9 @@ impl Control {
             .collect();
         self.neighbors
             .reload(&loaded, &port_macs, &plan.next_hop_ids);
-        self.names = plan.names;
-        // What changed for BGP: advertisements now, and the import
-        // table's routes the file stopped (or started) setting.
+        // What changed for BGP: RDs, labels and targets re-advertised or
+        // re-imported, then the file's routes toward our side advertised
+        // or withdrawn as the RIB manager now holds them.
         let mut bgp_ops = 0;
         if let Some(b) = self.bgp.as_mut() {
             let ids = loaded
@@ -1025,21 +1076,12 @@ impl Control {
                 .iter()
                 .map(|s| self.names.service(s.name.get_ref()))
                 .collect::<Result<Vec<u16>, String>>()?;
-            let tables = self
-                .running
-                .tables()
-                .ok_or("reload: the tables are not running")?;
-            let relay = self.relay.as_ref();
-            let ops = b.reload(&loaded.config, &ids, tables, |svc, a| {
-                relay.is_some_and(|r| r.sessions.holds(svc, a))
-            });
-            if !ops.is_empty() {
-                let names = b.derived_names();
-                self.publish_bgp_ops(&ops, names)
-                    .map_err(|e| format!("reload: BGP's routes: {e}"))?;
-                bgp_ops = ops.len();
-            }
+            b.reload(&loaded.config, &ids, &mut self.rib);
+            bgp_ops = self.rib.pending_ops();
+            self.commit_rib(Vec::new())
+                .map_err(|e| format!("reload: BGP's routes: {e}"))?;
         }
+        self.sync_bgp();
         self.set_from_config(&loaded.config);
         self.applied = raw;
         Ok(json!({
@@ -1056,24 +1098,47 @@ impl Control {
             "access_changed": plan.access_changed,
             "rules": { "set": plan.rules_set, "removed": plan.rules_removed },
             "bgp_table_ops": bgp_ops,
-            "kept_for_sessions": kept_for_sessions,
+            "kept_for_sessions": plan.kept_for_sessions,
             "generation": generation,
         }))
     }
 
-    fn commit(&mut self, op: TableOp) -> Result<Value, String> {
-        let st = self
-            .running
-            .commit_within(&[op], Some(COMMIT_WAIT))
-            .map_err(|e| e.to_string())?;
-        if let Some((_, why)) = self.running.tables().and_then(|t| t.rejected().first()) {
-            return Err(why.clone());
+    /// Commits a `ctl route` change, and what BGP advertises follows it.
+    fn commit_route(&mut self, key: RouteKey) -> Result<Value, String> {
+        let st = self.commit_rib(Vec::new()).map_err(|e| e.to_string())?;
+        if let Some(why) = self.rib.refused(&key).map(str::to_owned) {
+            // Refused: the operator's route is not kept to be tried again.
+            self.rib.remove(Source::Ctl, key);
+            let _ = self.commit_rib(Vec::new());
+            return Err(why);
         }
+        self.sync_bgp();
+        let Some(st) = st else {
+            return Ok(json!({ "generation": null }));
+        };
         Ok(json!({
             "generation": st.generation,
             "visible_after_us": st.quiesced_after.as_micros() as u64,
             "elapsed_us": st.elapsed.as_micros() as u64,
         }))
+    }
+
+    /// BGP advertises the file's and `ctl`'s routes toward our side that
+    /// the tables hold, and withdraws the others.
+    fn sync_bgp(&mut self) {
+        if let Some(b) = self.bgp.as_mut() {
+            let relay = self.relay.as_ref();
+            b.sync_local(&self.rib, |svc, a| {
+                relay.is_some_and(|r| r.sessions.holds(svc, a))
+            });
+        }
+    }
+
+    /// Takes the BGP speaker: the file's routes toward our side are
+    /// advertised as the neighbours come up.
+    pub fn set_bgp(&mut self, speaker: control::bgp::speaker::Speaker) {
+        self.bgp = Some(speaker);
+        self.sync_bgp();
     }
 
     fn stats(&self) -> Value {

@@ -223,7 +223,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
     let mut control = Control::new(running, names, devices, path.to_owned(), applied);
     control.set_from_config(&loaded.config);
     control.neighbors = neighbors;
-    let mut bgp_pending: crate::bgp::Pending = Vec::new();
+    let mut bgp_pending: control::bgp::speaker::Pending = Vec::new();
     if spec.mode == dataplane::ForwardMode::Router {
         match crate::relay::Relay::start(&loaded.config) {
             Ok(r) => control.relay = Some(r),
@@ -232,10 +232,12 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
                 return Err(e);
             }
         }
-        if let Some((speaker, pending)) = crate::bgp::Speaker::from_config(&loaded.config) {
+        if let Some((speaker, pending)) =
+            control::bgp::speaker::Speaker::from_config(&loaded.config)
+        {
             // Before the journal: restored sessions are advertised once
             // the neighbours come up.
-            control.bgp = Some(speaker);
+            control.set_bgp(speaker);
             bgp_pending = pending;
         }
         if let Some(j) = &loaded.config.control.session_journal {

@@ -46,6 +46,7 @@ use crate::vpn::VpnId;
 
 pub mod fsm;
 pub mod session;
+pub mod speaker;
 
 /// The largest BGP message without RFC 8654's extended messages.
 pub const MAX_MESSAGE: usize = 4096;

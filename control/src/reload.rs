@@ -8,20 +8,21 @@
 //! matched, not positions: a next hop keeps its index across reloads, a
 //! new one is appended, a removed one is replaced by an unusable next hop
 //! (routes could still name its index) and its name forgotten. Session
-//! next hops and their downstream routes (`crate::sessions`) are not the
-//! file's and stay as they are.
+//! next hops (`crate::sessions`) are not the file's and stay as they are.
+//!
+//! Routes are the RIB manager's (`crate::rib`): the plan lists the file's,
+//! and [`apply_routes`] makes them the `file` source's, undoing `ctl`'s
+//! changes; what sessions and BGP hold stays theirs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use dataplane::policy::Rule;
-use dataplane::tables::{
-    is_group, LabelAction, NextHop, RouteTable, TableOp, Tables, DISCARD, NO_SERVICE,
-    UNRESOLVED_MAC,
-};
+use dataplane::tables::{LabelAction, NextHop, RouteTable, TableOp, Tables, DISCARD, NO_SERVICE};
 
 use crate::config::{parse_ipv4, Loaded};
 use crate::mgmt::Names;
 use crate::neighbor::Neighbors;
+use crate::rib::{Rib, RouteKey, Source, Target};
 
 /// The batch that turns the running tables into the file's, and what it
 /// does, for the reply.
@@ -32,6 +33,13 @@ pub struct Plan {
     pub names: Names,
     /// Running index of each of the file's next hops, in file order.
     pub next_hop_ids: Vec<u32>,
+    /// The file's routes, at running ids, in a stable order.
+    pub routes: Vec<(RouteKey, u32)>,
+    /// Next hops the batch appends or changes: (id, value).
+    pub next_hop_changes: Vec<(u32, NextHop)>,
+    /// The file's next hops it no longer has.
+    pub next_hops_gone: Vec<u32>,
+    /// What [`apply_routes`] did to the tables' file and `ctl` routes.
     pub routes_added: u64,
     pub routes_changed: u64,
     pub routes_removed: u64,
@@ -47,6 +55,9 @@ pub struct Plan {
     /// Counter and policer slots the batch gives to new rules: no running
     /// rule uses them, so their counts and buckets start afresh.
     pub fresh_rule_slots: Vec<u16>,
+    /// The file's routes a live session's host route stands over: the
+    /// file's change waits for the session to end.
+    pub kept_for_sessions: u64,
 }
 
 /// Plans the reload of `loaded` over the running `cur` (named by `names`;
@@ -96,7 +107,11 @@ pub fn plan(
             None => {
                 let id = cur.next_hops().len() as u32 + appended;
                 appended += 1;
-                p.names.next_hops.push(name.clone());
+                let at = id as usize;
+                if p.names.next_hops.len() <= at {
+                    p.names.next_hops.resize(at + 1, String::new());
+                }
+                p.names.next_hops[at] = name.clone();
                 id
             }
         };
@@ -134,18 +149,11 @@ pub fn plan(
     for (id, name) in names.next_hops.iter().enumerate() {
         let session = name.starts_with(crate::sessions::NAME_PREFIX);
         if !name.is_empty() && !session && !cfg.next_hops.iter().any(|n| n.name.get_ref() == name) {
+            // The file lets go of it: the RIB manager retires it once no
+            // route leads to it any more.
             p.next_hops_removed += 1;
             p.names.next_hops[id] = String::new();
-            settings.push(TableOp::SetNextHop {
-                id: id as u32,
-                next_hop: NextHop {
-                    port: u16::MAX,
-                    vlan: 0,
-                    dst_mac: UNRESOLVED_MAC,
-                    labels: [0; 2],
-                    n_labels: 0,
-                },
-            });
+            p.next_hops_gone.push(id as u32);
         }
     }
     plan_policy(cur, &new, &svc, &mut p, &mut settings);
@@ -216,56 +224,122 @@ pub fn plan(
     }
     p.ops = settings;
 
-    // Routes: back to what the file says.
+    // Routes: the file's, at running ids.
     for (i, b) in new.services.iter().enumerate() {
         let service = svc[i];
-        let a = &cur.services[usize::from(service)];
         for table in [
             RouteTable::Upstream,
             RouteTable::Downstream,
             RouteTable::Hub,
         ] {
-            // The file's routes only: those of sessions and BGP (next
-            // hops named ~..., ECMP groups) are not the file's to change.
-            let have: HashMap<(u32, u8), u32> = a
-                .table(table)
-                .routes()
-                .filter(|&(_, _, n)| {
-                    n == DISCARD || !(is_group(n) || names.next_hop_name(n).starts_with('~'))
-                })
-                .map(|(p, l, n)| ((p, l), n))
-                .collect();
-            let want: HashMap<(u32, u8), u32> = b
-                .table(table)
-                .routes()
-                .map(|(p, l, n)| ((p, l), nh_id(n)))
-                .collect();
-            for (&(prefix, len), &next_hop) in &want {
-                match have.get(&(prefix, len)) {
-                    Some(&n) if n == next_hop => continue,
-                    Some(_) => p.routes_changed += 1,
-                    None => p.routes_added += 1,
-                }
-                p.ops.push(TableOp::AddRoute {
-                    service,
-                    table,
-                    prefix,
-                    len,
-                    next_hop,
-                });
-            }
-            for &(prefix, len) in have.keys().filter(|k| !want.contains_key(k)) {
-                p.routes_removed += 1;
-                p.ops.push(TableOp::DeleteRoute {
-                    service,
-                    table,
-                    prefix,
-                    len,
-                });
-            }
+            p.routes
+                .extend(b.table(table).routes().map(|(prefix, len, n)| {
+                    let key = RouteKey {
+                        service,
+                        table,
+                        prefix,
+                        len,
+                    };
+                    (key, nh_id(n))
+                }));
         }
     }
+    p.routes
+        .sort_unstable_by_key(|(k, _)| (k.service, k.table as u8, k.prefix, k.len));
+    p.next_hop_changes = p
+        .ops
+        .iter()
+        .filter_map(|op| match *op {
+            TableOp::SetNextHop { id, next_hop } => Some((id, next_hop)),
+            _ => None,
+        })
+        .collect();
     Ok(p)
+}
+
+/// Tells the RIB manager what the plan does to the file's next hops (the
+/// plan's ops append and change them; the manager retires those the file
+/// dropped once no route leads to them), then hands it the file's routes
+/// ([`apply_routes`]). The batch to commit is the plan's ops followed by
+/// the manager's.
+pub fn apply(p: &mut Plan, rib: &mut Rib) {
+    for &(id, next_hop) in &p.next_hop_changes {
+        if rib.holds(id) {
+            rib.next_hop_changed(id, next_hop);
+        } else {
+            rib.claim_next_hop(id, next_hop);
+        }
+    }
+    apply_routes(p, rib);
+    for &id in &p.next_hops_gone {
+        rib.release_next_hop(id);
+    }
+}
+
+/// Makes the plan's routes the RIB manager's `file` routes: `ctl`'s
+/// changes are undone (routes it added go, routes it deleted come back),
+/// the file's new and changed routes are set and those it dropped
+/// removed. Counts what happens to the routes the tables hold from the
+/// file and `ctl`; a new or changed route of the file's under a live
+/// session's host route is counted as kept for the session (it takes
+/// effect when the session ends).
+pub fn apply_routes(p: &mut Plan, rib: &mut Rib) {
+    let old_file: HashMap<RouteKey, u32> = rib
+        .routes_of(Source::File)
+        .filter_map(|(k, _)| Some((k, rib.get(Source::File, &k)?)))
+        .collect();
+    let want: HashMap<RouteKey, u32> = p.routes.iter().copied().collect();
+    let mut keys: HashSet<RouteKey> = old_file.keys().copied().collect();
+    keys.extend(rib.routes_of(Source::Ctl).map(|(k, _)| k));
+    keys.extend(want.keys().copied());
+    let local = |rib: &Rib, k: &RouteKey| {
+        rib.installed(k)
+            .filter(|(s, _)| matches!(s, Source::Ctl | Source::File))
+            .map(|(_, id)| id)
+    };
+    let before: HashMap<RouteKey, u32> = keys
+        .iter()
+        .filter_map(|k| Some((*k, local(rib, k)?)))
+        .collect();
+    rib.clear_source(Source::Ctl);
+    let mut gone: Vec<RouteKey> = old_file
+        .keys()
+        .filter(|k| !want.contains_key(k))
+        .copied()
+        .collect();
+    gone.sort_unstable_by_key(|k| (k.service, k.table as u8, k.prefix, k.len));
+    for k in gone {
+        rib.remove(Source::File, k);
+    }
+    for &(k, id) in &p.routes {
+        let target = if id == DISCARD {
+            Target::Discard
+        } else {
+            Target::NextHop(id)
+        };
+        rib.set(Source::File, k, &target);
+    }
+    for k in &keys {
+        let after = (rib.winner(k) == Some(Source::File))
+            .then(|| rib.get(Source::File, k))
+            .flatten();
+        // A new or changed route of the file's under a live session's
+        // host route waits for the session to end (one the file drops
+        // was never in the tables: nothing to count).
+        if want.contains_key(k)
+            && old_file.get(k) != want.get(k)
+            && rib.winner(k) == Some(Source::Session)
+        {
+            p.kept_for_sessions += 1;
+            continue;
+        }
+        match (before.get(k), after) {
+            (None, Some(_)) => p.routes_added += 1,
+            (Some(_), None) => p.routes_removed += 1,
+            (Some(a), Some(b)) if *a != b => p.routes_changed += 1,
+            _ => {}
+        }
+    }
 }
 
 /// Policy rules, service by service. A rule the running tables already
@@ -333,9 +407,18 @@ mod tests {
         crate::config::parse(Path::new("spoke.toml"), src).expect("valid")
     }
 
+    /// A reload as the control thread runs it: the plan, then the file's
+    /// next hops and routes through the RIB manager; the whole batch.
+    fn reload_batch(t: &Tables, names: &Names, rib: &mut Rib, a: &Loaded) -> Vec<TableOp> {
+        let mut p = plan(t, names, &Neighbors::default(), a).unwrap();
+        apply(&mut p, rib);
+        let mut ops = std::mem::take(&mut p.ops);
+        ops.extend(rib.take_ops());
+        ops
+    }
+
     #[test]
     fn a_reload_leaves_session_bgp_and_ecmp_routes_alone_and_keeps_discard_routes() {
-        use dataplane::tables::{Group, GROUP_BIT};
         let src = SPOKE_EXAMPLE.replace(
             "    { prefix = \"10.0.0.20/32\", next_hop = \"client-b\" },\n",
             "    { prefix = \"10.0.0.20/32\", next_hop = \"client-b\" },\n    { prefix = \"10.0.0.0/24\", next_hop = \"discard\" },\n",
@@ -344,55 +427,43 @@ mod tests {
         let mut t =
             crate::router::build_tables(&a, &[[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]).unwrap();
         assert_eq!(t.services[0].downstream.lookup(0x0a00_0063), DISCARD);
-        let mut names = Names::from_config(&a.config);
-        // A session's next hop and route, a BGP next hop and an ECMP
-        // group, as the running router makes them.
-        let n = t.next_hops().len() as u32;
+        let names = Names::from_config(&a.config);
+        let mut rib = Rib::from_tables(&t);
+        // A session's next hop and route, a BGP route and an ECMP group,
+        // as the running router makes them.
         let nh = *t.next_hop(0).unwrap();
-        t.apply(&[
-            TableOp::SetNextHop {
-                id: n,
-                next_hop: nh,
-            },
-            TableOp::SetNextHop {
-                id: n + 1,
-                next_hop: nh,
-            },
-            TableOp::SetGroup {
-                id: GROUP_BIT,
-                group: Group::of(&[0, n + 1]).unwrap(),
-            },
-            TableOp::AddRoute {
-                service: 0,
-                table: RouteTable::Downstream,
-                prefix: 0x0a00_0063,
-                len: 32,
-                next_hop: n,
-            },
-            TableOp::AddRoute {
-                service: 0,
-                table: RouteTable::Upstream,
-                prefix: 0x0a09_0000,
-                len: 16,
-                next_hop: n + 1,
-            },
-            TableOp::AddRoute {
-                service: 0,
-                table: RouteTable::Upstream,
-                prefix: 0x0a0a_0000,
-                len: 16,
-                next_hop: GROUP_BIT,
-            },
-        ]);
+        let session = rib.add_next_hop(nh);
+        let key = |table, prefix, len| RouteKey {
+            service: 0,
+            table,
+            prefix,
+            len,
+        };
+        assert!(rib.set(
+            Source::Session,
+            key(RouteTable::Downstream, 0x0a00_0063, 32),
+            &Target::NextHop(session)
+        ));
+        assert!(rib.set(
+            Source::Bgp,
+            key(RouteTable::Upstream, 0x0a09_0000, 16),
+            &Target::Labelled(vec![(0, 3001)])
+        ));
+        assert!(rib.set(
+            Source::Bgp,
+            key(RouteTable::Upstream, 0x0a0a_0000, 16),
+            &Target::Labelled(vec![(0, 3001), (1, 3002)])
+        ));
+        let ops = rib.take_ops();
+        t.apply(&ops);
         assert!(t.rejected().is_empty(), "{:?}", t.rejected());
-        names.next_hops.push("~02:00:00:00:00:63".into());
-        names.next_hops.push("~bgp/hub/3001".into());
-        let p = plan(&t, &names, &Neighbors::default(), &a).unwrap();
-        assert!(p.ops.is_empty(), "{:?}", p.ops);
+        assert!(t.groups().len() == 1 && t.next_hops().len() > names.next_hops.len());
+        let ops = reload_batch(&t, &names, &mut rib, &a);
+        assert!(ops.is_empty(), "{ops:?}");
         // Without the discard route in the file, it goes, and only it.
-        let p = plan(&t, &names, &Neighbors::default(), &load(SPOKE_EXAMPLE)).unwrap();
+        let ops = reload_batch(&t, &names, &mut rib, &load(SPOKE_EXAMPLE));
         assert_eq!(
-            p.ops,
+            ops,
             [TableOp::DeleteRoute {
                 service: 0,
                 table: RouteTable::Downstream,
@@ -467,6 +538,7 @@ mod tests {
         let mut t =
             crate::router::build_tables(&a, &[[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]).unwrap();
         let names = Names::from_config(&a.config);
+        let mut rib = Rib::from_tables(&t);
         let b_src = SPOKE_EXAMPLE
             .replace("labels = [100, 2001]", "labels = [100, 2009]")
             .replace(
@@ -483,7 +555,8 @@ mod tests {
             .replace("anti_spoofing = true", "anti_spoofing = false");
         assert_ne!(b_src, SPOKE_EXAMPLE);
         let b = load(&b_src);
-        let p = plan(&t, &names, &Neighbors::default(), &b).unwrap();
+        let mut p = plan(&t, &names, &Neighbors::default(), &b).unwrap();
+        apply(&mut p, &mut rib);
         assert_eq!(
             (p.next_hops_added, p.next_hops_changed, p.next_hops_removed),
             (1, 1, 1)
@@ -496,7 +569,9 @@ mod tests {
             (p.labels_changed, p.services_changed, p.access_changed),
             (1, 1, 1)
         );
-        t.apply(&p.ops);
+        let mut ops = std::mem::take(&mut p.ops);
+        ops.extend(rib.take_ops());
+        t.apply(&ops);
         assert!(t.rejected().is_empty(), "{:?}", t.rejected());
 
         // hub changed in place; hub3 appended after the four there were;
@@ -524,11 +599,14 @@ mod tests {
         );
 
         // The same file again: nothing to do.
-        let again = plan(&t, &p.names, &Neighbors::default(), &b).unwrap();
-        assert!(again.ops.is_empty(), "{:?}", again.ops);
+        let again = reload_batch(&t, &p.names, &mut rib, &b);
+        assert!(again.is_empty(), "{again:?}");
         // And back to the first file: client-b returns under a new index.
-        let back = plan(&t, &p.names, &Neighbors::default(), &a).unwrap();
-        t.apply(&back.ops);
+        let mut back = plan(&t, &p.names, &Neighbors::default(), &a).unwrap();
+        apply(&mut back, &mut rib);
+        let mut ops = std::mem::take(&mut back.ops);
+        ops.extend(rib.take_ops());
+        t.apply(&ops);
         assert!(t.rejected().is_empty(), "{:?}", t.rejected());
         let id = back.names.next_hop("client-b").unwrap();
         assert_eq!(id, 5);

@@ -82,12 +82,21 @@ pub enum Target {
     Labelled(Vec<(u32, u32)>),
 }
 
+/// One source's route.
+#[derive(Clone, Debug)]
+struct Entry {
+    target: Target,
+    /// The next hop, group or [`DISCARD`] it leads to, held by it. BGP's
+    /// paths are made into next hops (and groups) only while they win,
+    /// so a shadowed BGP route costs no id.
+    id: Option<u32>,
+}
+
 /// Every source's route for one key, and what the tables hold.
 #[derive(Clone, Debug, Default)]
 struct Route {
-    /// Per source (by precedence index): the next hop, group or
-    /// [`DISCARD`] it leads to.
-    by: [Option<u32>; 4],
+    /// Per source, by precedence index.
+    by: [Option<Entry>; 4],
     /// What the last op sent for this key installed: `None` after a
     /// delete, or when the tables refused the add.
     installed: Option<u32>,
@@ -96,11 +105,19 @@ struct Route {
 }
 
 impl Route {
-    fn winner(&self) -> Option<(Source, u32)> {
-        SOURCES
-            .iter()
-            .zip(&self.by)
-            .find_map(|(&s, id)| id.map(|id| (s, id)))
+    /// The source whose route the tables should hold, and what it leads
+    /// to: the first with a next hop made (BGP's paths may have none left
+    /// to go through), else the first at all.
+    fn winner(&self) -> Option<(Source, Option<u32>)> {
+        let mut first = None;
+        for (&s, e) in SOURCES.iter().zip(&self.by) {
+            let Some(e) = e else { continue };
+            if e.id.is_some() {
+                return Some((s, e.id));
+            }
+            first = first.or(Some((s, None)));
+        }
+        first
     }
 }
 
@@ -210,7 +227,15 @@ impl Rib {
                     };
                     rib.hold(id);
                     let r = rib.routes.entry(key).or_default();
-                    r.by[Source::File as usize] = Some(id);
+                    let target = if id == DISCARD {
+                        Target::Discard
+                    } else {
+                        Target::NextHop(id)
+                    };
+                    r.by[Source::File as usize] = Some(Entry {
+                        target,
+                        id: Some(id),
+                    });
                     r.installed = Some(id);
                 }
             }
@@ -311,19 +336,36 @@ impl Rib {
     }
 
     /// Sets `source`'s route for `key`. Returns false (and changes
-    /// nothing) when the target cannot be made: an unknown next hop or
-    /// via, or no path.
+    /// nothing) when the target cannot be made: an unknown next hop, or
+    /// no path through a known via.
     pub fn set(&mut self, source: Source, key: RouteKey, target: &Target) -> bool {
-        let Some(id) = self.resolve(target) else {
-            return false;
+        let id = match target {
+            Target::Discard => Some(DISCARD),
+            Target::NextHop(id) => {
+                match self.slots.get_mut(*id as usize).filter(|s| s.refs > 0) {
+                    Some(s) => s.refs += 1,
+                    None => return false,
+                }
+                Some(*id)
+            }
+            Target::Labelled(paths) => {
+                if !paths.iter().any(|&(via, _)| self.is_via(via)) {
+                    return false;
+                }
+                None
+            }
         };
-        // Hold the new one before letting go of the old: they may share.
         let r = self.routes.entry(key).or_default();
-        let old = r.by[source as usize].replace(id);
-        if let Some(old) = old {
-            self.drop_ref(old);
-        }
+        let old = r.by[source as usize].replace(Entry {
+            target: target.clone(),
+            id,
+        });
+        // The old one goes after the new one is settled: what they share
+        // (BGP's next hops) stays.
         self.settle(key);
+        if let Some(id) = old.and_then(|e| e.id) {
+            self.drop_ref(id);
+        }
         true
     }
 
@@ -336,8 +378,10 @@ impl Rib {
         else {
             return false;
         };
-        self.drop_ref(old);
         self.settle(key);
+        if let Some(id) = old.id {
+            self.drop_ref(id);
+        }
         true
     }
 
@@ -359,21 +403,29 @@ impl Rib {
     /// `source`'s route for `key`: the next hop, group or [`DISCARD`] it
     /// leads to.
     pub fn get(&self, source: Source, key: &RouteKey) -> Option<u32> {
-        self.routes.get(key)?.by[source as usize]
+        self.routes.get(key)?.by[source as usize].as_ref()?.id
     }
 
-    /// Every route of `source`.
-    pub fn routes_of(&self, source: Source) -> impl Iterator<Item = (RouteKey, u32)> + '_ {
+    /// Whether `source` has a route for `key` (made into a next hop or
+    /// not).
+    pub fn has(&self, source: Source, key: &RouteKey) -> bool {
+        self.routes
+            .get(key)
+            .is_some_and(|r| r.by[source as usize].is_some())
+    }
+
+    /// Every route of `source`, with its target.
+    pub fn routes_of(&self, source: Source) -> impl Iterator<Item = (RouteKey, &Target)> + '_ {
         self.routes
             .iter()
-            .filter_map(move |(k, r)| r.by[source as usize].map(|id| (*k, id)))
+            .filter_map(move |(k, r)| r.by[source as usize].as_ref().map(|e| (*k, &e.target)))
     }
 
     /// What the tables hold for `key`, and whose it is.
     pub fn installed(&self, key: &RouteKey) -> Option<(Source, u32)> {
         let r = self.routes.get(key)?;
         let (s, id) = r.winner()?;
-        (r.installed == Some(id)).then_some((s, id))
+        (id.is_some() && r.installed == id).then_some((s, id?))
     }
 
     /// The source whose route the precedence picks for `key` (installed
@@ -396,6 +448,17 @@ impl Rib {
     /// last call, in order.
     pub fn take_ops(&mut self) -> Vec<TableOp> {
         std::mem::take(&mut self.ops)
+    }
+
+    /// Ops a commit did not publish: they go first in the next.
+    pub fn requeue(&mut self, mut ops: Vec<TableOp>) {
+        ops.append(&mut self.ops);
+        self.ops = ops;
+    }
+
+    /// How many ops are waiting for [`Rib::take_ops`].
+    pub fn pending_ops(&self) -> usize {
+        self.ops.len()
     }
 
     /// Whether ops are waiting for [`Rib::take_ops`].
@@ -469,44 +532,50 @@ impl Rib {
         self.slots.get(id as usize)?.derived
     }
 
+    /// Next hop ids there are (in use or free): the tables have as many.
+    pub fn next_hop_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether next hop `id` is in use.
+    pub fn holds(&self, id: u32) -> bool {
+        self.slots.get(id as usize).is_some_and(|s| s.refs > 0)
+    }
+
     /// Next hop `id` as the manager knows it.
     pub fn next_hop(&self, id: u32) -> Option<&NextHop> {
         self.slots.get(id as usize).map(|s| &s.next_hop)
     }
 
-    /// The id a target leads to, held once for the caller.
-    fn resolve(&mut self, target: &Target) -> Option<u32> {
-        match target {
-            Target::Discard => Some(DISCARD),
-            Target::NextHop(id) => {
-                let s = self.slots.get_mut(*id as usize)?;
-                if s.refs == 0 {
-                    return None;
-                }
-                s.refs += 1;
-                Some(*id)
+    /// Whether `via` can carry BGP's paths: a next hop in use that is
+    /// not itself one of BGP's.
+    fn is_via(&self, via: u32) -> bool {
+        self.slots
+            .get(via as usize)
+            .is_some_and(|s| s.refs > 0 && s.derived.is_none())
+    }
+
+    /// BGP's paths as a next hop (or a group of them), held once for the
+    /// caller; `None` when no via is known any more.
+    fn make(&mut self, paths: &[(u32, u32)]) -> Option<u32> {
+        let mut members = Vec::with_capacity(paths.len().min(MAX_PATHS));
+        for &(via, label) in paths {
+            if members.len() == MAX_PATHS {
+                break;
             }
-            Target::Labelled(paths) => {
-                let mut members = Vec::with_capacity(paths.len().min(MAX_PATHS));
-                for &(via, label) in paths {
-                    if members.len() == MAX_PATHS {
-                        break;
-                    }
-                    let Some(id) = self.derive(via, label) else {
-                        continue;
-                    };
-                    if members.contains(&id) {
-                        self.drop_ref(id);
-                    } else {
-                        members.push(id);
-                    }
-                }
-                match members[..] {
-                    [] => None,
-                    [one] => Some(one),
-                    _ => Some(self.group(members)),
-                }
+            let Some(id) = self.derive(via, label) else {
+                continue;
+            };
+            if members.contains(&id) {
+                self.drop_ref(id);
+            } else {
+                members.push(id);
             }
+        }
+        match members[..] {
+            [] => None,
+            [one] => Some(one),
+            _ => Some(self.group(members)),
         }
     }
 
@@ -516,11 +585,10 @@ impl Rib {
             self.slots[id as usize].refs += 1;
             return Some(id);
         }
-        let base = self
-            .slots
-            .get(via as usize)
-            .filter(|s| s.refs > 0 && s.derived.is_none())?;
-        let next_hop = labelled(&base.next_hop, label);
+        if !self.is_via(via) {
+            return None;
+        }
+        let next_hop = labelled(&self.slots[via as usize].next_hop, label);
         let id = self.new_slot(next_hop, Some((via, label)));
         self.slots[id as usize].refs = 1;
         self.derived.insert((via, label), id);
@@ -638,12 +706,30 @@ impl Rib {
         });
     }
 
-    /// Makes the tables' route for `key` the winner's.
+    /// Makes the tables' route for `key` the winner's: BGP's paths are
+    /// made into a next hop when they win and let go when they lose.
     fn settle(&mut self, key: RouteKey) {
-        let Some(r) = self.routes.get_mut(&key) else {
+        let Some(mut r) = self.routes.remove(&key) else {
             return;
         };
-        let want = r.winner().map(|(_, id)| id);
+        let mut want = None;
+        let mut lost = Vec::new();
+        for e in r.by.iter_mut().flatten() {
+            if want.is_some() {
+                // Shadowed: BGP's next hops go (others keep theirs).
+                if let (Target::Labelled(_), Some(id)) = (&e.target, e.id) {
+                    e.id = None;
+                    lost.push(id);
+                }
+                continue;
+            }
+            if e.id.is_none() {
+                if let Target::Labelled(paths) = &e.target {
+                    e.id = self.make(paths);
+                }
+            }
+            want = e.id;
+        }
         let RouteKey {
             service,
             table,
@@ -660,10 +746,13 @@ impl Rib {
                     next_hop,
                 });
                 r.installed = Some(next_hop);
+                if r.rejected.take().is_some() {
+                    self.refused -= 1;
+                }
             }
             Some(_) => {}
             None => {
-                if r.installed.is_some() {
+                if r.installed.take().is_some() {
                     self.ops.push(TableOp::DeleteRoute {
                         service,
                         table,
@@ -671,16 +760,16 @@ impl Rib {
                         len,
                     });
                 }
-                if r.rejected.is_some() {
+                if r.rejected.take().is_some() {
                     self.refused -= 1;
                 }
-                self.routes.remove(&key);
-                return;
             }
         }
-        // Whatever was refused before is tried anew.
-        if r.rejected.take().is_some() {
-            self.refused -= 1;
+        if r.by.iter().any(Option::is_some) {
+            self.routes.insert(key, r);
+        }
+        for id in lost {
+            self.drop_ref(id);
         }
     }
 }
@@ -688,7 +777,9 @@ impl Rib {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane::tables::{LabelTable, PortInfo, PortRole, Role, Service, TtlMode};
+    use dataplane::tables::{
+        LabelTable, PortInfo, PortRole, Role, Service, TtlMode, DEFAULT_TABLE_MEMORY,
+    };
 
     fn nh(port: u16, mac: u8, labels: &[u32]) -> NextHop {
         let mut l = [0; 2];
@@ -706,7 +797,8 @@ mod tests {
     /// `hub` (0, transport label 100) and `client` (1), and the file's
     /// default route to the hub.
     fn tables() -> Tables {
-        let mut svc = Service::new("blue", 0x0a00_0001, TtlMode::Uniform).unwrap();
+        let mut svc =
+            Service::new("blue", 0x0a00_0001, TtlMode::Uniform, DEFAULT_TABLE_MEMORY).unwrap();
         svc.upstream.add(0, 0, 0).unwrap();
         Tables::new(
             Role::Spoke,
@@ -886,6 +978,28 @@ mod tests {
         rib.set(Source::Bgp, b, &Target::Labelled(vec![(0, 42)]));
         assert_eq!(rib.next_hops_in_use(), n + 1);
         assert_eq!(rib.get(Source::Bgp, &a), rib.get(Source::Bgp, &b));
+        // Shadowed by the file's default route, BGP's paths make no next
+        // hop; when the file lets go, they do, and take the route.
+        let default = key(RouteTable::Upstream, 0, 0);
+        let n = rib.next_hops_in_use();
+        commit(&mut rib, &mut t);
+        assert!(rib.set(Source::Bgp, default, &Target::Labelled(vec![(0, 77)])));
+        assert!(rib.take_ops().is_empty());
+        assert_eq!(rib.next_hops_in_use(), n);
+        assert!(rib.remove(Source::File, default));
+        let ops = rib.take_ops();
+        assert!(
+            matches!(
+                ops[..],
+                [TableOp::SetNextHop { .. }, TableOp::AddRoute { len: 0, .. }]
+            ),
+            "{ops:?}"
+        );
+        assert_eq!(rib.next_hops_in_use(), n + 1);
+        assert_eq!(rib.installed(&default).map(|(s, _)| s), Some(Source::Bgp));
+        // Back under a file route, it lets its next hop go.
+        assert!(rib.set(Source::File, default, &Target::NextHop(0)));
+        assert_eq!(rib.next_hops_in_use(), n);
         // An unknown via makes nothing.
         assert!(!rib.set(Source::Bgp, a, &Target::Labelled(vec![(99_999, 1)])));
         // Nor does one of BGP's own next hops as a via.

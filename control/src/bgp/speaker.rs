@@ -1,5 +1,6 @@
-//! The BGP speaker inside `hdvrf run`: one `control::bgp::session` task
-//! per `[[bgp.neighbor]]`, and what joins them to the tables.
+//! The BGP speaker: one `crate::bgp::session` task per
+//! `[[bgp.neighbor]]`, their Adj-RIBs-In, the Loc-RIB's choice, and the
+//! Adj-RIB-Out.
 //!
 //! - Export: a session's host route goes to every neighbour once it is
 //!   published (service RD, the service's VPN label, its export targets,
@@ -11,19 +12,24 @@
 //!   peer router id), and goes out through the neighbour's `via` next hop
 //!   with the route's own label under the transport label.
 //!
-//! This module computes; the control thread (`crate::mgmt`) commits the
-//! table ops it returns.
+//! What BGP selects goes to the RIB manager (`crate::rib`) as the `bgp`
+//! source: it decides whether it is installed (the file's, `ctl`'s and
+//! sessions' routes win), makes and frees the next hops and groups, and
+//! computes the table ops the control thread commits. What is advertised
+//! of the file's and `ctl`'s routes follows what the RIB manager holds
+//! ([`Speaker::sync_local`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
-use control::bgp::fsm::{Negotiated, State};
-use control::bgp::session::{PeerConfig, ToSession};
-use control::bgp::{VpnPath, VpnRoute, Vpnv4Update};
-use control::config::Config;
-use control::vpn::VpnId;
-use dataplane::tables::{Group, NextHop, RouteTable, TableOp, Tables, GROUP_BIT};
+use crate::bgp::fsm::{Negotiated, State};
+use crate::bgp::session::{PeerConfig, ToSession};
+use crate::bgp::{VpnPath, VpnRoute, Vpnv4Update};
+use crate::config::Config;
+use crate::rib::{Rib, RouteKey, Source, Target};
+use crate::vpn::VpnId;
+use dataplane::tables::RouteTable;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -75,15 +81,6 @@ struct ServiceBgp {
     export: Vec<VpnId>,
 }
 
-/// What is installed for (service, prefix, length): the paths that won
-/// (neighbour, route distinguisher; the best first, then its ECMP peers)
-/// and the next hop (or group) they use.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Installed {
-    paths: Vec<(usize, VpnId)>,
-    next_hop: u32,
-}
-
 pub struct Speaker {
     pub asn: u32,
     pub next_hop: Ipv4Addr,
@@ -91,18 +88,15 @@ pub struct Speaker {
     services: Vec<ServiceBgp>,
     /// The table imported routes go to: upstream (spoke) or hub.
     table: RouteTable,
-    /// Routes the configuration sets: BGP does not replace them.
-    statics: HashSet<(u16, u32, u8)>,
-    /// The configuration's routes toward our side, advertised like
+    /// The file's and `ctl`'s routes toward our side, advertised like
     /// sessions' (a spoke's downstream routes, a hub's hub routes).
     configured: BTreeSet<(u16, Ipv4Addr, u8)>,
-    /// Next hops made for (via, label), by id.
-    derived: HashMap<(u32, u32), u32>,
     /// `bgp.multipath`: how many equal best paths share a route.
     multipath: usize,
-    /// ECMP groups made for sets of next hops, by group id.
-    groups: HashMap<Vec<u32>, u32>,
-    installed: HashMap<(u16, u32, u8), Installed>,
+    /// BGP's choice for (service, prefix, length): the paths that won
+    /// (neighbour, route distinguisher; the best first, then its ECMP
+    /// peers). Whether it is installed is the RIB manager's to say.
+    selected: HashMap<(u16, u32, u8), Vec<(usize, VpnId)>>,
     /// Adj-RIB-Out (the same for every neighbour but for the path
     /// attributes each one gets): route and service.
     pub rib_out: BTreeMap<RibKey, (VpnRoute, u16)>,
@@ -179,25 +173,17 @@ impl Speaker {
             RouteTable::Upstream
         };
         let ids: Vec<u16> = (0..c.services.len() as u16).collect();
-        let (statics, configured) = config_routes(c, table, &ids);
-        let mut sp = Speaker {
+        let sp = Speaker {
             asn,
             next_hop,
             neighbors,
             services: services_of(c, &ids),
             table,
-            statics,
             configured: BTreeSet::new(),
-            derived: HashMap::new(),
             multipath: b.multipath.as_ref().map_or(1, |m| *m.get_ref() as usize),
-            groups: HashMap::new(),
-            installed: HashMap::new(),
+            selected: HashMap::new(),
             rib_out: BTreeMap::new(),
         };
-        for &(svc, prefix, len) in &configured {
-            sp.advertise_route(svc, prefix, len);
-        }
-        sp.configured = configured;
         Some((sp, pending))
     }
 
@@ -271,26 +257,12 @@ impl Speaker {
 
     /// A reloaded configuration (`ids`: the running service id of each of
     /// its services, matched by name). What a reload may change in place
-    /// reaches BGP here, and the table ops it implies are returned, to be
-    /// committed after the reload's own:
+    /// reaches BGP here (the file's routes reach the RIB manager, and
+    /// [`Speaker::sync_local`] advertises what it then holds):
     /// - a service's RD, VPN label or export targets: its routes are
     ///   withdrawn under the old ones and advertised under the new;
-    /// - its import targets: every learnt prefix is selected anew;
-    /// - the configuration's own routes toward our side: the new ones are
-    ///   advertised, the removed ones withdrawn;
-    /// - the routes it sets in the import table: BGP stops tracking a
-    ///   prefix the file now sets (the reload replaced the route), and
-    ///   selects anew one the file no longer sets (the reload removed it).
-    ///
-    /// `session_holds(service, address)`: a live session's host route,
-    /// which stays advertised when a file's route for the same /32 goes.
-    pub fn reload(
-        &mut self,
-        c: &Config,
-        ids: &[u16],
-        tables: &Tables,
-        session_holds: impl Fn(u16, Ipv4Addr) -> bool,
-    ) -> Vec<TableOp> {
+    /// - its import targets: every learnt prefix is selected anew.
+    pub fn reload(&mut self, c: &Config, ids: &[u16], rib: &mut Rib) {
         let services = services_of(c, ids);
         let mut reannounce = Vec::new();
         let mut reimport = false;
@@ -313,33 +285,49 @@ impl Speaker {
         for &(svc, prefix, len) in &reannounce {
             self.advertise_route(svc, prefix, len);
         }
+        if reimport {
+            let mut keys = BTreeSet::new();
+            for n in &self.neighbors {
+                keys.extend(n.rib_in.keys().map(|k| (k.0, k.1)));
+            }
+            self.reselect(&keys, rib);
+        }
+    }
 
-        let (statics, configured) = config_routes(c, self.table, ids);
-        let before = std::mem::replace(&mut self.configured, configured.clone());
-        for &(svc, prefix, len) in before.difference(&configured) {
+    /// The table our side's routes are in: a spoke's downstream table,
+    /// a hub's hub table.
+    fn export_table(&self) -> RouteTable {
+        if self.table == RouteTable::Hub {
+            RouteTable::Hub
+        } else {
+            RouteTable::Downstream
+        }
+    }
+
+    /// Advertises the file's and `ctl`'s routes toward our side that the
+    /// RIB manager holds and the tables took, and withdraws those it no
+    /// longer does (at start, after a reload and after `ctl route`).
+    /// `session_holds(service, address)`: a live session's host route,
+    /// which stays advertised when a file's route for the same /32 goes.
+    pub fn sync_local(&mut self, rib: &Rib, session_holds: impl Fn(u16, Ipv4Addr) -> bool) {
+        let export = self.export_table();
+        let mut now = BTreeSet::new();
+        for source in [Source::Ctl, Source::File] {
+            for (k, _) in rib.routes_of(source) {
+                if k.table == export && rib.installed(&k).is_some() {
+                    now.insert((k.service, Ipv4Addr::from(k.prefix), k.len));
+                }
+            }
+        }
+        let before = std::mem::replace(&mut self.configured, now.clone());
+        for &(svc, prefix, len) in before.difference(&now) {
             if !(len == 32 && session_holds(svc, prefix)) {
                 self.withdraw_route(svc, prefix, len);
             }
         }
-        for &(svc, prefix, len) in configured.difference(&before) {
+        for &(svc, prefix, len) in now.difference(&before) {
             self.advertise_route(svc, prefix, len);
         }
-
-        let mut keys: BTreeSet<(Ipv4Addr, u8)> = self
-            .statics
-            .difference(&statics)
-            .map(|&(_, p, l)| (Ipv4Addr::from(p), l))
-            .collect();
-        for k in statics.difference(&self.statics) {
-            self.installed.remove(k);
-        }
-        self.statics = statics;
-        if reimport {
-            for n in &self.neighbors {
-                keys.extend(n.rib_in.keys().map(|k| (k.0, k.1)));
-            }
-        }
-        self.reselect(&keys, tables)
     }
 
     /// Stops every session task.
@@ -357,9 +345,9 @@ impl Speaker {
 
     /// Neighbour `i` left Established: its routes are gone, and where they
     /// were best, the next best takes over (or the route goes).
-    pub fn down(&mut self, i: usize, why: String, tables: &Tables) -> Vec<TableOp> {
+    pub fn down(&mut self, i: usize, why: String, rib: &mut Rib) {
         let Some(nb) = self.neighbors.get_mut(i) else {
-            return Vec::new();
+            return;
         };
         nb.up = None;
         nb.last_down = Some(why);
@@ -367,16 +355,16 @@ impl Speaker {
             .keys()
             .map(|k| (k.0, k.1))
             .collect();
-        self.reselect(&keys, tables)
+        self.reselect(&keys, rib);
     }
 
     /// An UPDATE from neighbour `i`: its RIB changes and the prefixes it
     /// touched are selected anew.
-    pub fn learned(&mut self, i: usize, u: Vpnv4Update, tables: &Tables) -> Vec<TableOp> {
+    pub fn learned(&mut self, i: usize, u: Vpnv4Update, rib: &mut Rib) {
         let asn = self.asn;
         let own_next_hop = self.next_hop;
         let Some(nb) = self.neighbors.get_mut(i) else {
-            return Vec::new();
+            return;
         };
         nb.updates_in += 1;
         let mut keys = BTreeSet::new();
@@ -399,24 +387,17 @@ impl Speaker {
                 }
             }
         }
-        self.reselect(&keys, tables)
+        self.reselect(&keys, rib);
     }
 
-    /// Best path for each service importing each prefix, and the ops that
-    /// make the tables agree. With `bgp.multipath` above 1, the paths
-    /// equal to the best up to MED (RFC 4271 section 9.1.2.2 steps a to
-    /// c), in the order the tie-break gives, share the route as an ECMP
-    /// group.
-    fn reselect(&mut self, keys: &BTreeSet<(Ipv4Addr, u8)>, tables: &Tables) -> Vec<TableOp> {
-        let mut ops = Vec::new();
-        let mut append = tables.next_hops().len() as u32;
-        let mut append_group = tables.groups().len() as u32;
+    /// Best path for each service importing each prefix, handed to the
+    /// RIB manager. With `bgp.multipath` above 1, the paths equal to the
+    /// best up to MED (RFC 4271 section 9.1.2.2 steps a to c), in the
+    /// order the tie-break gives, share the route as an ECMP group.
+    fn reselect(&mut self, keys: &BTreeSet<(Ipv4Addr, u8)>, rib: &mut Rib) {
         for &(prefix, len) in keys {
             let p = u32::from(prefix);
             for svc in 0..self.services.len() as u16 {
-                if self.statics.contains(&(svc, p, len)) {
-                    continue;
-                }
                 let mut cands = self.candidates(svc, prefix, len);
                 cands.sort_by(|a, b| prefer(a.3, &self.neighbors[a.0], b.3, &self.neighbors[b.0]));
                 let mut chosen: Vec<(usize, VpnId, u32, u32)> = Vec::new(); // neighbour, RD, via, label
@@ -443,79 +424,26 @@ impl Speaker {
                     self.neighbors[i].unresolved += 1;
                 }
                 let key = (svc, p, len);
-                if chosen.is_empty() {
-                    if self.installed.remove(&key).is_some() {
-                        ops.push(TableOp::DeleteRoute {
-                            service: svc,
-                            table: self.table,
-                            prefix: p,
-                            len,
-                        });
-                    }
-                    continue;
-                }
-                let mut members = Vec::with_capacity(chosen.len());
-                for &(_, _, via, label) in &chosen {
-                    let id = match self.derived.get(&(via, label)) {
-                        Some(&id) => id,
-                        None => {
-                            let Some(base) = tables.next_hops().get(via as usize) else {
-                                continue;
-                            };
-                            let id = append;
-                            append += 1;
-                            ops.push(TableOp::SetNextHop {
-                                id,
-                                next_hop: labelled(base, label),
-                            });
-                            self.derived.insert((via, label), id);
-                            id
-                        }
-                    };
-                    if !members.contains(&id) {
-                        members.push(id);
-                    }
-                }
-                let nh = match members[..] {
-                    [] => continue,
-                    [one] => one,
-                    _ => {
-                        let mut set = members.clone();
-                        set.sort_unstable();
-                        match self.groups.get(&set) {
-                            Some(&g) => g,
-                            None => {
-                                let Some(group) = Group::of(&set) else {
-                                    continue;
-                                };
-                                let g = GROUP_BIT | append_group;
-                                append_group += 1;
-                                ops.push(TableOp::SetGroup { id: g, group });
-                                self.groups.insert(set, g);
-                                g
-                            }
-                        }
-                    }
+                let route = RouteKey {
+                    service: svc,
+                    table: self.table,
+                    prefix: p,
+                    len,
                 };
-                if self.installed.get(&key).map(|x| x.next_hop) != Some(nh) {
-                    ops.push(TableOp::AddRoute {
-                        service: svc,
-                        table: self.table,
-                        prefix: p,
-                        len,
-                        next_hop: nh,
-                    });
-                }
-                self.installed.insert(
-                    key,
-                    Installed {
-                        paths: chosen.iter().map(|&(i, rd, _, _)| (i, rd)).collect(),
-                        next_hop: nh,
-                    },
+                let paths = Target::Labelled(
+                    chosen
+                        .iter()
+                        .map(|&(_, _, via, label)| (via, label))
+                        .collect(),
                 );
+                if !chosen.is_empty() && rib.set(Source::Bgp, route, &paths) {
+                    self.selected
+                        .insert(key, chosen.iter().map(|&(i, rd, _, _)| (i, rd)).collect());
+                } else if self.selected.remove(&key).is_some() {
+                    rib.remove(Source::Bgp, route);
+                }
             }
         }
-        ops
     }
 
     /// Every learnt path for (prefix, len) whose targets `svc` imports:
@@ -547,37 +475,6 @@ impl Speaker {
             }
         }
         out
-    }
-
-    /// A `via` next hop's MAC changed (ARP): the next hops made from it
-    /// follow.
-    pub fn follow_neighbor(&self, op: &TableOp) -> Vec<TableOp> {
-        let TableOp::SetNeighbor { next_hop, mac } = op else {
-            return Vec::new();
-        };
-        self.derived
-            .iter()
-            .filter(|((via, _), _)| via == next_hop)
-            .map(|(_, &id)| TableOp::SetNeighbor {
-                next_hop: id,
-                mac: *mac,
-            })
-            .collect()
-    }
-
-    /// Names of the next hops made here, by id.
-    pub fn derived_names(&self) -> Vec<(u32, String)> {
-        self.derived
-            .iter()
-            .map(|(&(via, label), &id)| {
-                let name = self
-                    .neighbors
-                    .iter()
-                    .find_map(|n| n.via.as_ref().filter(|v| v.0 == via).map(|v| v.1.clone()))
-                    .unwrap_or_else(|| format!("#{via}"));
-                (id, format!("~bgp/{name}/{label}"))
-            })
-            .collect()
     }
 
     /// `show bgp neighbors`.
@@ -615,7 +512,12 @@ impl Speaker {
     }
 
     /// `show bgp rib in|out` (both when `None`).
-    pub fn show_rib(&self, which: Option<&str>, service_names: &[String]) -> Result<Value, String> {
+    pub fn show_rib(
+        &self,
+        which: Option<&str>,
+        service_names: &[String],
+        rib: &Rib,
+    ) -> Result<Value, String> {
         let route = |k: &RibKey, label: u32, path: &VpnPath| {
             json!({
                 "prefix": format!("{}/{}", k.0, k.1),
@@ -629,23 +531,48 @@ impl Speaker {
             })
         };
         let inbound = || {
+            // Which services each (neighbour, route) is installed for,
+            // indexed once: a walk over the choices per route would cost
+            // |RIB-In| x |choices|.
+            let mut best: HashMap<(usize, RibKey), Vec<u16>> = HashMap::new();
+            let mut refused: HashMap<(usize, RibKey), Vec<(u16, String)>> = HashMap::new();
+            for (&(svc, p, len), paths) in &self.selected {
+                let route = RouteKey {
+                    service: svc,
+                    table: self.table,
+                    prefix: p,
+                    len,
+                };
+                let installed = rib.installed(&route).is_some_and(|(s, _)| s == Source::Bgp);
+                let why = (!installed && rib.winner(&route) == Some(Source::Bgp))
+                    .then(|| rib.refused(&route))
+                    .flatten();
+                for &(i, rd) in paths {
+                    let at = (i, (Ipv4Addr::from(p), len, rd));
+                    if installed {
+                        best.entry(at).or_default().push(svc);
+                    } else if let Some(why) = why {
+                        refused.entry(at).or_default().push((svc, why.to_owned()));
+                    }
+                }
+            }
+            let named = |s: &u16| service_names.get(usize::from(*s)).map(|s| s.as_str());
             let mut v = Vec::new();
             for (i, n) in self.neighbors.iter().enumerate() {
                 for (k, (label, path)) in &n.rib_in {
                     let mut r = route(k, *label, path);
                     r["neighbor"] = json!(n.address.to_string());
-                    let p = u32::from(k.0);
-                    let best: Vec<&str> = self
-                        .installed
-                        .iter()
-                        .filter(|((_, q, l), x)| {
-                            *q == p && *l == k.1 && x.paths.contains(&(i, k.2))
-                        })
-                        .filter_map(|((s, _, _), _)| {
-                            service_names.get(usize::from(*s)).map(|s| s.as_str())
-                        })
-                        .collect();
-                    r["best_for"] = json!(best);
+                    let mut b: Vec<&str> = best
+                        .get(&(i, *k))
+                        .map_or_else(Vec::new, |s| s.iter().filter_map(named).collect());
+                    b.sort_unstable();
+                    r["best_for"] = json!(b);
+                    if let Some(list) = refused.get(&(i, *k)) {
+                        r["rejected"] = list
+                            .iter()
+                            .map(|(s, why)| json!({"service": named(s), "why": why}))
+                            .collect();
+                    }
                     v.push(r);
                 }
             }
@@ -683,7 +610,6 @@ impl Speaker {
     }
 }
 
-/// `base` with `label` pushed under its transport label (its first one).
 /// Each service's BGP identity, at its running id (`ids[i]` for the
 /// configuration's service `i`).
 fn services_of(c: &Config, ids: &[u16]) -> Vec<ServiceBgp> {
@@ -715,50 +641,6 @@ fn services_of(c: &Config, ids: &[u16]) -> Vec<ServiceBgp> {
     out
 }
 
-/// The configuration's routes, at the services' running ids: those it
-/// sets in the table BGP imports into (BGP does not replace them), and
-/// those toward our side that we advertise (a spoke's downstream routes,
-/// a hub's hub routes: its uplink).
-#[allow(clippy::type_complexity)]
-fn config_routes(
-    c: &Config,
-    table: RouteTable,
-    ids: &[u16],
-) -> (HashSet<(u16, u32, u8)>, BTreeSet<(u16, Ipv4Addr, u8)>) {
-    let mut statics = HashSet::new();
-    let mut configured = BTreeSet::new();
-    let hub = table == RouteTable::Hub;
-    for (s, &id) in c.services.iter().zip(ids) {
-        let parsed = |routes: &[control::config::RouteCfg]| -> Vec<(u32, u8)> {
-            routes
-                .iter()
-                .filter_map(|r| control::mgmt::parse_route_prefix(r.prefix.get_ref()).ok())
-                .collect()
-        };
-        let imported = if hub { &s.hub } else { &s.upstream };
-        statics.extend(parsed(imported).into_iter().map(|(p, l)| (id, p, l)));
-        let own = if hub { &s.hub } else { &s.downstream };
-        configured.extend(
-            parsed(own)
-                .into_iter()
-                .map(|(p, l)| (id, Ipv4Addr::from(p), l)),
-        );
-    }
-    (statics, configured)
-}
-
-fn labelled(base: &NextHop, label: u32) -> NextHop {
-    let mut nh = *base;
-    if base.n_labels >= 1 {
-        nh.labels = [base.labels[0], label];
-        nh.n_labels = 2;
-    } else {
-        nh.labels = [label, 0];
-        nh.n_labels = 1;
-    }
-    nh
-}
-
 /// Equal for ECMP: the same LOCAL_PREF, AS_PATH length and MED.
 fn equal_cost(a: &VpnPath, b: &VpnPath) -> bool {
     a.local_pref.unwrap_or(DEFAULT_LOCAL_PREF) == b.local_pref.unwrap_or(DEFAULT_LOCAL_PREF)
@@ -783,7 +665,9 @@ fn prefer(a: &VpnPath, na: &Neighbor, b: &VpnPath, nb: &Neighbor) -> std::cmp::O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use control::config::parse;
+    use crate::config::parse;
+    use crate::mgmt::Names;
+    use dataplane::tables::{NextHop, TableOp, Tables, GROUP_BIT};
     use std::path::Path;
 
     const CONFIG: &str = r#"
@@ -840,6 +724,9 @@ remote_asn = 65000
     struct T {
         sp: Speaker,
         tables: Tables,
+        /// The RIB manager, as the control thread holds it.
+        rib: Rib,
+        names: Names,
         _pending: Pending,
     }
 
@@ -850,14 +737,24 @@ remote_asn = 65000
     fn setup_with(text: &str) -> T {
         let loaded = parse(Path::new("test.toml"), text).expect("config");
         let tables =
-            control::router::build_tables(&loaded, &[[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]])
+            crate::router::build_tables(&loaded, &[[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]])
                 .expect("tables");
-        let (sp, pending) = Speaker::from_config(&loaded.config).expect("[bgp]");
+        let (mut sp, pending) = Speaker::from_config(&loaded.config).expect("[bgp]");
+        let rib = Rib::from_tables(&tables);
+        sp.sync_local(&rib, |_, _| false);
         T {
             sp,
             tables,
+            rib,
+            names: Names::from_config(&loaded.config),
             _pending: pending,
         }
+    }
+
+    /// An UPDATE from neighbour `i`: the ops the RIB manager then wants.
+    fn learned(t: &mut T, i: usize, u: Vpnv4Update) -> Vec<TableOp> {
+        t.sp.learned(i, u, &mut t.rib);
+        t.rib.take_ops()
     }
 
     fn path(lp: Option<u32>, as_path: &[u32], med: Option<u32>, rt: &str) -> VpnPath {
@@ -888,6 +785,7 @@ remote_asn = 65000
     fn apply(t: &mut T, ops: &[TableOp]) {
         t.tables.apply(ops);
         assert!(t.tables.rejected().is_empty(), "{:?}", t.tables.rejected());
+        t.rib.rejected(&[]);
     }
 
     fn upstream_next_hop(t: &T, prefix: &str, len: u8) -> Option<NextHop> {
@@ -901,7 +799,7 @@ remote_asn = 65000
     /// Neighbour `i` advertises 0/0 with `label` and `p`; the labels of
     /// the next hop blue's upstream 0/0 then has, if any.
     fn learn_default(t: &mut T, i: usize, label: u32, p: VpnPath) -> Option<[u32; 2]> {
-        let ops = t.sp.learned(i, update("0.0.0.0", 0, label, p), &t.tables);
+        let ops = learned(t, i, update("0.0.0.0", 0, label, p));
         apply(t, &ops);
         upstream_next_hop(t, "0.0.0.0", 0).map(|nh| nh.labels)
     }
@@ -932,11 +830,33 @@ remote_asn = 65000
     #[test]
     fn a_reload_advertises_withdraws_and_reselects() {
         let mut t = setup();
+        // What the control thread does: the file's next hops and routes
+        // through the RIB manager, then BGP's part; the whole batch.
         let reload = |t: &mut T, text: &str| {
             let loaded = parse(Path::new("test.toml"), text).expect("config");
-            t.sp.reload(&loaded.config, &[0], &t.tables, |_, a| {
-                a == Ipv4Addr::new(10, 0, 0, 51)
-            })
+            let mut plan = crate::reload::plan(
+                &t.tables,
+                &t.names,
+                &crate::neighbor::Neighbors::default(),
+                &loaded,
+            )
+            .expect("plan");
+            crate::reload::apply(&mut plan, &mut t.rib);
+            t.names = std::mem::take(&mut plan.names);
+            let mut ops = std::mem::take(&mut plan.ops);
+            t.sp.reload(&loaded.config, &[0], &mut t.rib);
+            ops.extend(t.rib.take_ops());
+            t.sp.sync_local(&t.rib, |_, a| a == Ipv4Addr::new(10, 0, 0, 51));
+            ops
+        };
+        let routes = |ops: &[TableOp]| -> Vec<(u32, u8, bool)> {
+            ops.iter()
+                .filter_map(|op| match *op {
+                    TableOp::AddRoute { prefix, len, .. } => Some((prefix, len, true)),
+                    TableOp::DeleteRoute { prefix, len, .. } => Some((prefix, len, false)),
+                    _ => None,
+                })
+                .collect()
         };
         let client = "[[next_hop]]\nname = \"client\"\nport = \"access0\"\nmac = \"02:00:5e:00:00:50\"\n[[service]]";
         let static_up = "upstream = [ { prefix = \"192.0.2.0/24\", next_hop = \"hub1\" } ]";
@@ -946,23 +866,32 @@ remote_asn = 65000
         );
         assert!(told(&mut t).is_empty());
         // BGP learns the prefix the file sets: nothing installed.
-        let ops = t.sp.learned(
+        let ops = learned(
+            &mut t,
             0,
             update("192.0.2.0", 24, 3001, path(None, &[], None, "65000:1")),
-            &t.tables,
         );
         assert!(ops.is_empty(), "{ops:?}");
 
-        // The file drops its upstream route and gains a downstream one.
+        // The file drops its upstream route and gains a downstream one
+        // (and the next hop `client`, the plan's op).
         let ops = reload(&mut t, &own);
         assert!(
             matches!(
                 ops[..],
                 [
-                    TableOp::SetNextHop { .. },
+                    TableOp::SetNextHop { id: 2, .. },
+                    TableOp::SetNextHop { id: 3, .. },
                     TableOp::AddRoute {
                         prefix: 0xc000_0200,
                         len: 24,
+                        next_hop: 3,
+                        ..
+                    },
+                    TableOp::AddRoute {
+                        prefix: 0x0a00_0032,
+                        len: 32,
+                        next_hop: 2,
                         ..
                     }
                 ]
@@ -993,7 +922,8 @@ remote_asn = 65000
             ]
         );
 
-        // Import targets that no longer match: BGP's route goes.
+        // Import targets that no longer match: BGP's route goes, and the
+        // next hop it made for it.
         let ops = reload(
             &mut t,
             &own.replace(
@@ -1004,11 +934,17 @@ remote_asn = 65000
         assert!(
             matches!(
                 ops[..],
-                [TableOp::DeleteRoute {
-                    prefix: 0xc000_0200,
-                    len: 24,
-                    ..
-                }]
+                [
+                    TableOp::DeleteRoute {
+                        prefix: 0xc000_0200,
+                        len: 24,
+                        ..
+                    },
+                    TableOp::SetNextHop {
+                        id: 3,
+                        next_hop: NextHop { port: u16::MAX, .. }
+                    }
+                ]
             ),
             "{ops:?}"
         );
@@ -1030,16 +966,32 @@ remote_asn = 65000
         assert!(
             matches!(
                 ops[..],
-                [TableOp::AddRoute {
-                    prefix: 0xc000_0200,
-                    len: 24,
-                    ..
-                }]
+                [
+                    TableOp::SetNextHop { id: 3, .. },
+                    TableOp::AddRoute {
+                        prefix: 0xc000_0200,
+                        len: 24,
+                        next_hop: 3,
+                        ..
+                    }
+                ]
             ),
             "imported again: {ops:?}"
         );
         apply(&mut t, &ops);
-        assert!(reload(&mut t, CONFIG).is_empty(), "the file's route again");
+        let ops = reload(&mut t, CONFIG);
+        assert_eq!(
+            routes(&ops),
+            [(0x0a00_0032, 32, false), (0xc000_0200, 24, true)],
+            "the file's route again, and BGP's next hop and the file's `client` let go: {ops:?}"
+        );
+        apply(&mut t, &ops);
+        assert_eq!(
+            t.tables.services[0].upstream.get(0xc000_0200, 24),
+            Some(0),
+            "the file's hub1"
+        );
+        assert_eq!(t.rib.next_hops_in_use(), 2, "hub1 and hub2 only");
         assert_eq!(told(&mut t), [('-', "10.0.0.50/32".to_owned(), rd)]);
         assert!(t.sp.rib_out.is_empty());
         let gone = Vpnv4Update {
@@ -1053,22 +1005,69 @@ remote_asn = 65000
             }],
             end_of_rib: false,
         };
-        assert!(t.sp.learned(0, gone, &t.tables).is_empty());
+        assert!(learned(&mut t, 0, gone).is_empty());
 
         // The file's route for a live session's address: advertised with
         // it, and when the file lets go, the session's stays.
         let held = own.replace("10.0.0.50/32", "10.0.0.51/32");
-        assert!(reload(&mut t, &held).is_empty());
+        let ops = reload(&mut t, &held);
+        assert_eq!(
+            routes(&ops),
+            [(0xc000_0200, 24, false), (0x0a00_0033, 32, true)],
+            "{ops:?}"
+        );
+        apply(&mut t, &ops);
         assert_eq!(
             told(&mut t),
             [('+', "10.0.0.51/32".to_owned(), "65000:100".to_owned())]
         );
-        assert!(reload(&mut t, CONFIG).is_empty());
+        let ops = reload(&mut t, CONFIG);
+        assert_eq!(
+            routes(&ops),
+            [(0x0a00_0033, 32, false), (0xc000_0200, 24, true)],
+            "{ops:?}"
+        );
         assert!(
             told(&mut t).is_empty(),
             "the session's route is not withdrawn"
         );
         assert_eq!(t.sp.rib_out.len(), 1);
+    }
+
+    /// `ctl route` routes toward our side are advertised and withdrawn
+    /// like the file's; one the tables refused is not advertised, and an
+    /// upstream one is not ours to advertise.
+    #[test]
+    fn ctl_routes_toward_our_side_are_advertised_and_withdrawn() {
+        let mut t = setup();
+        let host = |last: u8| RouteKey {
+            service: 0,
+            table: RouteTable::Downstream,
+            prefix: u32::from(Ipv4Addr::new(10, 0, 0, last)),
+            len: 32,
+        };
+        let rd = "65000:100".to_owned();
+        assert!(t.rib.set(Source::Ctl, host(60), &Target::NextHop(0)));
+        t.sp.sync_local(&t.rib, |_, _| false);
+        assert_eq!(told(&mut t), [('+', "10.0.0.60/32".to_owned(), rd.clone())]);
+        // Refused by the tables: not installed, not advertised.
+        t.rib.take_ops();
+        assert!(t.rib.set(Source::Ctl, host(61), &Target::NextHop(0)));
+        let ops = t.rib.take_ops();
+        t.rib
+            .rejected(&[(ops[0], "the route table's memory limit".into())]);
+        let up = RouteKey {
+            table: RouteTable::Upstream,
+            ..host(62)
+        };
+        assert!(t.rib.set(Source::Ctl, up, &Target::NextHop(0)));
+        t.sp.sync_local(&t.rib, |_, _| false);
+        assert!(told(&mut t).is_empty());
+        // Deleted: withdrawn.
+        assert!(t.rib.remove(Source::Ctl, host(60)));
+        t.sp.sync_local(&t.rib, |_, _| false);
+        assert_eq!(told(&mut t), [('-', "10.0.0.60/32".to_owned(), rd)]);
+        assert!(t.sp.rib_out.is_empty());
     }
 
     #[test]
@@ -1093,7 +1092,8 @@ remote_asn = 65000
             "MED 0 beats MED 50"
         );
         // Neighbour 1 goes down: neighbour 0's path takes over.
-        let ops = t.sp.down(1, "test".into(), &t.tables);
+        t.sp.down(1, "test".into(), &mut t.rib);
+        let ops = t.rib.take_ops();
         apply(&mut t, &ops);
         assert_eq!(
             upstream_next_hop(&t, "0.0.0.0", 0).unwrap().labels,
@@ -1103,10 +1103,19 @@ remote_asn = 65000
         let mut w = update("0.0.0.0", 0, 3001, path(None, &[], None, "65000:1"));
         w.withdrawn = std::mem::take(&mut w.reach);
         w.path = None;
-        let ops = t.sp.learned(0, w, &t.tables);
+        let ops = learned(&mut t, 0, w);
         assert!(
-            matches!(ops[..], [TableOp::DeleteRoute { len: 0, .. }]),
-            "{ops:?}"
+            matches!(
+                ops[..],
+                [
+                    TableOp::DeleteRoute { len: 0, .. },
+                    TableOp::SetNextHop {
+                        next_hop: NextHop { port: u16::MAX, .. },
+                        ..
+                    }
+                ]
+            ),
+            "the route, and the next hop made for it: {ops:?}"
         );
         apply(&mut t, &ops);
         assert!(upstream_next_hop(&t, "0.0.0.0", 0).is_none());
@@ -1116,73 +1125,65 @@ remote_asn = 65000
     fn foreign_targets_loops_statics_and_unresolved_neighbours_install_nothing() {
         let mut t = setup();
         // A target blue does not import.
-        assert!(t
-            .sp
-            .learned(
-                0,
-                update("0.0.0.0", 0, 3001, path(None, &[], None, "65000:9")),
-                &t.tables
-            )
-            .is_empty());
+        assert!(learned(
+            &mut t,
+            0,
+            update("0.0.0.0", 0, 3001, path(None, &[], None, "65000:9"))
+        )
+        .is_empty());
         // Our own AS in the path, or our own next hop: loops.
-        assert!(t
-            .sp
-            .learned(
-                0,
-                update("0.0.0.0", 0, 3001, path(None, &[65000], None, "65000:1")),
-                &t.tables
-            )
-            .is_empty());
+        assert!(learned(
+            &mut t,
+            0,
+            update("0.0.0.0", 0, 3001, path(None, &[65000], None, "65000:1"))
+        )
+        .is_empty());
         let mut own = path(None, &[], None, "65000:1");
         own.next_hop = "198.18.0.1".parse().unwrap();
-        assert!(t
-            .sp
-            .learned(0, update("0.0.0.0", 0, 3001, own), &t.tables)
-            .is_empty());
+        assert!(learned(&mut t, 0, update("0.0.0.0", 0, 3001, own)).is_empty());
         assert_eq!(t.sp.neighbors[0].loops_dropped, 2);
         // The configuration's own upstream route stays.
-        assert!(t
-            .sp
-            .learned(
-                0,
-                update("192.0.2.0", 24, 3001, path(None, &[], None, "65000:1")),
-                &t.tables
-            )
-            .is_empty());
+        assert!(learned(
+            &mut t,
+            0,
+            update("192.0.2.0", 24, 3001, path(None, &[], None, "65000:1"))
+        )
+        .is_empty());
         // A neighbour without `via`: kept in its RIB, not installed.
-        assert!(t
-            .sp
-            .learned(
-                2,
-                update("0.0.0.0", 0, 3001, path(None, &[], None, "65000:1")),
-                &t.tables
-            )
-            .is_empty());
+        assert!(learned(
+            &mut t,
+            2,
+            update("0.0.0.0", 0, 3001, path(None, &[], None, "65000:1"))
+        )
+        .is_empty());
         assert_eq!(
             (t.sp.neighbors[2].rib_in.len(), t.sp.neighbors[2].unresolved),
             (1, 1)
         );
         // One next hop per (via, label), shared by the routes using it,
         // and following the via's MAC.
-        let a = t.sp.learned(
+        let a = learned(
+            &mut t,
             0,
             update("10.9.0.0", 16, 3001, path(None, &[], None, "65000:1")),
-            &t.tables,
         );
         apply(&mut t, &a);
-        let b = t.sp.learned(
+        let b = learned(
+            &mut t,
             0,
             update("10.8.0.0", 16, 3001, path(None, &[], None, "65000:1")),
-            &t.tables,
         );
         assert!(
             matches!(b[..], [TableOp::AddRoute { .. }]),
             "no new next hop: {b:?}"
         );
-        let follow = t.sp.follow_neighbor(&TableOp::SetNeighbor {
-            next_hop: 0,
-            mac: [2, 9, 9, 9, 9, 9],
-        });
+        t.rib.set_neighbor(0, [2, 9, 9, 9, 9, 9]);
+        let follow: Vec<TableOp> = t
+            .rib
+            .take_ops()
+            .into_iter()
+            .filter(|op| !matches!(op, TableOp::SetNeighbor { next_hop: 0, .. }))
+            .collect();
         assert_eq!(follow.len(), 1);
     }
 
@@ -1191,8 +1192,7 @@ remote_asn = 65000
         let mut t = setup_with(&CONFIG.replace("[bgp]\n", "[bgp]\nmultipath = 2\n"));
         let equal = || path(Some(100), &[], None, "65000:1");
         for (i, label) in [(0, 3001), (1, 3002), (2, 3003)] {
-            let ops =
-                t.sp.learned(i, update("0.0.0.0", 0, label, equal()), &t.tables);
+            let ops = learned(&mut t, i, update("0.0.0.0", 0, label, equal()));
             apply(&mut t, &ops);
         }
         // Neighbours 0 and 1 (both with a via) share it; 2 has no via.
@@ -1213,7 +1213,8 @@ remote_asn = 65000
         assert_eq!(used.len(), 2, "both members carry flows");
         // A worse path (longer AS_PATH) does not join; losing a member
         // leaves the other alone, not a group of one.
-        let ops = t.sp.learned(
+        let ops = learned(
+            &mut t,
             1,
             update(
                 "0.0.0.0",
@@ -1221,21 +1222,23 @@ remote_asn = 65000
                 3002,
                 path(Some(100), &[65001], None, "65000:1"),
             ),
-            &t.tables,
         );
         apply(&mut t, &ops);
         let id = t.tables.services[0].upstream.lookup(0x0808_0808);
         assert!(!dataplane::tables::is_group(id));
         assert_eq!(t.tables.next_hops()[id as usize].labels, [100, 3001]);
-        // Equal again: the same group comes back, not a new one.
-        let ops =
-            t.sp.learned(1, update("0.0.0.0", 0, 3002, equal()), &t.tables);
+        // Equal again: the same group comes back (its id, freed when it
+        // lost a member, is the one reused), not a new one.
+        let ops = learned(&mut t, 1, update("0.0.0.0", 0, 3002, equal()));
         assert!(
-            !ops.iter().any(|o| matches!(o, TableOp::SetGroup { .. })),
+            ops.iter()
+                .filter(|o| matches!(o, TableOp::SetGroup { .. }))
+                .all(|o| matches!(o, TableOp::SetGroup { id, .. } if *id == GROUP_BIT)),
             "{ops:?}"
         );
         apply(&mut t, &ops);
         assert_eq!(t.tables.groups().len(), 1);
+        assert_eq!(t.tables.services[0].upstream.lookup(0x0808_0808), GROUP_BIT);
     }
 
     #[test]
