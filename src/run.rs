@@ -285,6 +285,22 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         .build()
         .context("control thread runtime")?;
     let local = tokio::task::LocalSet::new();
+    // BGP's sessions run on a thread of their own: their keepalives and
+    // hold timers go on while the control thread waits for a commit or
+    // builds a large reply. What they learn reaches the control thread
+    // as events.
+    let bgp_rt = if bgp_pending.is_empty() {
+        None
+    } else {
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("hdvrf-bgp")
+                .enable_all()
+                .build()
+                .context("BGP thread runtime")?,
+        )
+    };
     let mut bgp_tasks = Vec::new();
     let bound = local.block_on(&rt, async {
         // Metrics first: a configured address that is taken fails the
@@ -319,9 +335,9 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
                     "active"
                 }
             );
-            bgp_tasks.push(tokio::task::spawn_local(control::bgp::session::run(
-                cfg, cmds, out,
-            )));
+            if let Some(b) = &bgp_rt {
+                bgp_tasks.push(b.spawn(control::bgp::session::run(cfg, cmds, out)));
+            }
             let state = state.clone();
             tokio::task::spawn_local(async move {
                 while let Some(ev) = events.recv().await {
@@ -416,6 +432,9 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         c.running
     };
     drop(local);
+    if let Some(b) = bgp_rt {
+        b.shutdown_timeout(Duration::from_secs(1));
+    }
     let ports = running.port_stats();
     let t0 = Instant::now();
     let report = running.shutdown();
