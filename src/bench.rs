@@ -17,7 +17,7 @@ use dataplane::topology::{self, Path as TopoPath};
 use dataplane::ForwardMode;
 
 use crate::churn::Churn;
-use crate::run::say;
+use crate::log::say;
 use dataplane::publish::PublishStats;
 use dataplane::tables::{RouteTable, TableOp};
 

@@ -13,7 +13,7 @@ use dataplane::dpdk::{Eal, RteLpm};
 use dataplane::lpm::{Dir24Lpm, NO_ROUTE};
 
 use crate::bench::median;
-use crate::run::say;
+use crate::log::say;
 
 #[derive(Args, Debug)]
 pub struct LookupArgs {

@@ -14,7 +14,7 @@ use clap::{Args, Subcommand};
 use control::mgmt::{Reply, Request};
 use serde_json::Value;
 
-use crate::run::say;
+use crate::log::say;
 
 #[derive(Args, Debug)]
 pub struct CtlArgs {

@@ -6,6 +6,7 @@ mod bench;
 mod bench_lookup;
 mod churn;
 mod ctl;
+mod log;
 mod metrics;
 mod mgmt;
 mod relay;

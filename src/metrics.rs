@@ -19,8 +19,8 @@ use dataplane::pipeline::{Outcome, OutcomeKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::log::say;
 use crate::mgmt::Control;
-use crate::run::say;
 
 /// The largest request head read (the rest is ignored).
 const MAX_HEAD: usize = 8 * 1024;

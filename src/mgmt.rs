@@ -67,6 +67,9 @@ pub struct Control {
     /// A session's withdrawal was sent to an Established neighbour since
     /// the last commit: its route's removal waits for the next tick.
     withdrawal_pending: bool,
+    /// Replies to clients whose sessions were published but not yet seen
+    /// by every worker: sent once they are.
+    awaiting: Vec<ToClient>,
     /// When refused table ops were last logged.
     rejects_logged: Option<std::time::Instant>,
     /// Each policy rule slot's counters when its rule was set or the
@@ -143,6 +146,7 @@ impl Control {
         Control {
             rib,
             withdrawal_pending: false,
+            awaiting: Vec::new(),
             rejects_logged: None,
             access_ports,
             running,
@@ -220,7 +224,7 @@ impl Control {
             match self.commit_rib(Vec::new()) {
                 Ok(_) => {
                     for (next_hop, mac) in &learnt {
-                        crate::run::say!(
+                        crate::log::say!(
                             "hdvrf: next hop {} resolved: {}",
                             self.names.next_hop_name(*next_hop),
                             fmt_mac(mac)
@@ -247,6 +251,7 @@ impl Control {
                 self.relay_client_frame(port, &frame, now);
             }
             moved += self.relay_server_replies(now);
+            self.answer_clients();
             self.expire_sessions(now);
             if let Some(r) = self.relay.as_mut() {
                 r.watch_servers(now);
@@ -273,7 +278,7 @@ impl Control {
             .map_or_else(|| format!("#{i}"), |n| n.address.to_string());
         match ev {
             FromSession::Established(n) => {
-                crate::run::say!(
+                crate::log::say!(
                     "hdvrf: bgp: {peer} Established (AS {}, router id {}, hold {} s)",
                     n.peer_asn,
                     n.peer_id,
@@ -546,21 +551,34 @@ impl Control {
                 up,
             });
         }
-        let published = self.commit_sessions(now);
+        let published = self.publish_sessions(now);
+        for to in out {
+            if let Some((service, address, what)) = to.up {
+                if !published || !self.session_published(service, to.mac, address, what, now) {
+                    continue;
+                }
+            }
+            self.awaiting.push(to);
+        }
+        self.answer_clients();
+        n
+    }
+
+    /// Sends the replies held back until the tables with their sessions
+    /// are in every worker's hands (`awaiting`), once they are.
+    fn answer_clients(&mut self) {
+        if self.awaiting.is_empty() || !self.running.settled() {
+            return;
+        }
         for ToClient {
             reply: r,
             port,
             vlan,
             gateway: gw,
             mac,
-            up,
-        } in out
+            up: _,
+        } in std::mem::take(&mut self.awaiting)
         {
-            if let Some((service, address, what)) = up {
-                if !published || !self.session_published(service, mac, address, what, now) {
-                    continue;
-                }
-            }
             let port_mac = self.running.port_macs()[usize::from(port)].1;
             match control::dhcp::client_frame(&r.msg, port_mac, vlan, gw.into(), mac) {
                 Ok(f) => {
@@ -577,7 +595,6 @@ impl Control {
                 }
             }
         }
-        n
     }
 
     /// A session's ACK: its next hop and host route go to the RIB manager,
@@ -622,6 +639,38 @@ impl Control {
             b.withdraw(service, old);
         }
         Some(what)
+    }
+
+    /// Publishes the sessions' changes of a tick without waiting for the
+    /// workers (their clients' replies wait in `awaiting` until the workers
+    /// have the tables, [`Control::answer_clients`]): a wait per tick would
+    /// spin on the workers for every ACK. While the last publication's
+    /// workers have not all moved on, the changes wait for the next tick.
+    /// False (logged) if they could not be published.
+    fn publish_sessions(&mut self, now: std::time::Instant) -> bool {
+        if !self.rib.has_ops() {
+            return true;
+        }
+        if !self.running.settled() {
+            // The workers have not all moved on from the last one: this
+            // one waits for them (and so is settled when it returns).
+            return self.commit_sessions(now);
+        }
+        let ops = self.rib.take_ops();
+        self.withdrawal_pending = false;
+        match self.running.publish(&ops) {
+            Ok(_) => {
+                self.after_commit(&ops);
+                true
+            }
+            Err(e) => {
+                self.rib.requeue(ops);
+                if let Some(r) = self.relay.as_mut() {
+                    r.log_error("publish", &format!("publishing sessions: {e}"), now);
+                }
+                false
+            }
+        }
     }
 
     /// Commits the sessions' changes; false (logged) if the batch was not
@@ -672,7 +721,7 @@ impl Control {
                 .as_ref()
                 .and_then(|r| r.sessions.get(service, mac))
                 .map_or((0, 0), |s| (s.port, s.vlan));
-            crate::run::say!(
+            crate::log::note!(
                 "hdvrf: session up: {} {} on {} vlan {} ({what:?})",
                 self.names
                     .services
@@ -710,7 +759,7 @@ impl Control {
             self.withdrawal_pending = true;
         }
         self.journal_down(s, now);
-        crate::run::say!("hdvrf: session down: {} {why}", s.address);
+        crate::log::note!("hdvrf: session down: {} {why}", s.address);
     }
 
     fn expire_sessions(&mut self, now: std::time::Instant) {
@@ -1441,7 +1490,7 @@ impl Control {
 pub fn bind(path: &Path, configured: bool) -> Result<Option<(UnixListener, PathBuf)>> {
     match try_bind(path, configured) {
         Err(e) if !configured => {
-            crate::run::say!(
+            crate::log::say!(
                 "hdvrf: warning: no management socket ({e:#}); set control.socket to a writable path"
             );
             Ok(None)
@@ -1467,7 +1516,7 @@ fn try_bind(path: &Path, configured: bool) -> Result<Option<(UnixListener, PathB
                     path.display()
                 ));
             }
-            crate::run::say!(
+            crate::log::say!(
                 "hdvrf: warning: {} is served by another hdvrf; this one has no management socket (set control.socket)",
                 path.display()
             );
@@ -1492,7 +1541,7 @@ pub async fn serve(listener: UnixListener, state: Rc<RefCell<Option<Control>>>) 
                 tokio::task::spawn_local(client(stream, state.clone()));
             }
             Err(e) => {
-                crate::run::say!("hdvrf: control socket: accept: {e}");
+                crate::log::say!("hdvrf: control socket: accept: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }

@@ -229,7 +229,7 @@ impl Relay {
                             h.unanswered_since = None;
                             if h.silent {
                                 h.silent = false;
-                                crate::run::say!(
+                                crate::log::say!(
                                     "hdvrf: DHCP relay: the address server {from} answers again"
                                 );
                             }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::log::say;
 use anyhow::{anyhow, Context, Result};
 use control::config::{self, LoadError, Loaded};
 use control::eal_args::{self, Hugepages};
@@ -128,16 +129,6 @@ pub fn fmt_rate(pkts: u64, dt: Duration) -> String {
     }
 }
 
-/// Prints a line on stdout, ignoring a closed reader (`hdvrf run | head`):
-/// losing the console must not take the router down.
-macro_rules! say {
-    ($($t:tt)*) => {{
-        use std::io::Write;
-        let _ = writeln!(std::io::stdout(), $($t)*);
-    }};
-}
-pub(crate) use say;
-
 pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
     let loaded = load(path)?;
     let huge = Hugepages::probe();
@@ -153,6 +144,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
     };
     let term = term_flag()?;
     let running = start(&loaded, &spec, tables)?;
+    block_port_signals();
     let memory = if spec.eal_args.iter().any(|a| a == "--no-huge") {
         "no hugepages"
     } else {
@@ -432,6 +424,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         c.running
     };
     drop(local);
+    crate::log::flush();
     if let Some(b) = bgp_rt {
         b.shutdown_timeout(Duration::from_secs(1));
     }
@@ -503,6 +496,7 @@ async fn host_path(state: Rc<RefCell<Option<Control>>>) {
             Some(c) => c.host_tick(now),
             None => return,
         };
+        crate::log::flush();
         if moved != 0 {
             active = now;
             tokio::task::yield_now().await;
@@ -512,6 +506,35 @@ async fn host_path(state: Rc<RefCell<Option<Control>>>) {
         } else {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+}
+
+/// The control thread takes no asynchronous signal. The net_tap driver
+/// announces each frame that reaches a tap with a signal (a real-time one
+/// set with F_SETSIG; its receive path reads only after one) to whichever
+/// thread does not block it: on the control thread that interrupted a
+/// syscall for every frame on every tap, a quarter of its time under a
+/// DHCP load. SIGINT and SIGTERM only set a flag (`term_flag`), which any
+/// thread may do. So every signal but the synchronous ones (a fault is the
+/// faulting thread's) is blocked here, after the data plane's threads
+/// started (they take them) and before the BGP thread starts (it inherits
+/// the mask).
+fn block_port_signals() {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::all();
+    for s in [
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGFPE,
+        Signal::SIGILL,
+        Signal::SIGTRAP,
+        Signal::SIGABRT,
+        Signal::SIGSYS,
+    ] {
+        set.remove(s);
+    }
+    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
+        eprintln!("hdvrf: warning: blocking signals on the control thread: {e}");
     }
 }
 

@@ -313,6 +313,33 @@ where
         self.commit_until(batch, Some(timeout))
     }
 
+    /// Publishes `batch` without waiting for the readers to leave the old
+    /// copy: its replay onto that copy is left pending, for the next
+    /// commit (or [`Publisher::settle`]) to finish once they have. For a
+    /// writer that commits often and has other work meanwhile (the relay
+    /// publishes a tick's sessions and answers their clients once
+    /// settled). Fails with nothing changed while an earlier batch's
+    /// replay cannot be finished yet (its readers have not all moved).
+    /// Returns the generation published.
+    pub fn publish(&mut self, batch: &[Op]) -> Result<u64, CommitError> {
+        let start = Instant::now();
+        self.catch_up(start, Some(start))?;
+        self.swap_in(batch)?;
+        self.pending = Some(batch.to_vec());
+        Ok(self.generation)
+    }
+
+    /// Applies `batch` to the standby and makes it the active copy.
+    fn swap_in(&mut self, batch: &[Op]) -> Result<(), CommitError> {
+        let standby = Arc::get_mut(&mut self.standby).ok_or(CommitError::StandbyShared)?;
+        (self.apply)(standby, batch);
+        self.shared.slot.store(Arc::clone(&self.standby));
+        self.generation += 1;
+        self.shared.generation.store(self.generation, Release);
+        std::mem::swap(&mut self.active, &mut self.standby);
+        Ok(())
+    }
+
     /// Finishes the replay that a stalled commit left pending, so that the
     /// standby is current again (a no-op when nothing is pending). `None`
     /// waits without limit.
@@ -352,13 +379,7 @@ where
         // The standby must have every published batch before it gets this
         // one, or the two copies would drift apart.
         self.catch_up(start, deadline)?;
-
-        let standby = Arc::get_mut(&mut self.standby).ok_or(CommitError::StandbyShared)?;
-        (self.apply)(standby, batch);
-        self.shared.slot.store(Arc::clone(&self.standby));
-        self.generation += 1;
-        self.shared.generation.store(self.generation, Release);
-        std::mem::swap(&mut self.active, &mut self.standby);
+        self.swap_in(batch)?;
 
         let readers_waited_for = self.readers_on_standby();
         if let Err(readers) = self.wait_for_readers(deadline) {
@@ -594,6 +615,40 @@ mod tests {
         p.commit(&[(1, 6)]).unwrap();
         assert_eq!(p.active(), &[5, 6]);
         assert_eq!(p.standby(), &[5, 6]);
+    }
+
+    #[test]
+    fn publish_leaves_the_replay_to_the_next_commit_once_readers_move() {
+        let mut p = publisher(2);
+        let mut r = p.reader();
+        assert_eq!(p.publish(&[(0, 1)]).unwrap(), 1);
+        // Published at once: readers see it, the old copy still awaits
+        // its replay.
+        assert_eq!(p.reader().current(), &[1, 0]);
+        assert_eq!(p.standby(), &[0, 0]);
+        assert!(!p.is_settled());
+        // A reader still on the old copy: the next publish changes nothing.
+        let err = p.publish(&[(1, 2)]).unwrap_err();
+        assert!(matches!(
+            err,
+            CommitError::Stalled(Stalled {
+                readers: 1,
+                batch_published: false,
+                ..
+            })
+        ));
+        assert_eq!((p.generation(), p.active()), (1, &vec![1, 0]));
+        // It moves: the replay is finished without waiting, and the next
+        // publish goes through.
+        assert_eq!(r.current(), &[1, 0]);
+        r.quiesce();
+        p.settle(Some(Duration::ZERO)).unwrap();
+        assert_eq!(p.standby(), &[1, 0]);
+        assert_eq!(p.publish(&[(1, 2)]).unwrap(), 2);
+        assert_eq!(r.current(), &[1, 2]);
+        r.quiesce();
+        p.settle(Some(Duration::ZERO)).unwrap();
+        assert_eq!((p.active(), p.standby()), (&vec![1, 2], &vec![1, 2]));
     }
 
     #[test]

@@ -488,6 +488,37 @@ impl Running {
         res
     }
 
+    /// Publishes `ops` without waiting for the workers to pass a quiescent
+    /// point ([`Publisher::publish`]): the next commit, or
+    /// [`Running::settled`], waits. Counted as a commit.
+    pub fn publish(&mut self, ops: &[TableOp]) -> Result<u64, CommitError> {
+        if cfg!(feature = "static-tables") {
+            return Err(CommitError::StaticBuild);
+        }
+        let res = match self.publisher.as_mut() {
+            Some(p) => p.publish(ops),
+            None => Err(CommitError::NoTables),
+        };
+        let s = &mut self.publications;
+        match &res {
+            Ok(_) => {
+                s.commits += 1;
+                s.ops += ops.len() as u64;
+            }
+            Err(_) => s.failed += 1,
+        }
+        res
+    }
+
+    /// Whether every worker uses the tables last published, finishing the
+    /// pending replay if they do; never waits.
+    pub fn settled(&mut self) -> bool {
+        match self.publisher.as_mut() {
+            Some(p) => p.is_settled() || p.settle(Some(Duration::ZERO)).is_ok(),
+            None => true,
+        }
+    }
+
     /// The generation of the tables the workers use now (0 at start, one
     /// more per commit).
     pub fn generation(&self) -> u64 {
