@@ -144,7 +144,6 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
     };
     let term = term_flag()?;
     let running = start(&loaded, &spec, tables)?;
-    block_port_signals();
     let memory = if spec.eal_args.iter().any(|a| a == "--no-huge") {
         "no hugepages"
     } else {
@@ -506,35 +505,6 @@ async fn host_path(state: Rc<RefCell<Option<Control>>>) {
         } else {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-    }
-}
-
-/// The control thread takes no asynchronous signal. The net_tap driver
-/// announces each frame that reaches a tap with a signal (a real-time one
-/// set with F_SETSIG; its receive path reads only after one) to whichever
-/// thread does not block it: on the control thread that interrupted a
-/// syscall for every frame on every tap, a quarter of its time under a
-/// DHCP load. SIGINT and SIGTERM only set a flag (`term_flag`), which any
-/// thread may do. So every signal but the synchronous ones (a fault is the
-/// faulting thread's) is blocked here, after the data plane's threads
-/// started (they take them) and before the BGP thread starts (it inherits
-/// the mask).
-fn block_port_signals() {
-    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
-    let mut set = SigSet::all();
-    for s in [
-        Signal::SIGSEGV,
-        Signal::SIGBUS,
-        Signal::SIGFPE,
-        Signal::SIGILL,
-        Signal::SIGTRAP,
-        Signal::SIGABRT,
-        Signal::SIGSYS,
-    ] {
-        set.remove(s);
-    }
-    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
-        eprintln!("hdvrf: warning: blocking signals on the control thread: {e}");
     }
 }
 
