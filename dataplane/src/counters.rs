@@ -4,8 +4,38 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::pipeline::{Outcome, OutcomeKind, SubscriberCount, COUNT_DOWN, COUNT_SPOOFED, COUNT_UP};
+use crate::outcome::{Outcome, OutcomeKind};
 use crate::policy::{RuleCounts, RuleSnapshot, MAX_RULES};
+
+/// No subscriber: beyond every counted next hop.
+pub const NO_SUBSCRIBER: u32 = u32::MAX;
+/// A subscriber's upstream packets (bytes at the next index).
+pub const COUNT_UP: u8 = 0;
+/// A subscriber's downstream packets.
+pub const COUNT_DOWN: u8 = 2;
+/// Packets a subscriber sent with a spoofed source.
+pub const COUNT_SPOOFED: u8 = 4;
+
+/// Where the pipeline counts packets against subscribers (next hops on
+/// access ports: sessions). It counts where it has the subscriber and the
+/// length at hand, so nothing more travels with each verdict: the
+/// source's next hop for upstream packets (when anti-spoofing looks it
+/// up), the sender's for spoofed ones (found by its port, VLAN and MAC),
+/// the destination's for downstream ones.
+///
+/// It is also where hub policy rules count ([`RuleCounts`]).
+pub trait SubscriberCount: RuleCounts {
+    /// One packet of `bytes` (its IPv4 total length) for `subscriber`, in
+    /// the counters at `at` ([`COUNT_UP`], [`COUNT_DOWN`],
+    /// [`COUNT_SPOOFED`]).
+    fn count(&self, subscriber: u32, at: u8, bytes: u16);
+}
+
+/// Counts nothing.
+impl SubscriberCount for () {
+    #[inline(always)]
+    fn count(&self, _: u32, _: u8, _: u16) {}
+}
 
 /// One worker's counters, on a cache line of its own so that workers never
 /// share a line.
@@ -226,7 +256,7 @@ impl SubscriberCounters {
 
 impl SubscriberCounters {
     /// One packet of `bytes` for `subscriber` at `at`. A subscriber
-    /// beyond the slots ([`crate::pipeline::NO_SUBSCRIBER`] among them)
+    /// beyond the slots ([`NO_SUBSCRIBER`] among them)
     /// is not counted.
     #[inline(always)]
     pub fn count(&self, subscriber: u32, at: u8, bytes: u16) {

@@ -4,8 +4,10 @@
 pub mod counters;
 pub mod dpdk;
 pub mod forward;
+pub mod frame;
 pub mod host;
 pub mod lpm;
+pub mod outcome;
 pub mod pipeline;
 pub mod policy;
 pub mod publish;

@@ -23,11 +23,18 @@
 //! for a reason, or dropped for a reason. Nothing here allocates, locks or
 //! panics on packet contents: every offset is checked against the frame.
 
-use crate::policy::{self, RuleCounts, Verdict};
+use crate::policy::{self, Verdict};
 use crate::tables::{Adjacency, LabelAction, PortInfo, PortRole, Role, Service, Tables, TtlMode};
 
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::mpls::LabelStackEntry;
+
+// The pipeline's vocabulary lives in leaf modules (so the tables, the
+// counters and the DPDK burst can name it without importing the pipeline);
+// these paths stay the ones the rest of the workspace uses.
+pub use crate::counters::{SubscriberCount, COUNT_DOWN, COUNT_SPOOFED, COUNT_UP, NO_SUBSCRIBER};
+pub use crate::frame::{Frame, FrameBurst, VecFrame};
+pub use crate::outcome::{Next, Outcome, OutcomeCounters, OutcomeKind, PUNT_PORT};
 
 const ETH_HDR: usize = 14;
 const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -38,193 +45,6 @@ const UDP: u8 = 17;
 const DHCP_SERVER_PORT: u16 = 67;
 /// Labels examined per packet before the stack counts as hostile.
 const MAX_LABELS: usize = 4;
-
-/// A packet buffer the pipeline can rewrite: its bytes, and the ability
-/// to move its start into the headroom (push headers) or forward (pop).
-pub trait Frame {
-    fn data(&self) -> &[u8];
-    fn data_mut(&mut self) -> &mut [u8];
-    /// Moves the packet start by `delta` bytes: negative grows the packet
-    /// at the front, positive trims it. False (and no change) if the
-    /// headroom or the packet is too small.
-    fn shift_front(&mut self, delta: isize) -> bool;
-    /// Bytes free in front of the packet.
-    fn headroom(&self) -> usize;
-}
-
-macro_rules! outcomes {
-    ($($(#[$m:meta])* $name:ident => $label:literal, $kind:ident;)*) => {
-        /// How one packet ended.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        #[repr(u8)]
-        pub enum Outcome { $($(#[$m])* $name,)* }
-
-        impl Outcome {
-            pub const ALL: &'static [Outcome] = &[$(Outcome::$name,)*];
-            pub const COUNT: usize = Self::ALL.len();
-            /// The counter's name in stats and metrics.
-            pub const fn name(self) -> &'static str {
-                match self { $(Outcome::$name => $label,)* }
-            }
-            pub const fn kind(self) -> OutcomeKind {
-                match self { $(Outcome::$name => OutcomeKind::$kind,)* }
-            }
-        }
-    };
-}
-
-/// Forwarded, handed to the control plane, or dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutcomeKind {
-    Forward,
-    Punt,
-    Drop,
-}
-
-outcomes! {
-    /// Client packet label-switched toward the hub.
-    Upstream => "fwd_upstream", Forward;
-    /// Core packet delivered to a client.
-    Downstream => "fwd_downstream", Forward;
-    /// Hub: sent back to the spoke owning the destination.
-    HubToSpoke => "fwd_hub_to_spoke", Forward;
-    /// Hub: sent to the uplink unlabelled.
-    HubToUplink => "fwd_hub_to_uplink", Forward;
-    /// P: top label swapped.
-    LabelSwap => "fwd_label_swap", Forward;
-    /// Penultimate hop: top label popped.
-    LabelPop => "fwd_label_php", Forward;
-    PuntArp => "punt_arp", Punt;
-    PuntDhcp => "punt_dhcp", Punt;
-    /// Addressed to the router itself (gateway or port address).
-    PuntLocal => "punt_local", Punt;
-    /// Shorter than an Ethernet (and VLAN) header.
-    Runt => "drop_runt", Drop;
-    /// No service on this port and VLAN (or a port role with no path).
-    UnknownService => "drop_unknown_service", Drop;
-    /// Neither IPv4 nor ARP on an access or uplink port.
-    NotIpv4 => "drop_not_ipv4", Drop;
-    /// IPv4 header truncated or inconsistent (version, IHL, lengths).
-    Ipv4Header => "drop_ipv4_header", Drop;
-    Ipv4Checksum => "drop_ipv4_checksum", Drop;
-    /// IPv4 TTL would reach 0.
-    TtlExpired => "drop_ttl_expired", Drop;
-    /// Source address is not a session on this port, VLAN and MAC.
-    Spoofed => "drop_spoofed_source", Drop;
-    /// No route in the table the direction uses.
-    NoRoute => "drop_no_route", Drop;
-    /// A route names a next hop that does not fit the direction.
-    BadNextHop => "drop_bad_next_hop", Drop;
-    /// Neither MPLS, ARP nor IPv4 for us on a core port.
-    NotMpls => "drop_not_mpls", Drop;
-    /// Label stack truncated, without bottom of stack, or too deep.
-    MplsStack => "drop_mpls_stack", Drop;
-    /// Top label is not one of ours.
-    UnknownLabel => "drop_unknown_label", Drop;
-    /// Label TTL would reach 0.
-    MplsTtlExpired => "drop_mpls_ttl_expired", Drop;
-    /// No headroom to push headers.
-    NoHeadroom => "drop_no_headroom", Drop;
-    /// The next hop's MAC address is not known yet: ARP is resolving it.
-    Unresolved => "drop_unresolved_next_hop", Drop;
-    /// Denied by the hub's target-specific processing.
-    PolicyDeny => "drop_policy_deny", Drop;
-    /// Beyond the rate of a hub `police` rule.
-    PolicyPolice => "drop_policy_police", Drop;
-    /// The tx queue was full.
-    TxFull => "drop_tx_full", Drop;
-}
-
-/// The port a punted packet goes to: the worker hands it to the host
-/// path (the control thread) instead of a tx queue.
-pub const PUNT_PORT: u16 = u16::MAX - 1;
-
-/// No subscriber: beyond every counted next hop.
-pub const NO_SUBSCRIBER: u32 = u32::MAX;
-/// A subscriber's upstream packets (bytes at the next index).
-pub const COUNT_UP: u8 = 0;
-/// A subscriber's downstream packets.
-pub const COUNT_DOWN: u8 = 2;
-/// Packets a subscriber sent with a spoofed source.
-pub const COUNT_SPOOFED: u8 = 4;
-
-/// Where the pipeline counts packets against subscribers (next hops on
-/// access ports: sessions). It counts where it has the subscriber and the
-/// length at hand, so nothing more travels with each verdict: the
-/// source's next hop for upstream packets (when anti-spoofing looks it
-/// up), the sender's for spoofed ones (found by its port, VLAN and MAC),
-/// the destination's for downstream ones.
-///
-/// It is also where hub policy rules count ([`RuleCounts`]).
-pub trait SubscriberCount: RuleCounts {
-    /// One packet of `bytes` (its IPv4 total length) for `subscriber`, in
-    /// the counters at `at` ([`COUNT_UP`], [`COUNT_DOWN`],
-    /// [`COUNT_SPOOFED`]).
-    fn count(&self, subscriber: u32, at: u8, bytes: u16);
-}
-
-/// Counts nothing.
-impl SubscriberCount for () {
-    #[inline(always)]
-    fn count(&self, _: u32, _: u8, _: u16) {}
-}
-
-/// Counts nothing; the clock stands at 0.
-impl RuleCounts for () {
-    #[inline(always)]
-    fn count_rule(&self, _: u16, _: u16, _: bool) {}
-    #[inline(always)]
-    fn now_ns(&self) -> u64 {
-        0
-    }
-}
-
-/// The verdict for one packet: its outcome and, when forwarded, the port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Next {
-    pub outcome: Outcome,
-    pub port: u16,
-}
-
-impl Next {
-    /// Forwarded out of `port` (only forwarding outcomes carry a port).
-    #[inline(always)]
-    fn tx(outcome: Outcome, port: u16) -> Next {
-        debug_assert!(outcome.kind() == OutcomeKind::Forward);
-        Next { outcome, port }
-    }
-    /// Punted ([`PUNT_PORT`]) or dropped (no port: `u16::MAX`).
-    #[inline(always)]
-    pub const fn end(outcome: Outcome) -> Next {
-        Next {
-            outcome,
-            port: match outcome.kind() {
-                OutcomeKind::Punt => PUNT_PORT,
-                _ => u16::MAX,
-            },
-        }
-    }
-}
-
-/// Per-core outcome counters (plain integers: one writer).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OutcomeCounters(pub [u64; Outcome::COUNT]);
-
-impl Default for OutcomeCounters {
-    fn default() -> Self {
-        OutcomeCounters([0; Outcome::COUNT])
-    }
-}
-
-impl OutcomeCounters {
-    #[inline(always)]
-    pub fn count(&mut self, o: Outcome) {
-        self.0[o as usize] += 1;
-    }
-    pub fn get(&self, o: Outcome) -> u64 {
-        self.0[o as usize]
-    }
-}
 
 /// Target-specific processing at the hub: the service's policy rules
 /// over the IPv4 packet at `l3` ([`crate::policy`]). `None` lets it pass;
@@ -319,44 +139,6 @@ pub fn process_counted<F: Frame, C: SubscriberCount>(
     let mut next = [Next::end(Outcome::UnknownService)];
     process_burst(t, in_port, std::slice::from_mut(f), &mut next, counts);
     next[0]
-}
-
-/// A burst of frames the pipeline walks by index.
-pub trait FrameBurst {
-    type Frame<'a>: Frame
-    where
-        Self: 'a;
-    fn frame(&mut self, i: usize) -> Self::Frame<'_>;
-}
-
-impl<F: Frame> FrameBurst for [F] {
-    type Frame<'a>
-        = &'a mut F
-    where
-        F: 'a;
-    #[inline(always)]
-    fn frame(&mut self, i: usize) -> &mut F {
-        &mut self[i]
-    }
-}
-
-impl<F: Frame> Frame for &mut F {
-    #[inline(always)]
-    fn data(&self) -> &[u8] {
-        (**self).data()
-    }
-    #[inline(always)]
-    fn data_mut(&mut self) -> &mut [u8] {
-        (**self).data_mut()
-    }
-    #[inline(always)]
-    fn shift_front(&mut self, delta: isize) -> bool {
-        (**self).shift_front(delta)
-    }
-    #[inline(always)]
-    fn headroom(&self) -> usize {
-        (**self).headroom()
-    }
 }
 
 /// Processes the first `next.len()` frames of a burst that arrived on
@@ -1082,50 +864,10 @@ fn hub_uplink<F: Frame, C: SubscriberCount>(t: &Tables, pi: &PortInfo, f: &mut F
     hub_route(t, svc, f, l3, &ip, ip.ttl - 1)
 }
 
-/// A frame in a plain buffer with headroom, for tests and slow paths.
-#[derive(Clone, Debug)]
-pub struct VecFrame {
-    buf: Vec<u8>,
-    start: usize,
-}
-
-impl VecFrame {
-    /// Headroom matches DPDK's default (`RTE_PKTMBUF_HEADROOM`).
-    pub const HEADROOM: usize = 128;
-
-    pub fn new(bytes: &[u8]) -> VecFrame {
-        let mut buf = vec![0u8; Self::HEADROOM];
-        buf.extend_from_slice(bytes);
-        VecFrame {
-            buf,
-            start: Self::HEADROOM,
-        }
-    }
-}
-
-impl Frame for VecFrame {
-    fn data(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-    fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[self.start..]
-    }
-    fn headroom(&self) -> usize {
-        self.start
-    }
-    fn shift_front(&mut self, delta: isize) -> bool {
-        let s = self.start as isize + delta;
-        if s < 0 || s as usize > self.buf.len() {
-            return false;
-        }
-        self.start = s as usize;
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::RuleCounts;
     use crate::tables::{LabelTable, NextHop, PortInfo, Service, DEFAULT_TABLE_MEMORY, NO_SERVICE};
     use crate::topology::{self, ethernet as eth, lse};
     use crate::wire::checksum;

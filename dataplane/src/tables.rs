@@ -486,11 +486,11 @@ impl Adjacency {
     /// Why a packet cannot leave by this next hop when it is not usable:
     /// its MAC is still being resolved, or it names no port of ours.
     #[inline]
-    pub fn unusable_outcome(&self) -> crate::pipeline::Outcome {
+    pub fn unusable_outcome(&self) -> crate::outcome::Outcome {
         if self.unresolved {
-            crate::pipeline::Outcome::Unresolved
+            crate::outcome::Outcome::Unresolved
         } else {
-            crate::pipeline::Outcome::BadNextHop
+            crate::outcome::Outcome::BadNextHop
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::pipeline::Outcome;
+use crate::outcome::Outcome;
 
 /// Bytes of each packet kept, in and out: Ethernet, a tag, two labels,
 /// IPv4 and the ports of UDP or TCP fit.

@@ -1,7 +1,8 @@
 use std::ptr::NonNull;
 
 use super::mbuf::Mbuf;
-use crate::pipeline::{Frame, FrameBurst, PUNT_PORT};
+use crate::frame::{Frame, FrameBurst};
+use crate::outcome::PUNT_PORT;
 
 /// Packets moved per rx/tx call, as in testpmd and l3fwd.
 pub const BURST_SIZE: usize = 32;
