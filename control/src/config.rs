@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use dataplane::policy::{Action, MAX_RULES, MAX_SERVICE_RULES};
-use dataplane::tables::{PortRole, Role};
+use dataplane::tables::{PortRole, Role, TtlMode};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -1011,7 +1011,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, LoadError> {
             }
         }
         if let Some(r) = &p.role {
-            if crate::router::parse_port_role(r.get_ref()).is_none() {
+            if parse_port_role(r.get_ref()).is_none() {
                 err(
                     r.span(),
                     format!("port[{i}].role"),
@@ -1237,6 +1237,43 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
     Ok(mac)
 }
 
+/// `router.role`: `spoke`, `hub` or `p`.
+pub fn parse_role(s: &str) -> Option<Role> {
+    match s {
+        "spoke" => Some(Role::Spoke),
+        "hub" => Some(Role::Hub),
+        "p" => Some(Role::P),
+        _ => None,
+    }
+}
+
+/// The configuration's name for a role.
+pub fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Spoke => "spoke",
+        Role::Hub => "hub",
+        Role::P => "p",
+    }
+}
+
+/// `service.ttl_mode`: `uniform` or `pipe` (RFC 3443 section 3).
+pub fn parse_ttl_mode(s: &str) -> Option<TtlMode> {
+    match s {
+        "uniform" => Some(TtlMode::Uniform),
+        "pipe" => Some(TtlMode::Pipe),
+        _ => None,
+    }
+}
+
+/// `port.role`: `access` or `core`.
+pub fn parse_port_role(s: &str) -> Option<PortRole> {
+    match s {
+        "access" => Some(PortRole::Access),
+        "core" => Some(PortRole::Core),
+        _ => None,
+    }
+}
+
 /// Checks what the VPN control plane needs: each service's route
 /// distinguisher and targets, its address server, its sub-interfaces'
 /// MTUs, and `[bgp]`.
@@ -1249,7 +1286,7 @@ fn validate_vpn(
     let role = config
         .router
         .as_ref()
-        .and_then(|r| crate::router::parse_role(r.get_ref().role.get_ref()));
+        .and_then(|r| parse_role(r.get_ref().role.get_ref()));
     let mut rds: HashMap<VpnId, usize> = HashMap::new();
     for (i, s) in config.services.iter().enumerate() {
         match &s.route_distinguisher {
@@ -1492,7 +1529,7 @@ fn validate_router(
         return;
     };
 
-    let role = crate::router::parse_role(r.role.get_ref());
+    let role = parse_role(r.role.get_ref());
     if role.is_none() {
         err(
             r.role.span(),
@@ -1569,7 +1606,7 @@ fn validate_router(
         .iter()
         .map(|p| match &p.role {
             None => Some(PortRole::Core),
-            Some(r) => crate::router::parse_port_role(r.get_ref()),
+            Some(r) => parse_port_role(r.get_ref()),
         })
         .collect();
 
@@ -1744,7 +1781,7 @@ fn validate_router(
             None => {}
         }
         if let Some(t) = &s.ttl_mode {
-            if crate::router::parse_ttl_mode(t.get_ref()).is_none() {
+            if parse_ttl_mode(t.get_ref()).is_none() {
                 err(
                     t.span(),
                     format!("service[{i}].ttl_mode"),
@@ -1818,8 +1855,8 @@ fn validate_router(
                         format!("service[{i}].{table}"),
                         format!(
                             "{table} routes are used only by router.role = \"{}\" (this router is a {})",
-                            crate::router::role_name(used_by),
-                            crate::router::role_name(role)
+                            role_name(used_by),
+                            role_name(role)
                         ),
                     );
                 }
@@ -1904,7 +1941,7 @@ fn validate_router(
                 format!("service[{i}].policy"),
                 format!(
                     "policy rules are the hub's target processing (router.role = \"hub\"); this router is a {}",
-                    crate::router::role_name(role)
+                    role_name(role)
                 ),
             );
         }
@@ -2533,5 +2570,19 @@ peer = "a"
             .replace("]\n\n[[label]]", "#]\n\n[[label]]");
         // Hub next hops may be labelled (back to a spoke) or not (uplink).
         p(&hub).expect("a hub with a hub table is valid");
+    }
+
+    #[test]
+    fn names_and_roles_convert_both_ways() {
+        for r in [Role::Spoke, Role::Hub, Role::P] {
+            assert_eq!(parse_role(role_name(r)), Some(r));
+        }
+        assert_eq!(parse_role("Spoke"), None);
+        assert_eq!(parse_ttl_mode("uniform"), Some(TtlMode::Uniform));
+        assert_eq!(parse_ttl_mode("pipe"), Some(TtlMode::Pipe));
+        assert_eq!(parse_ttl_mode("short"), None);
+        assert_eq!(parse_port_role("access"), Some(PortRole::Access));
+        assert_eq!(parse_port_role("core"), Some(PortRole::Core));
+        assert_eq!(parse_port_role("uplink"), None);
     }
 }

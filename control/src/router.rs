@@ -17,45 +17,9 @@ use dataplane::tables::{
 };
 
 use crate::config::{
-    parse_interface_address, parse_ipv4, parse_mac, parse_prefix, Loaded, RouteCfg,
+    parse_interface_address, parse_ipv4, parse_mac, parse_port_role, parse_prefix, parse_role,
+    parse_ttl_mode, Loaded, RouteCfg,
 };
-
-/// `router.role`: `spoke`, `hub` or `p`.
-pub fn parse_role(s: &str) -> Option<Role> {
-    match s {
-        "spoke" => Some(Role::Spoke),
-        "hub" => Some(Role::Hub),
-        "p" => Some(Role::P),
-        _ => None,
-    }
-}
-
-/// The configuration's name for a role.
-pub fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Spoke => "spoke",
-        Role::Hub => "hub",
-        Role::P => "p",
-    }
-}
-
-/// `service.ttl_mode`: `uniform` or `pipe` (RFC 3443 section 3).
-pub fn parse_ttl_mode(s: &str) -> Option<TtlMode> {
-    match s {
-        "uniform" => Some(TtlMode::Uniform),
-        "pipe" => Some(TtlMode::Pipe),
-        _ => None,
-    }
-}
-
-/// `port.role`: `access` or `core`.
-pub fn parse_port_role(s: &str) -> Option<PortRole> {
-    match s {
-        "access" => Some(PortRole::Access),
-        "core" => Some(PortRole::Core),
-        _ => None,
-    }
-}
 
 fn label_u32(v: i64, field: &str) -> Result<u32, String> {
     u32::try_from(v).map_err(|_| format!("{field}: label {v} out of range"))
@@ -731,20 +695,6 @@ action = "pop"
         let (n, out) = run(&t, 0, &mpls(&[lse(21, false, 9), lse(1001, true, 9)], &p));
         assert_eq!((n.outcome, n.port), (Outcome::LabelPop, 1));
         assert_eq!(out[14..18], lse(1001, true, 8));
-    }
-
-    #[test]
-    fn names_and_roles_convert_both_ways() {
-        for r in [Role::Spoke, Role::Hub, Role::P] {
-            assert_eq!(parse_role(role_name(r)), Some(r));
-        }
-        assert_eq!(parse_role("Spoke"), None);
-        assert_eq!(parse_ttl_mode("uniform"), Some(TtlMode::Uniform));
-        assert_eq!(parse_ttl_mode("pipe"), Some(TtlMode::Pipe));
-        assert_eq!(parse_ttl_mode("short"), None);
-        assert_eq!(parse_port_role("access"), Some(PortRole::Access));
-        assert_eq!(parse_port_role("core"), Some(PortRole::Core));
-        assert_eq!(parse_port_role("uplink"), None);
     }
 
     #[test]
