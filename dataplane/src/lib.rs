@@ -1,5 +1,5 @@
-//! The data plane: everything a worker core touches. `dpdk` is the only
-//! module with `unsafe`.
+//! The data plane: everything a worker core touches. `dpdk` (the safe DPDK
+//! layer) and `sys` (memory, prefetch) are the only modules with `unsafe`.
 
 pub mod counters;
 pub mod dpdk;
@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod publish;
 pub mod runtime;
+pub mod sys;
 pub mod tables;
 pub mod topology;
 pub mod trace;

@@ -42,7 +42,7 @@
 // mount (the control plane validates them, and their count is bounded).
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::dpdk::{prefetch, Zeroed, ZeroedU32};
+use crate::sys::{prefetch, Zeroed, ZeroedU32};
 
 /// What a lookup returns when no prefix matches.
 pub const NO_ROUTE: u32 = u32::MAX;

@@ -10,7 +10,6 @@ mod eal;
 mod error;
 mod lpm_ref;
 mod mbuf;
-mod mem;
 mod mempool;
 mod port;
 
@@ -19,6 +18,5 @@ pub use eal::{dpdk_version, lcore_id, tsc, tsc_hz, Eal, LaunchError};
 pub use error::DpdkError;
 pub use lpm_ref::RteLpm;
 pub use mbuf::Mbuf;
-pub use mem::{prefetch, Zeroable, Zeroed, ZeroedU32};
 pub use mempool::Mempool;
 pub use port::{LinkState, Port, PortConfig, PortStats, RxQueue, TxQueue, SOCKET_ID_ANY};

@@ -3,8 +3,8 @@
 //! committed only where written. A table that never writes a region costs
 //! no physical memory for it, and reads of untouched memory see zeros.
 //!
-//! This sits with the DPDK wrapper because it is the other place that must
-//! talk to the OS with raw pointers; tables above it stay safe code.
+//! This sits in `sys` because it must talk to the OS with raw pointers;
+//! tables above it stay safe code, and need no DPDK.
 
 use std::ptr::NonNull;
 
@@ -112,21 +112,6 @@ impl<T: Zeroable> Drop for Zeroed<T> {
             libc::munmap(self.base.as_ptr().cast(), self.map_len);
         }
     }
-}
-
-/// Hints the CPU to bring the cache line holding `x` into all cache levels.
-#[inline(always)]
-pub fn prefetch<T>(x: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHT0 is a hint without architectural effects; SSE is
-    // part of the x86_64 baseline, and `x` is a valid reference anyway.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            (x as *const T).cast::<i8>(),
-        );
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = x;
 }
 
 #[cfg(test)]
