@@ -321,8 +321,23 @@ impl RuleCounts for CoreCounters {
     /// Only police rules ask, once per packet they match.
     #[inline]
     fn now_ns(&self) -> u64 {
-        ((u128::from(crate::dpdk::tsc()) * u128::from(self.ns_per_tick_q32)) >> 32) as u64
+        ((u128::from(tsc()) * u128::from(self.ns_per_tick_q32)) >> 32) as u64
     }
+}
+
+/// The policers' clock: the TSC, as DPDK reads it (`tsc_hz` scales it).
+#[cfg(feature = "dpdk")]
+#[inline(always)]
+fn tsc() -> u64 {
+    crate::dpdk::tsc()
+}
+
+/// Without DPDK there is no TSC reading (and no `tsc_hz` to scale one):
+/// time stands still, as with a `tsc_hz` of 0.
+#[cfg(not(feature = "dpdk"))]
+#[inline(always)]
+fn tsc() -> u64 {
+    0
 }
 
 impl CoreCounters {
@@ -356,6 +371,7 @@ impl CoreCounters {
     }
 
     /// Publishes the worker's running totals (single writer).
+    #[cfg(feature = "dpdk")]
     #[inline(always)]
     pub(crate) fn publish(&self, s: &CoreSnapshot) {
         self.rx_packets.store(s.rx_packets, Relaxed);

@@ -2,6 +2,7 @@
 //! benchmark compares against) and `router`, the HD-VRF pipeline
 //! (`crate::pipeline`).
 
+#[cfg(feature = "dpdk")]
 use crate::dpdk::Burst;
 
 /// What a worker does to a burst between rx and tx.
@@ -41,6 +42,7 @@ impl std::fmt::Display for ForwardMode {
 
 /// Swaps the Ethernet addresses of every packet in the burst. Frames too
 /// short to hold both addresses are freed; returns how many.
+#[cfg(feature = "dpdk")]
 #[inline]
 pub fn macswap(burst: &mut Burst) -> u64 {
     burst.retain_data(macswap_bytes) as u64

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::host::{HostPath, HostTap, INJECT_QUEUE_LEN, PUNT_QUEUE_LEN};
+use crate::spec::{DataplaneSpec, PortSpec};
 use crate::trace::Trace;
 
 use hdrhistogram::Histogram;
@@ -29,51 +30,7 @@ use crate::tables::{TableOp, Tables};
 /// The control side's handle on the workers' tables.
 pub type TablePublisher = Publisher<Tables, TableOp>;
 use crate::policy::RuleSnapshot;
-use crate::worker::{IdlePolicy, Stream, Worker, WorkerReport};
-
-/// One port as the runtime needs it.
-#[derive(Clone, Debug)]
-pub struct PortSpec {
-    /// DPDK's name for the probed device (`net_tap0`, `0000:01:00.0`).
-    pub dpdk_name: String,
-    pub rx_queues: u16,
-    pub mtu: Option<u16>,
-    /// Index of the port that gets what this port receives.
-    pub peer: usize,
-    /// Router mode: the port's kernel side (host path), if it has one.
-    pub host: Option<HostSpec>,
-}
-
-/// A port's host tap: a `net_tap` device already in the EAL arguments.
-#[derive(Clone, Debug)]
-pub struct HostSpec {
-    /// DPDK's name for the tap device (`net_tap_hd0`).
-    pub dpdk_name: String,
-    /// The kernel interface it creates.
-    pub iface: String,
-}
-
-/// The whole data plane to bring up.
-#[derive(Clone, Debug)]
-pub struct DataplaneSpec {
-    /// Complete EAL arguments (lcores, memory, devices, logging).
-    pub eal_args: Vec<String>,
-    /// Worker lcores; they must be exactly EAL's worker lcores.
-    pub workers: Vec<u32>,
-    pub ports: Vec<PortSpec>,
-    pub mode: ForwardMode,
-    /// Mbufs per pool; `None` sizes the pool from queues and cores.
-    pub mbufs: Option<u32>,
-    pub mbuf_cache: u32,
-    pub rx_desc: u16,
-    pub tx_desc: u16,
-    pub idle: IdlePolicy,
-    /// Record per-burst latency on one burst in this many (power of two).
-    pub latency_every: Option<u32>,
-    /// Router mode: next hops (ids `0..subscribers`) whose packets and
-    /// bytes each worker counts, preallocated.
-    pub subscribers: usize,
-}
+use crate::worker::{Stream, Worker, WorkerReport};
 
 /// Why the data plane could not start. `port` indexes `DataplaneSpec::ports`
 /// so the caller can name the config field.
@@ -620,6 +577,7 @@ impl Drop for Running {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::IdlePolicy;
 
     fn port(rxq: u16) -> PortSpec {
         PortSpec {

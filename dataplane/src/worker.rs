@@ -17,6 +17,7 @@ use crate::forward::{macswap, ForwardMode};
 use crate::host::{InjectQueue, PuntQueue};
 use crate::pipeline::{process_burst, Frame, Next, Outcome};
 use crate::publish::Reader;
+use crate::spec::IdlePolicy;
 use crate::tables::Tables;
 use crate::trace::{self, Trace, TraceRecord};
 
@@ -26,15 +27,6 @@ pub struct Stream {
     pub rx: RxQueue,
     pub in_port: u16,
     pub out: usize,
-}
-
-/// Idle back-off: after `EMPTY_POLLS_BEFORE_SLEEP` empty loops, or
-/// `SPIN_BEFORE_SLEEP` without a packet if that comes first, the worker
-/// sleeps 1 us, doubling up to `max_sleep_us`. 0 disables sleeping
-/// (benchmarks, dedicated cores).
-#[derive(Clone, Copy, Debug)]
-pub struct IdlePolicy {
-    pub max_sleep_us: u32,
 }
 
 const EMPTY_POLLS_BEFORE_SLEEP: u32 = 256;
