@@ -216,6 +216,7 @@ impl Dir24Lpm {
         t.group_free.clone_from(&self.group_free);
         t.rules.clone_from(&self.rules);
         t.n_rules = self.n_rules;
+        t.advise_huge();
         Ok(t)
     }
 
@@ -614,6 +615,7 @@ impl Dir24Lpm {
                     .resize(self.chunk_slots as usize * CHUNK, len);
                 self.chunk_wide.push(false);
                 self.chunk_owner.push(0);
+                self.advise_huge();
                 if val != 0 {
                     // Fresh memory reads as zero: only a covering route
                     // needs writing (and committing).
@@ -663,7 +665,18 @@ impl Dir24Lpm {
         let used = used * GROUP;
         groups.as_mut_slice()[..used].copy_from_slice(&self.groups.as_slice()[..used]);
         self.groups = groups;
+        self.advise_huge();
         Ok(())
+    }
+
+    /// Transparent huge pages for the chunk and group regions as far as
+    /// slots fill whole ones (`dpdk::mem`): a table of a few routes stays
+    /// on small pages, an Internet table gets huge ones.
+    fn advise_huge(&mut self) {
+        let chunks = self.chunk_slots as usize * CHUNK;
+        self.narrow.advise_huge(chunks);
+        self.wide.advise_huge(chunks);
+        self.groups.advise_huge(self.group_slots as usize * GROUP);
     }
 
     /// Points chunk slot `c`, entry `e` at a group, taking a free group or
@@ -680,6 +693,7 @@ impl Dir24Lpm {
                 self.group_slots += 1;
                 self.group_len.resize(self.group_slots as usize * GROUP, 0);
                 self.group_rules.resize(self.group_slots as usize, 0);
+                self.advise_huge();
                 self.group_slots - 1
             }
         } as usize;
@@ -950,6 +964,30 @@ mod tests {
         assert_eq!(t.lookup(ip("200.1.2.3")), 7);
         assert!(t.memory_bytes() <= 64 * 1024, "{}", t.memory_bytes());
         assert_eq!(t.chunks_in_use(), 0);
+    }
+
+    #[test]
+    fn huge_pages_only_once_chunks_or_groups_fill_them() {
+        // A service's downstream table: a few host routes in one /24 touch
+        // one chunk and one group, and must not commit 2 MiB pages.
+        let mut t = Dir24Lpm::new().unwrap();
+        for h in 2..12 {
+            t.add(ip("10.1.2.0") + h, 32, h).unwrap();
+        }
+        assert_eq!(t.narrow.huge_bytes() + t.wide.huge_bytes(), 0);
+        assert_eq!(t.groups.huge_bytes(), 0);
+        // 2 MiB of narrow chunks (16 of 128 KiB) in use: huge pages.
+        for s8 in 11..26u32 {
+            t.add(s8 << 24 | 1 << 16, 16, 1).unwrap();
+        }
+        assert_eq!(t.chunks_in_use(), 16);
+        assert_eq!(t.narrow.huge_bytes(), 2 << 20);
+        assert_eq!(t.try_clone().unwrap().narrow.huge_bytes(), 2 << 20);
+        // 2 MiB of groups (2048 of 1 KiB).
+        for g in 0..2048u32 {
+            t.add(ip("11.0.0.0") | g << 8 | 1, 32, 2).unwrap();
+        }
+        assert_eq!(t.groups.huge_bytes(), 2 << 20);
     }
 
     #[test]

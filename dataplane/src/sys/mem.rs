@@ -1,7 +1,15 @@
-//! Memory for lookup tables: zero-filled, huge-page-backed where the kernel
-//! allows (transparent huge pages on `madvise`), reserved up front and
-//! committed only where written. A table that never writes a region costs
-//! no physical memory for it, and reads of untouched memory see zeros.
+//! Memory for lookup tables: zero-filled, reserved up front and committed
+//! only where written. A table that never writes a region costs no
+//! physical memory for it, and reads of untouched memory see zeros.
+//!
+//! Transparent huge pages only where the owner says its table fills them
+//! ([`Zeroed::advise_huge`]); the rest is advised against them. A huge
+//! page is committed whole at the first write into it: a small table (a
+//! service's downstream table of a few host routes touches one chunk page
+//! and one group page) would otherwise cost 2 MiB per region it touches,
+//! times its regions, its two copies and the services (1,000 services
+//! with a few subscribers each took 2 GB, and the kernel's compaction to
+//! find the huge pages took seconds).
 //!
 //! This sits in `sys` because it must talk to the OS with raw pointers;
 //! tables above it stay safe code, and need no DPDK.
@@ -27,12 +35,15 @@ impl Zeroable for u32 {}
 impl Zeroable for u64 {}
 
 /// A fixed-length, zero-initialised array of integers in anonymous memory,
-/// 2 MiB aligned and advised for transparent huge pages.
+/// 2 MiB aligned; transparent huge pages only for the prefix given to
+/// [`Zeroed::advise_huge`].
 pub struct Zeroed<T: Zeroable> {
     base: NonNull<u8>,
     map_len: usize,
     data: NonNull<T>,
     len: usize,
+    /// Bytes from `data` advised for huge pages (a multiple of 2 MiB).
+    huge: usize,
 }
 
 /// The `u32` flavour most tables use.
@@ -69,16 +80,46 @@ impl<T: Zeroable> Zeroed<T> {
         let aligned = (base as usize).next_multiple_of(HUGE);
         // SAFETY: [aligned, aligned + bytes) lies inside the mapping because
         // we mapped HUGE extra bytes; madvise only sets a hint on it and its
-        // failure (no THP support) is harmless.
+        // failure (no THP support) is harmless. No huge pages until the
+        // owner fills them, even where THP is "always".
         unsafe {
-            libc::madvise(aligned as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE);
+            libc::madvise(aligned as *mut libc::c_void, bytes, libc::MADV_NOHUGEPAGE);
         }
         Ok(Zeroed {
             base: NonNull::new(base).expect("mmap never returns NULL on success"),
             map_len,
             data: NonNull::new(aligned as *mut T).expect("non-null"),
             len,
+            huge: 0,
         })
+    }
+
+    /// Advises transparent huge pages for the whole 2 MiB pages among the
+    /// first `used` entries: the owner writes them all (a table's chunks
+    /// or groups in use), so a huge page costs nothing a small one would
+    /// not and saves TLB misses. Only what is new since the last call is
+    /// advised.
+    pub fn advise_huge(&mut self, used: usize) {
+        let bytes = (used.min(self.len) * std::mem::size_of::<T>()) / HUGE * HUGE;
+        if bytes <= self.huge {
+            return;
+        }
+        // SAFETY: [data + huge, data + bytes) lies inside the mapping
+        // (`bytes` is at most the `len` entries mapped from `data`);
+        // madvise only changes a hint, and its failure is harmless.
+        unsafe {
+            libc::madvise(
+                self.data.as_ptr().cast::<u8>().add(self.huge).cast(),
+                bytes - self.huge,
+                libc::MADV_HUGEPAGE,
+            );
+        }
+        self.huge = bytes;
+    }
+
+    /// Bytes advised for huge pages so far.
+    pub fn huge_bytes(&self) -> usize {
+        self.huge
     }
 
     #[inline(always)]
@@ -126,5 +167,23 @@ mod tests {
         z.as_mut_slice()[12345] = 7;
         assert_eq!(z.as_slice()[12345], 7);
         assert_eq!(z.as_slice().as_ptr() as usize % HUGE, 0);
+    }
+
+    #[test]
+    fn huge_pages_only_for_whole_pages_in_use() {
+        let mut z = Zeroed::<u16>::new(4 * HUGE / 2).unwrap();
+        assert_eq!(z.huge_bytes(), 0);
+        // Less than one huge page in use: none advised.
+        z.advise_huge(HUGE / 2 - 1);
+        assert_eq!(z.huge_bytes(), 0);
+        z.advise_huge(HUGE / 2 + 10);
+        assert_eq!(z.huge_bytes(), HUGE);
+        // Never shrinks, never past the array.
+        z.advise_huge(1);
+        assert_eq!(z.huge_bytes(), HUGE);
+        z.advise_huge(usize::MAX / 4);
+        assert_eq!(z.huge_bytes(), 4 * HUGE);
+        z.as_mut_slice()[3 * HUGE / 2] = 9;
+        assert_eq!(z.as_slice()[3 * HUGE / 2], 9);
     }
 }
