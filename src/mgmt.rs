@@ -38,10 +38,10 @@ pub struct Control {
     devices: Vec<String>,
     /// Counters at the last `clear stats`, per core.
     base: Vec<(u32, CoreSnapshot)>,
-    /// The configuration file and, as plain TOML, what it held when last
-    /// applied: `reload` compares against it.
+    /// The configuration file and what it held when last applied:
+    /// `reload` compares against it.
     config_path: PathBuf,
-    applied: toml::Value,
+    applied: Applied,
     /// Traced packets collected from the workers, oldest first.
     traced: Vec<TraceRecord>,
     /// Next hops resolved by ARP.
@@ -120,13 +120,23 @@ const REJECT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(
 /// A request longer than this is refused (a route change is ~150 bytes).
 const MAX_REQUEST: usize = 64 * 1024;
 
+/// The configuration as last applied, for `reload` to compare against.
+pub enum Applied {
+    /// The text hdvrf started from, parsed only when a reload needs it:
+    /// a file of 100k next hops takes as long to parse again as to load,
+    /// and the start should not wait for that.
+    Text(String),
+    /// What the last reload applied, as plain TOML.
+    Toml(toml::Value),
+}
+
 impl Control {
     pub fn new(
         running: Running,
         names: Names,
         devices: Vec<String>,
         config_path: PathBuf,
-        applied: toml::Value,
+        applied: Applied,
     ) -> Control {
         let base = running
             .cores()
@@ -1069,7 +1079,15 @@ impl Control {
         })?;
         let raw: toml::Value =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let changed = mgmt::restart_needed(&self.applied, &raw);
+        let old =
+            match &self.applied {
+                Applied::Text(t) => std::borrow::Cow::Owned(toml::from_str(t).map_err(|e| {
+                    format!("{}: the configuration as started: {e}", path.display())
+                })?),
+                Applied::Toml(v) => std::borrow::Cow::Borrowed(v),
+            };
+        let changed = mgmt::restart_needed(&old, &raw);
+        drop(old);
         if !changed.is_empty() {
             return Err(format!(
                 "{}: changes to {} need a restart; nothing was applied",
@@ -1132,7 +1150,7 @@ impl Control {
         }
         self.sync_bgp();
         self.set_from_config(&loaded.config);
-        self.applied = raw;
+        self.applied = Applied::Toml(raw);
         Ok(json!({
             "added": plan.routes_added,
             "changed": plan.routes_changed,

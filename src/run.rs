@@ -206,11 +206,9 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
     let has_host = running.host().is_some();
     let names = control::mgmt::Names::from_config(&loaded.config);
     let devices = spec.ports.iter().map(|p| p.dpdk_name.clone()).collect();
-    // What the file holds now, as plain TOML, for `reload` to compare.
-    let applied: toml::Value = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| toml::from_str(&t).ok())
-        .unwrap_or(toml::Value::Table(Default::default()));
+    // What the file held, for `reload` to compare: its text, parsed again
+    // only if a reload comes.
+    let applied = crate::mgmt::Applied::Text(loaded.source().to_owned());
     let mut control = Control::new(running, names, devices, path.to_owned(), applied);
     control.set_from_config(&loaded.config);
     control.neighbors = neighbors;

@@ -689,6 +689,11 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// The text the configuration was parsed from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// `file:line:col` of a span, for messages raised after validation
     /// (e.g. a port that did not probe).
     pub fn error_at(&self, span: Range<usize>, field: &str, message: String) -> ConfigError {
