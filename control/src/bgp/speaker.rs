@@ -40,6 +40,10 @@ const DEFAULT_LOCAL_PREF: u32 = 100;
 /// prefix sits together.
 type RibKey = (Ipv4Addr, u8, VpnId);
 
+/// BGP's choice for one prefix: per service, the paths that won
+/// (neighbour, route distinguisher).
+type Choices = BTreeMap<u16, Vec<(usize, VpnId)>>;
+
 /// One neighbour as the speaker knows it.
 pub struct Neighbor {
     pub address: Ipv4Addr,
@@ -93,10 +97,15 @@ pub struct Speaker {
     configured: BTreeSet<(u16, Ipv4Addr, u8)>,
     /// `bgp.multipath`: how many equal best paths share a route.
     multipath: usize,
-    /// BGP's choice for (service, prefix, length): the paths that won
-    /// (neighbour, route distinguisher; the best first, then its ECMP
-    /// peers). Whether it is installed is the RIB manager's to say.
-    selected: HashMap<(u16, u32, u8), Vec<(usize, VpnId)>>,
+    /// BGP's choice for (prefix, length), per service: the paths that
+    /// won (neighbour, route distinguisher; the best first, then its ECMP
+    /// peers). Whether it is installed is the RIB manager's to say. By
+    /// prefix, so that selection visits only the services that hold a
+    /// choice for it, and `show bgp rib in` finds a route's in one look.
+    selected: HashMap<(u32, u8), Choices>,
+    /// The services importing each route target, in service order: a
+    /// route is selected for these only, not for every service.
+    importers: HashMap<VpnId, Vec<u16>>,
     /// Adj-RIB-Out (the same for every neighbour but for the path
     /// attributes each one gets): route and service.
     pub rib_out: BTreeMap<RibKey, (VpnRoute, u16)>,
@@ -173,11 +182,13 @@ impl Speaker {
             RouteTable::Upstream
         };
         let ids: Vec<u16> = (0..c.services.len() as u16).collect();
+        let services = services_of(c, &ids);
         let sp = Speaker {
             asn,
             next_hop,
             neighbors,
-            services: services_of(c, &ids),
+            importers: importers_of(&services),
+            services,
             table,
             configured: BTreeSet::new(),
             multipath: b.multipath.as_ref().map_or(1, |m| *m.get_ref() as usize),
@@ -281,6 +292,7 @@ impl Speaker {
         for &(svc, prefix, len) in &reannounce {
             self.withdraw_route(svc, prefix, len);
         }
+        self.importers = importers_of(&services);
         self.services = services;
         for &(svc, prefix, len) in &reannounce {
             self.advertise_route(svc, prefix, len);
@@ -394,11 +406,38 @@ impl Speaker {
     /// RIB manager. With `bgp.multipath` above 1, the paths equal to the
     /// best up to MED (RFC 4271 section 9.1.2.2 steps a to c), in the
     /// order the tie-break gives, share the route as an ECMP group.
+    ///
+    /// Per prefix, only the services that import one of its paths'
+    /// targets ([`Speaker::importers`]) or that hold a choice for it (which
+    /// may have to go) are visited: the cost follows the route's
+    /// importers, not the number of services.
     fn reselect(&mut self, keys: &BTreeSet<(Ipv4Addr, u8)>, rib: &mut Rib) {
+        let mut visit: BTreeSet<u16> = BTreeSet::new();
         for &(prefix, len) in keys {
             let p = u32::from(prefix);
-            for svc in 0..self.services.len() as u16 {
-                let mut cands = self.candidates(svc, prefix, len);
+            let paths = self.paths(prefix, len);
+            visit.clear();
+            for (_, _, _, path) in &paths {
+                for t in &path.route_targets {
+                    if let Some(svcs) = self.importers.get(t) {
+                        visit.extend(svcs);
+                    }
+                }
+            }
+            if let Some(held) = self.selected.get(&(p, len)) {
+                visit.extend(held.keys());
+            }
+            let mut choices = Vec::with_capacity(visit.len());
+            for &svc in &visit {
+                let import = self
+                    .services
+                    .get(usize::from(svc))
+                    .map_or(&[][..], |s| &s.import[..]);
+                let mut cands: Vec<(usize, VpnId, u32, &VpnPath)> = paths
+                    .iter()
+                    .filter(|(_, _, _, path)| path.route_targets.iter().any(|t| import.contains(t)))
+                    .copied()
+                    .collect();
                 cands.sort_by(|a, b| prefer(a.3, &self.neighbors[a.0], b.3, &self.neighbors[b.0]));
                 let mut chosen: Vec<(usize, VpnId, u32, u32)> = Vec::new(); // neighbour, RD, via, label
                 let mut no_via = None;
@@ -420,10 +459,12 @@ impl Speaker {
                         }
                     }
                 }
+                choices.push((svc, chosen, no_via));
+            }
+            for (svc, chosen, no_via) in choices {
                 if let Some(i) = no_via {
                     self.neighbors[i].unresolved += 1;
                 }
-                let key = (svc, p, len);
                 let route = RouteKey {
                     service: svc,
                     table: self.table,
@@ -438,25 +479,24 @@ impl Speaker {
                 );
                 if !chosen.is_empty() && rib.set(Source::Bgp, route, &paths) {
                     self.selected
-                        .insert(key, chosen.iter().map(|&(i, rd, _, _)| (i, rd)).collect());
-                } else if self.selected.remove(&key).is_some() {
-                    rib.remove(Source::Bgp, route);
+                        .entry((p, len))
+                        .or_default()
+                        .insert(svc, chosen.iter().map(|&(i, rd, _, _)| (i, rd)).collect());
+                } else if let Some(held) = self.selected.get_mut(&(p, len)) {
+                    if held.remove(&svc).is_some() {
+                        if held.is_empty() {
+                            self.selected.remove(&(p, len));
+                        }
+                        rib.remove(Source::Bgp, route);
+                    }
                 }
             }
         }
     }
 
-    /// Every learnt path for (prefix, len) whose targets `svc` imports:
-    /// (neighbour, label, path).
-    fn candidates(
-        &self,
-        svc: u16,
-        prefix: Ipv4Addr,
-        len: u8,
-    ) -> Vec<(usize, VpnId, u32, &VpnPath)> {
-        let Some(s) = self.services.get(usize::from(svc)) else {
-            return Vec::new();
-        };
+    /// Every learnt path for (prefix, len), whatever its targets:
+    /// (neighbour, RD, label, path).
+    fn paths(&self, prefix: Ipv4Addr, len: u8) -> Vec<(usize, VpnId, u32, &VpnPath)> {
         let lo = (prefix, len, VpnId::As2 { asn: 0, number: 0 });
         let hi = (
             prefix,
@@ -469,9 +509,7 @@ impl Speaker {
         let mut out = Vec::new();
         for (i, nb) in self.neighbors.iter().enumerate() {
             for ((_, _, rd), (label, path)) in nb.rib_in.range(lo..=hi) {
-                if path.route_targets.iter().any(|t| s.import.contains(t)) {
-                    out.push((i, *rd, *label, path));
-                }
+                out.push((i, *rd, *label, path));
             }
         }
         out
@@ -536,23 +574,25 @@ impl Speaker {
             // |RIB-In| x |choices|.
             let mut best: HashMap<(usize, RibKey), Vec<u16>> = HashMap::new();
             let mut refused: HashMap<(usize, RibKey), Vec<(u16, String)>> = HashMap::new();
-            for (&(svc, p, len), paths) in &self.selected {
-                let route = RouteKey {
-                    service: svc,
-                    table: self.table,
-                    prefix: p,
-                    len,
-                };
-                let installed = rib.installed(&route).is_some_and(|(s, _)| s == Source::Bgp);
-                let why = (!installed && rib.winner(&route) == Some(Source::Bgp))
-                    .then(|| rib.refused(&route))
-                    .flatten();
-                for &(i, rd) in paths {
-                    let at = (i, (Ipv4Addr::from(p), len, rd));
-                    if installed {
-                        best.entry(at).or_default().push(svc);
-                    } else if let Some(why) = why {
-                        refused.entry(at).or_default().push((svc, why.to_owned()));
+            for (&(p, len), held) in &self.selected {
+                for (&svc, paths) in held {
+                    let route = RouteKey {
+                        service: svc,
+                        table: self.table,
+                        prefix: p,
+                        len,
+                    };
+                    let installed = rib.installed(&route).is_some_and(|(s, _)| s == Source::Bgp);
+                    let why = (!installed && rib.winner(&route) == Some(Source::Bgp))
+                        .then(|| rib.refused(&route))
+                        .flatten();
+                    for &(i, rd) in paths {
+                        let at = (i, (Ipv4Addr::from(p), len, rd));
+                        if installed {
+                            best.entry(at).or_default().push(svc);
+                        } else if let Some(why) = why {
+                            refused.entry(at).or_default().push((svc, why.to_owned()));
+                        }
                     }
                 }
             }
@@ -636,6 +676,21 @@ fn services_of(c: &Config, ids: &[u16]) -> Vec<ServiceBgp> {
                 import: targets(&s.import_targets),
                 export: targets(&s.export_targets),
             };
+        }
+    }
+    out
+}
+
+/// The services importing each route target, each list in service
+/// order.
+fn importers_of(services: &[ServiceBgp]) -> HashMap<VpnId, Vec<u16>> {
+    let mut out: HashMap<VpnId, Vec<u16>> = HashMap::new();
+    for (svc, s) in services.iter().enumerate() {
+        for t in &s.import {
+            let list = out.entry(*t).or_default();
+            if list.last() != Some(&(svc as u16)) {
+                list.push(svc as u16);
+            }
         }
     }
     out
@@ -1239,6 +1294,69 @@ remote_asn = 65000
         apply(&mut t, &ops);
         assert_eq!(t.tables.groups().len(), 1);
         assert_eq!(t.tables.services[0].upstream.lookup(0x0808_0808), GROUP_BIT);
+    }
+
+    /// Selection visits the services importing a route's targets, not
+    /// every service: 1,000 services of which one imports, N prefixes
+    /// (HDVRF_SELECT_PREFIXES, default 100,000) learnt and then withdrawn
+    /// (not in CI: `cargo test --release -p control --lib
+    /// selection_cost -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn selection_cost_follows_importers_not_services() {
+        let n: u32 = std::env::var("HDVRF_SELECT_PREFIXES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        let mut text = CONFIG.replace("label_count = 64", "label_count = 4096");
+        for i in 1..1000 {
+            text = text.replacen(
+                "[bgp]\n",
+                &format!(
+                    "[[service]]\nname = \"s{i}\"\ngateway = \"10.0.0.1\"\nvpn_label = {}\naccess = [ {{ port = \"access0\", vlan = {i} }} ]\nroute_distinguisher = \"65000:{}\"\nimport_targets = [\"65001:{i}\"]\n[bgp]\n",
+                    1001 + i,
+                    100 + i
+                ),
+                1,
+            );
+        }
+        let mut t = setup_with(&text);
+        assert_eq!(t.sp.services.len(), 1000);
+        let route = |i: u32| VpnRoute {
+            rd: "65000:1".parse().unwrap(),
+            prefix: Ipv4Addr::from(0x0b00_0000 + (i << 8)),
+            len: 24,
+            label: 3001,
+        };
+        let t0 = std::time::Instant::now();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let u = Vpnv4Update {
+                reach: chunk.iter().map(|&i| route(i)).collect(),
+                path: Some(path(None, &[], None, "65000:1")),
+                withdrawn: Vec::new(),
+                end_of_rib: false,
+            };
+            t.sp.learned(0, u, &mut t.rib);
+        }
+        let learn = t0.elapsed();
+        assert_eq!(t.rib.len(), n as usize + 1, "blue's, and the file's /24");
+        let t0 = std::time::Instant::now();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let u = Vpnv4Update {
+                reach: Vec::new(),
+                path: None,
+                withdrawn: chunk.iter().map(|&i| route(i)).collect(),
+                end_of_rib: false,
+            };
+            t.sp.learned(0, u, &mut t.rib);
+        }
+        let withdraw = t0.elapsed();
+        assert_eq!(t.rib.len(), 1);
+        println!(
+            "select services=1000 prefixes={n} learn_s={:.3} withdraw_s={:.3}",
+            learn.as_secs_f64(),
+            withdraw.as_secs_f64()
+        );
     }
 
     #[test]
