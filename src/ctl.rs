@@ -96,7 +96,16 @@ enum BgpShow {
     /// Neighbours: state, negotiated hold time and capabilities, counters.
     Neighbors,
     /// Routes learnt (in), advertised (out), or both.
-    Rib { which: Option<String> },
+    Rib {
+        which: Option<String>,
+        /// One page of in or out, from this route on (see --limit).
+        #[arg(long)]
+        offset: Option<usize>,
+        /// One page of in or out, of at most this many routes (default
+        /// 1000 when --offset is given); the reply names the next offset.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,8 +145,17 @@ fn request(cmd: CtlCmd) -> Request {
                 what: BgpShow::Neighbors,
             } => Request::ShowBgpNeighbors,
             Show::Bgp {
-                what: BgpShow::Rib { which },
-            } => Request::ShowBgpRib { which },
+                what:
+                    BgpShow::Rib {
+                        which,
+                        offset,
+                        limit,
+                    },
+            } => Request::ShowBgpRib {
+                which,
+                offset,
+                limit,
+            },
             Show::Routes { service, table } => Request::ShowRoutes { service, table },
         },
         CtlCmd::Clear { what: Clear::Stats } => Request::ClearStats,
@@ -494,7 +512,7 @@ fn human(req: &Request, v: &Value) {
                 })
                 .collect(),
         ),
-        Request::ShowBgpRib { which } => {
+        Request::ShowBgpRib { which, .. } => {
             let rows = |v: &Value, who: &str| -> Vec<Vec<String>> {
                 list(v)
                     .iter()
@@ -515,7 +533,22 @@ fn human(req: &Request, v: &Value) {
             };
             let head_in = ["prefix", "rd", "label", "next hop", "targets", "neighbor"];
             let head_out = ["prefix", "rd", "label", "next hop", "targets", "service"];
+            // A page: its routes, then where the next one starts.
+            let page = |v: &Value, head: &[&str], who: &str| {
+                table(head, rows(&v["routes"], who));
+                match v["next_offset"].as_u64() {
+                    Some(next) => say!(
+                        "routes {} to {} of {}; next page: --offset {next}",
+                        s(&v["offset"]),
+                        next,
+                        s(&v["total"])
+                    ),
+                    None => say!("of {} routes, the last page", s(&v["total"])),
+                }
+            };
             match which.as_deref() {
+                Some("in") if v.is_object() => page(v, &head_in, "neighbor"),
+                Some("out") if v.is_object() => page(v, &head_out, "service"),
                 Some("in") => table(&head_in, rows(v, "neighbor")),
                 Some("out") => table(&head_out, rows(v, "service")),
                 _ => {

@@ -1034,8 +1034,17 @@ impl Control {
                 Some(b) => Ok(b.show_neighbors(std::time::Instant::now())),
                 None => Err("no [bgp] in the configuration".into()),
             },
-            Request::ShowBgpRib { which } => match &self.bgp {
-                Some(b) => b.show_rib(which.as_deref(), &self.names.services, &self.rib),
+            Request::ShowBgpRib {
+                which,
+                offset,
+                limit,
+            } => match &self.bgp {
+                Some(b) => b.show_rib(
+                    which.as_deref(),
+                    control::mgmt::rib_page(offset, limit)?,
+                    &self.names.services,
+                    &self.rib,
+                ),
                 None => Err("no [bgp] in the configuration".into()),
             },
             Request::ShowRoutes { service, table } => self.routes(service, table),

@@ -38,10 +38,18 @@ pub enum Request {
         #[serde(default)]
         service: Option<String>,
     },
-    /// Learnt routes (`in`), advertised routes (`out`), or both.
+    /// Learnt routes (`in`), advertised routes (`out`), or both. With
+    /// `offset` or `limit` (of `in` or `out`), one page:
+    /// `{"routes":[...],"offset":0,"total":100000,"next_offset":1000}`
+    /// (`next_offset` null after the last page); without, every route as
+    /// one array, as before.
     ShowBgpRib {
         #[serde(default)]
         which: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
     },
     /// Routes of one service (all when `None`), one table (all when
     /// `None`).
@@ -78,6 +86,21 @@ pub enum Request {
     TraceShow,
     /// Stop tracing and forget what was traced.
     TraceClear,
+}
+
+/// Routes in a page of `show bgp rib` given an `offset` and no `limit`.
+pub const DEFAULT_RIB_PAGE: usize = 1000;
+
+/// The page `show bgp rib` asks for, if any: (offset, limit).
+pub fn rib_page(
+    offset: Option<usize>,
+    limit: Option<usize>,
+) -> Result<Option<(usize, usize)>, String> {
+    match (offset, limit) {
+        (None, None) => Ok(None),
+        (_, Some(0)) => Err("show bgp rib: limit 0: a page holds at least one route".into()),
+        (o, l) => Ok(Some((o.unwrap_or(0), l.unwrap_or(DEFAULT_RIB_PAGE)))),
+    }
 }
 
 /// The reply: `result` when `ok`, else `error`.
@@ -285,6 +308,36 @@ mod tests {
         let e = serde_json::from_str::<Request>(r#"{"cmd":"show-routes","servcie":"blue"}"#)
             .unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn rib_requests_page_only_when_asked() {
+        let whole = Request::ShowBgpRib {
+            which: Some("in".into()),
+            offset: None,
+            limit: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&whole).unwrap(),
+            r#"{"cmd":"show-bgp-rib","which":"in"}"#,
+            "the unpaged wire form is as before"
+        );
+        let paged: Request = serde_json::from_str(
+            r#"{"cmd":"show-bgp-rib","which":"in","offset":2000,"limit":500}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            paged,
+            Request::ShowBgpRib {
+                which: Some("in".into()),
+                offset: Some(2000),
+                limit: Some(500)
+            }
+        );
+        assert_eq!(rib_page(None, None), Ok(None));
+        assert_eq!(rib_page(Some(5), None), Ok(Some((5, DEFAULT_RIB_PAGE))));
+        assert_eq!(rib_page(None, Some(10)), Ok(Some((0, 10))));
+        assert!(rib_page(Some(0), Some(0)).is_err());
     }
 
     #[test]

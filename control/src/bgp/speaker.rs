@@ -549,10 +549,18 @@ impl Speaker {
         )
     }
 
-    /// `show bgp rib in|out` (both when `None`).
+    /// `show bgp rib in|out` (both when `None`): every route, or with
+    /// `page` (offset, limit) one page of `in` or `out`:
+    /// `{"routes": [...], "offset", "total", "next_offset"}`, where
+    /// `next_offset` is null after the last page. Routes are in a fixed
+    /// order (neighbour, then prefix, length and RD), so pages taken one
+    /// after the other see every route once while the RIB does not change.
+    /// A page costs its own length plus the skip (whole neighbours' RIBs
+    /// are skipped by their size), never a pass over the whole RIB.
     pub fn show_rib(
         &self,
         which: Option<&str>,
+        page: Option<(usize, usize)>,
         service_names: &[String],
         rib: &Rib,
     ) -> Result<Value, String> {
@@ -568,84 +576,107 @@ impl Speaker {
                 "as_path": path.as_path,
             })
         };
-        let inbound = || {
-            // Which services each (neighbour, route) is installed for,
-            // indexed once: a walk over the choices per route would cost
-            // |RIB-In| x |choices|.
-            let mut best: HashMap<(usize, RibKey), Vec<u16>> = HashMap::new();
-            let mut refused: HashMap<(usize, RibKey), Vec<(u16, String)>> = HashMap::new();
-            for (&(p, len), held) in &self.selected {
-                for (&svc, paths) in held {
-                    let route = RouteKey {
-                        service: svc,
-                        table: self.table,
-                        prefix: p,
-                        len,
-                    };
-                    let installed = rib.installed(&route).is_some_and(|(s, _)| s == Source::Bgp);
-                    let why = (!installed && rib.winner(&route) == Some(Source::Bgp))
-                        .then(|| rib.refused(&route))
-                        .flatten();
-                    for &(i, rd) in paths {
-                        let at = (i, (Ipv4Addr::from(p), len, rd));
-                        if installed {
-                            best.entry(at).or_default().push(svc);
-                        } else if let Some(why) = why {
-                            refused.entry(at).or_default().push((svc, why.to_owned()));
-                        }
+        let named = |s: &u16| service_names.get(usize::from(*s)).map(|s| s.as_str());
+        // One learnt route as shown: where it is installed (`best_for`)
+        // and where the tables refused it (`rejected`), found from the
+        // choices for its prefix alone.
+        let learnt = |i: usize, n: &Neighbor, k: &RibKey, label: u32, path: &VpnPath| {
+            let mut r = route(k, label, path);
+            r["neighbor"] = json!(n.address.to_string());
+            let mut best: Vec<&str> = Vec::new();
+            let mut refused = Vec::new();
+            let p = u32::from(k.0);
+            for (svc, paths) in self.selected.get(&(p, k.1)).into_iter().flatten() {
+                if !paths.contains(&(i, k.2)) {
+                    continue;
+                }
+                let at = RouteKey {
+                    service: *svc,
+                    table: self.table,
+                    prefix: p,
+                    len: k.1,
+                };
+                if rib.installed(&at).is_some_and(|(s, _)| s == Source::Bgp) {
+                    best.extend(named(svc));
+                } else if rib.winner(&at) == Some(Source::Bgp) {
+                    if let Some(why) = rib.refused(&at) {
+                        refused.push(json!({"service": named(svc), "why": why}));
                     }
                 }
             }
-            let named = |s: &u16| service_names.get(usize::from(*s)).map(|s| s.as_str());
+            best.sort_unstable();
+            r["best_for"] = json!(best);
+            if !refused.is_empty() {
+                r["rejected"] = Value::Array(refused);
+            }
+            r
+        };
+        let inbound = |offset: usize, limit: usize| {
             let mut v = Vec::new();
+            let mut skip = offset;
             for (i, n) in self.neighbors.iter().enumerate() {
-                for (k, (label, path)) in &n.rib_in {
-                    let mut r = route(k, *label, path);
-                    r["neighbor"] = json!(n.address.to_string());
-                    let mut b: Vec<&str> = best
-                        .get(&(i, *k))
-                        .map_or_else(Vec::new, |s| s.iter().filter_map(named).collect());
-                    b.sort_unstable();
-                    r["best_for"] = json!(b);
-                    if let Some(list) = refused.get(&(i, *k)) {
-                        r["rejected"] = list
-                            .iter()
-                            .map(|(s, why)| json!({"service": named(s), "why": why}))
-                            .collect();
-                    }
-                    v.push(r);
+                if v.len() == limit {
+                    break;
                 }
+                if skip >= n.rib_in.len() {
+                    skip -= n.rib_in.len();
+                    continue;
+                }
+                for (k, (label, path)) in n.rib_in.iter().skip(skip).take(limit - v.len()) {
+                    v.push(learnt(i, n, k, *label, path));
+                }
+                skip = 0;
             }
-            Value::Array(v)
+            v
         };
-        let outbound = || {
-            Value::Array(
-                self.rib_out
-                    .iter()
-                    .map(|(k, (r, svc))| {
-                        let path = VpnPath {
-                            next_hop: self.next_hop,
-                            route_targets: self
-                                .services
-                                .get(usize::from(*svc))
-                                .map(|s| s.export.clone())
-                                .unwrap_or_default(),
-                            local_pref: None,
-                            med: None,
-                            as_path: Vec::new(),
-                        };
-                        let mut v = route(k, r.label, &path);
-                        v["service"] = json!(service_names.get(usize::from(*svc)));
-                        v
-                    })
-                    .collect(),
-            )
+        let outbound = |offset: usize, limit: usize| {
+            self.rib_out
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|(k, (r, svc))| {
+                    let path = VpnPath {
+                        next_hop: self.next_hop,
+                        route_targets: self
+                            .services
+                            .get(usize::from(*svc))
+                            .map(|s| s.export.clone())
+                            .unwrap_or_default(),
+                        local_pref: None,
+                        med: None,
+                        as_path: Vec::new(),
+                    };
+                    let mut v = route(k, r.label, &path);
+                    v["service"] = json!(service_names.get(usize::from(*svc)));
+                    v
+                })
+                .collect::<Vec<_>>()
         };
-        match which {
-            Some("in") => Ok(inbound()),
-            Some("out") => Ok(outbound()),
-            None => Ok(json!({ "in": inbound(), "out": outbound() })),
-            Some(other) => Err(format!("show bgp rib {other:?}: in or out")),
+        let total_in = || self.neighbors.iter().map(|n| n.rib_in.len()).sum::<usize>();
+        let paged = |routes: Vec<Value>, offset: usize, total: usize| {
+            let end = offset + routes.len();
+            json!({
+                "routes": routes,
+                "offset": offset,
+                "total": total,
+                "next_offset": (end < total && !routes.is_empty()).then_some(end),
+            })
+        };
+        match (which, page) {
+            (Some("in"), None) => Ok(Value::Array(inbound(0, usize::MAX))),
+            (Some("out"), None) => Ok(Value::Array(outbound(0, usize::MAX))),
+            (None, None) => Ok(json!({
+                "in": inbound(0, usize::MAX),
+                "out": outbound(0, usize::MAX),
+            })),
+            (Some("in"), Some((offset, limit))) => {
+                Ok(paged(inbound(offset, limit), offset, total_in()))
+            }
+            (Some("out"), Some((offset, limit))) => {
+                Ok(paged(outbound(offset, limit), offset, self.rib_out.len()))
+            }
+            (None, Some(_)) => Err("show bgp rib: a page (offset, limit) is of in or out".into()),
+            (Some(other), _) => Err(format!("show bgp rib {other:?}: in or out")),
         }
     }
 }
@@ -1294,6 +1325,66 @@ remote_asn = 65000
         apply(&mut t, &ops);
         assert_eq!(t.tables.groups().len(), 1);
         assert_eq!(t.tables.services[0].upstream.lookup(0x0808_0808), GROUP_BIT);
+    }
+
+    /// Pages of `show bgp rib in|out` taken one after the other are the
+    /// unpaged reply, cut: every route once, in order, across neighbours;
+    /// the last page says there is no next.
+    #[test]
+    fn rib_pages_cover_every_route_once_in_order() {
+        let mut t = setup();
+        for (i, label) in [(0, 3001), (1, 3002), (2, 3003)] {
+            for third in 0..4u8 {
+                let ops = learned(
+                    &mut t,
+                    i,
+                    update(
+                        &format!("10.{third}.0.0"),
+                        16,
+                        label,
+                        path(None, &[], None, "65000:1"),
+                    ),
+                );
+                apply(&mut t, &ops);
+            }
+        }
+        t.sp.advertise(0, "10.0.0.50".parse().unwrap());
+        t.sp.advertise(0, "10.0.0.51".parse().unwrap());
+        let names = t.names.services.clone();
+        for which in ["in", "out"] {
+            let all = t.sp.show_rib(Some(which), None, &names, &t.rib).unwrap();
+            let all = all.as_array().unwrap().clone();
+            assert_eq!(all.len(), if which == "in" { 12 } else { 2 });
+            for limit in [1, 3, 5, 12, 100] {
+                let mut got = Vec::new();
+                let mut offset = Some(0);
+                while let Some(o) = offset {
+                    let page =
+                        t.sp.show_rib(Some(which), Some((o as usize, limit)), &names, &t.rib)
+                            .unwrap();
+                    assert_eq!(page["total"], all.len());
+                    assert_eq!(page["offset"], o);
+                    let routes = page["routes"].as_array().unwrap();
+                    assert!(routes.len() <= limit);
+                    got.extend(routes.iter().cloned());
+                    offset = page["next_offset"].as_u64();
+                }
+                assert_eq!(got, all, "{which}, pages of {limit}");
+            }
+            let past =
+                t.sp.show_rib(Some(which), Some((50, 10)), &names, &t.rib)
+                    .unwrap();
+            assert_eq!(past["routes"], json!([]));
+            assert!(past["next_offset"].is_null());
+        }
+        let all = t.sp.show_rib(Some("in"), None, &names, &t.rib).unwrap();
+        assert_eq!(
+            all[0]["best_for"],
+            json!(["blue"]),
+            "neighbour 0's paths are best: {all}"
+        );
+        assert_eq!(all[4]["best_for"], json!([]), "neighbour 1's are not");
+        assert!(t.sp.show_rib(None, Some((0, 1)), &names, &t.rib).is_err());
     }
 
     /// Selection visits the services importing a route's targets, not
