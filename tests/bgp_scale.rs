@@ -1,0 +1,564 @@
+//! BGP at scale, end to end on loopback: a running `hdvrf run` spoke
+//! (net_null ports, no hugepages) learns N VPN routes from a real GoBGP,
+//! /24 to /32 each in a /24 of its own.
+//!
+//! ```text
+//!   feeder (this process,           gobgpd, AS 65000         hdvrf spoke, AS 65000
+//!   control::bgp::session)  ----->  127.0.0.1, passive  --->  passive on 127.0.0.2:P
+//!   AS 65001, N routes, RT 65000:1  (eBGP in, iBGP out)       hold time 9 s
+//! ```
+//!
+//! GoBGP takes the routes over eBGP and sends them to hdvrf over iBGP
+//! (next hop and targets unchanged). Two runs:
+//!
+//! - table memory the default: every route is installed in blue's
+//!   upstream table (`show services`), none refused (metrics);
+//! - table memory too small for them: the refused ones are shown
+//!   `rejected` in `show bgp rib in`, counted in
+//!   `hdvrf_rib_refused_routes` and `hdvrf_rib_refused_ops_total`, logged
+//!   (at most once per interval), and the rest are installed.
+//!
+//! Then `show bgp rib in` is asked page by page and whole, over and over
+//! for longer than several hold times, and both sides' sessions must stay
+//! Established. `bgp_scale_20k` runs in CI; `scripts/bench-bgp` runs
+//! `bgp_scale` (100k, `#[ignore]`d) and prints its figures.
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use control::bgp::session::{run, PeerConfig, ToSession};
+use control::bgp::{VpnPath, VpnRoute};
+use serde_json::Value;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hdvrf")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t0.elapsed()
+}
+
+/// gobgpd: the feeder's peer on 127.0.0.1 (it connects), hdvrf's on
+/// 127.0.0.2 (GoBGP connects from there to hdvrf's port).
+struct GoBgp {
+    api_port: u16,
+    child: Child,
+}
+
+impl GoBgp {
+    fn start(dir: &Path, hdvrf_port: u16) -> (GoBgp, u16) {
+        let (bgp_port, api_port) = (free_port(), free_port());
+        let cfg = dir.join("gobgpd.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"[global.config]
+  as = 65000
+  router-id = "192.0.2.9"
+  port = {bgp_port}
+  local-address-list = ["127.0.0.1"]
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "127.0.0.1"
+    peer-as = 65001
+  [neighbors.transport.config]
+    passive-mode = true
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "l3vpn-ipv4-unicast"
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "127.0.0.2"
+    peer-as = 65000
+  [neighbors.timers.config]
+    hold-time = 9
+    keepalive-interval = 3
+    connect-retry = 1
+  [neighbors.transport.config]
+    local-address = "127.0.0.2"
+    remote-port = {hdvrf_port}
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "l3vpn-ipv4-unicast"
+"#
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("gobgpd.log")).unwrap();
+        let child = Command::new("gobgpd")
+            .args(["-t", "toml", "-f"])
+            .arg(&cfg)
+            .arg("--api-hosts")
+            .arg(format!("127.0.0.1:{api_port}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("gobgpd runs: scripts/setup installs the Debian package gobgpd");
+        let g = GoBgp { api_port, child };
+        wait_for("gobgpd's API", Duration::from_secs(30), || {
+            g.cli(&["neighbor", "-j"]).is_some()
+        });
+        (g, bgp_port)
+    }
+
+    fn cli(&self, args: &[&str]) -> Option<Value> {
+        let out = Command::new("gobgp")
+            .args(["-u", "127.0.0.1", "-p", &self.api_port.to_string()])
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// GoBGP's session with `address`: (state, uptime in seconds).
+    fn peer(&self, address: &str) -> Option<(String, u64)> {
+        let v = self.cli(&["neighbor", "-j"])?;
+        let n = v
+            .as_array()?
+            .iter()
+            .find(|n| n["conf"]["neighbor_address"] == address)?
+            .clone();
+        // The API's enum: a number in JSON (6: established).
+        let state = match &n["state"]["session_state"] {
+            Value::Number(x) if x.as_u64() == Some(6) => "established".to_owned(),
+            Value::String(x) => x.to_lowercase(),
+            other => other.to_string(),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        let up = n["timers"]["state"]["uptime"]["seconds"]
+            .as_u64()
+            .map_or(0, |t| now.saturating_sub(t));
+        Some((state, up))
+    }
+}
+
+impl Drop for GoBgp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `hdvrf run` with a spoke configuration.
+struct Hdvrf {
+    child: Child,
+    sock: PathBuf,
+    metrics: String,
+    stderr: PathBuf,
+}
+
+impl Drop for Hdvrf {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Hdvrf {
+    fn start(dir: &Path, port: u16, memory_mb: Option<u32>) -> Hdvrf {
+        let sock = dir.join("ctl.sock");
+        let limit =
+            memory_mb.map_or_else(String::new, |m| format!("route_table_memory_mb = {m}\n"));
+        let cfg = dir.join("hdvrf.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"[dataplane]
+workers = [1]
+forward_mode = "router"
+hugepages = "off"
+memory_mb = 256
+stats_interval_ms = 0
+{limit}
+[control]
+socket = "{sock}"
+metrics = "127.0.0.1:0"
+
+[router]
+role = "spoke"
+label_base = 1000
+label_count = 64
+transport_label = 1000
+
+[[port]]
+name = "access0"
+device = "net_null0,no-rx=1"
+role = "access"
+
+[[port]]
+name = "core0"
+device = "net_null1,no-rx=1"
+role = "core"
+
+[[next_hop]]
+name = "hub"
+port = "core0"
+mac = "02:40:00:00:00:09"
+labels = [100]
+
+[[service]]
+name = "blue"
+gateway = "10.0.0.1"
+vpn_label = 1001
+access = [ {{ port = "access0" }} ]
+route_distinguisher = "65000:100"
+import_targets = ["65000:1"]
+export_targets = ["65000:2"]
+
+[bgp]
+asn = 65000
+router_id = "198.18.0.1"
+
+[[bgp.neighbor]]
+address = "127.0.0.2"
+port = {port}
+passive = true
+remote_asn = 65000
+hold_time = 9
+via = "hub"
+"#,
+                sock = sock.display(),
+            ),
+        )
+        .unwrap();
+        let stderr = dir.join("hdvrf.stderr");
+        let mut child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel::<String>();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut metrics = None;
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(30) {
+            let Ok(l) = lines.recv_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            if let Some(a) = l.strip_prefix("hdvrf: metrics on http://") {
+                metrics = Some(a.trim_end_matches("/metrics").to_owned());
+            }
+            if l.starts_with("hdvrf: management socket") {
+                break;
+            }
+        }
+        // Keep draining stdout so that hdvrf never blocks on it.
+        std::thread::spawn(move || while lines.recv().is_ok() {});
+        Hdvrf {
+            child,
+            sock,
+            metrics: metrics.expect("hdvrf prints its metrics address"),
+            stderr,
+        }
+    }
+
+    /// `hdvrf ctl -j ARGS`, parsed, and how long it took.
+    fn ctl(&self, args: &[&str]) -> (Value, Duration) {
+        let t0 = Instant::now();
+        let out = Command::new(bin())
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&self.sock)
+            .arg("-j")
+            .args(args)
+            .output()
+            .unwrap();
+        let took = t0.elapsed();
+        assert!(
+            out.status.success(),
+            "ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (serde_json::from_slice(&out.stdout).unwrap(), took)
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.metrics).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
+    fn neighbor(&self) -> Value {
+        self.ctl(&["show", "bgp", "neighbors"]).0[0].clone()
+    }
+
+    fn upstream_routes(&self) -> u64 {
+        self.ctl(&["show", "services"]).0[0]["routes"]["upstream"]
+            .as_u64()
+            .unwrap()
+    }
+}
+
+/// Route `i`: in the /24 number `i` from 11.0.0.0, of length 24 to 32.
+fn route(i: u32) -> VpnRoute {
+    let len = 24 + (i % 9) as u8;
+    let host = (i.wrapping_mul(37) & 0xff) & !(u32::MAX >> len);
+    VpnRoute {
+        rd: "65000:1".parse().unwrap(),
+        prefix: Ipv4Addr::from(0x0b00_0000 + (i << 8) + host),
+        len,
+        label: 16 + i % 100_000,
+    }
+}
+
+/// A BGP speaker of ours (AS 65001) advertising `n` routes to GoBGP on
+/// its own thread; dropping the sender stops it.
+fn feeder(gobgp_port: u16, n: u32) -> tokio::sync::mpsc::UnboundedSender<ToSession> {
+    let (to, cmds) = tokio::sync::mpsc::unbounded_channel();
+    let path = VpnPath {
+        next_hop: Ipv4Addr::new(192, 0, 2, 1),
+        route_targets: vec!["65000:1".parse().unwrap()],
+        local_pref: None,
+        med: None,
+        as_path: vec![65001],
+    };
+    to.send(ToSession::Advertise((0..n).map(route).collect(), path))
+        .unwrap();
+    let cfg = PeerConfig {
+        peer: SocketAddr::from((Ipv4Addr::LOCALHOST, gobgp_port)),
+        listen: None,
+        local_asn: 65001,
+        router_id: Ipv4Addr::new(192, 0, 2, 1),
+        remote_asn: 65000,
+        hold_time: 90,
+    };
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (out, mut from) = tokio::sync::mpsc::unbounded_channel();
+        rt.block_on(async move {
+            tokio::spawn(async move { while from.recv().await.is_some() {} });
+            run(cfg, cmds, out).await;
+        });
+    });
+    to
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// One run: hdvrf with `memory_mb` (default when `None`) learns `n`
+/// routes; returns (installed, refused).
+fn learn(n: u32, memory_mb: Option<u32>, probe_for: Duration) -> (u64, u64) {
+    let dir = std::env::temp_dir().join(format!(
+        "hdvrf-bgp-scale-{}-{}",
+        std::process::id(),
+        memory_mb.unwrap_or(0)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let h = Hdvrf::start(&dir, port, memory_mb);
+    let (g, gobgp_port) = GoBgp::start(&dir, port);
+    let up = wait_for(
+        "hdvrf's session Established",
+        Duration::from_secs(60),
+        || h.neighbor()["state"] == "Established",
+    );
+    println!("bgp_scale established_s={:.2}", up.as_secs_f64());
+    let t0 = Instant::now();
+    let feed = feeder(gobgp_port, n);
+    wait_for(
+        "every route learnt by hdvrf",
+        Duration::from_secs(600),
+        || h.neighbor()["routes_in"].as_u64() == Some(u64::from(n)),
+    );
+    let learnt = t0.elapsed();
+    wait_for(
+        "every route installed or refused",
+        Duration::from_secs(600),
+        || h.upstream_routes() + h.metric("hdvrf_rib_refused_routes") == u64::from(n),
+    );
+    let settled = t0.elapsed();
+    let (installed, refused) = (h.upstream_routes(), h.metric("hdvrf_rib_refused_routes"));
+    println!(
+        "bgp_scale routes={n} memory_mb={} learnt_s={:.2} settled_s={:.2} installed={installed} refused={refused} refused_ops={}",
+        memory_mb.map_or("default".into(), |m| m.to_string()),
+        learnt.as_secs_f64(),
+        settled.as_secs_f64(),
+        h.metric("hdvrf_rib_refused_ops_total"),
+    );
+
+    // `show bgp rib in`, page by page and whole, over and over for
+    // `probe_for`: the sessions stay up, and every refused route is shown
+    // as rejected.
+    let probe = Instant::now();
+    let (mut page_s, mut pages_s, mut whole_s) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rejected_shown;
+    loop {
+        let all = Instant::now();
+        let (mut offset, mut seen, mut rejected) = (Some(0), 0, 0);
+        while let Some(o) = offset {
+            let (page, took) = h.ctl(&[
+                "show",
+                "bgp",
+                "rib",
+                "in",
+                "--offset",
+                &o.to_string(),
+                "--limit",
+                "1000",
+            ]);
+            page_s.push(took.as_secs_f64());
+            let routes = page["routes"].as_array().unwrap();
+            seen += routes.len();
+            for r in routes {
+                match r.get("rejected") {
+                    Some(why) => {
+                        assert_eq!(why[0]["service"], "blue", "{r}");
+                        assert!(
+                            why[0]["why"].as_str().unwrap().contains("memory limit"),
+                            "{r}"
+                        );
+                        assert_eq!(r["best_for"], serde_json::json!([]), "{r}");
+                        rejected += 1;
+                    }
+                    None => assert_eq!(r["best_for"], serde_json::json!(["blue"]), "{r}"),
+                }
+            }
+            offset = page["next_offset"].as_u64();
+        }
+        pages_s.push(all.elapsed().as_secs_f64());
+        assert_eq!(seen, n as usize, "the pages hold every route once");
+        rejected_shown = rejected;
+        let (whole, took) = h.ctl(&["show", "bgp", "rib", "in"]);
+        whole_s.push(took.as_secs_f64());
+        assert_eq!(whole.as_array().unwrap().len(), n as usize);
+        if probe.elapsed() >= probe_for {
+            break;
+        }
+    }
+    let probed = probe.elapsed();
+    let nb = h.neighbor();
+    let (state, gobgp_up) = g.peer("127.0.0.2").unwrap();
+    println!(
+        "bgp_scale page_1000_s={:.3} page_max_s={:.3} all_pages_s={:.2} whole_s={:.2} probed_s={:.1} rounds={} state={} up_for_s={} gobgp_state={state} gobgp_up_s={gobgp_up} last_down={}",
+        median(page_s.clone()),
+        page_s.iter().copied().fold(0.0, f64::max),
+        median(pages_s),
+        median(whole_s.clone()),
+        probed.as_secs_f64(),
+        whole_s.len(),
+        nb["state"],
+        nb["up_for_s"],
+        nb["last_down"],
+    );
+    assert!(
+        median(page_s) < 1.0,
+        "a page of `show bgp rib in` answers within 1 s"
+    );
+    assert_eq!(nb["state"], "Established");
+    assert!(nb["last_down"].is_null(), "{nb}");
+    assert!(
+        nb["up_for_s"].as_u64().unwrap() + 1 >= (learnt + probed).as_secs(),
+        "hdvrf's session stayed up: {nb}"
+    );
+    assert_eq!(state, "established");
+    assert!(
+        gobgp_up + 1 >= (learnt + probed).as_secs(),
+        "GoBGP's session stayed up"
+    );
+
+    assert_eq!(rejected_shown, refused, "shown rejected = counted refused");
+    assert_eq!(installed + refused, u64::from(n));
+    assert!(h.metric("hdvrf_rib_refused_ops_total") >= refused);
+    let logged = std::fs::read_to_string(&h.stderr)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("the tables refused"))
+        .count() as u64;
+    if refused > 0 {
+        // Once per interval (10 s), not once per refused op.
+        let most = 1 + (t0.elapsed().as_secs() / 10);
+        assert!((1..=most).contains(&logged), "logged {logged} times");
+    } else {
+        assert_eq!(logged, 0);
+    }
+    drop(feed);
+    drop(g);
+    drop(h);
+    let _ = std::fs::remove_dir_all(&dir);
+    (installed, refused)
+}
+
+/// Both runs: `n` routes all installed with the default table memory;
+/// with about a third of the memory their groups need, some refused.
+/// `show bgp rib in` is probed for `probe` (HDVRF_BGP_PROBE_SECONDS
+/// overrides) each time.
+fn scale(n: u32, probe: u64) {
+    let probe = Duration::from_secs(
+        std::env::var("HDVRF_BGP_PROBE_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(probe),
+    );
+    let (installed, refused) = learn(n, None, probe);
+    assert_eq!((installed, refused), (u64::from(n), 0), "all installed");
+    // About a third of what the groups of the routes longer than /24
+    // need (1284 bytes each).
+    let longer = u64::from(n) * 8 / 9;
+    let small = ((longer * 1284 / 3) >> 20).max(2) as u32;
+    let (installed, refused) = learn(n, Some(small), probe);
+    assert!(refused > 0 && installed > 0, "{installed} + {refused}");
+}
+
+#[test]
+fn bgp_scale_20k() {
+    scale(20_000, 2);
+}
+
+/// `scripts/bench-bgp`: HDVRF_BGP_ROUTES (default 100,000), `show bgp rib
+/// in` probed for 30 s (more than three hold times) per run.
+#[test]
+#[ignore]
+fn bgp_scale() {
+    scale(
+        std::env::var("HDVRF_BGP_ROUTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000),
+        30,
+    );
+}
