@@ -1846,7 +1846,7 @@ mod tests {
 
     #[test]
     fn session_rows_serialize_as_the_value_tree_did() {
-        let services = vec!["blue".to_owned()];
+        let services = ["blue".to_owned()];
         let row = SessionRow {
             address: std::net::Ipv4Addr::new(10, 0, 0, 7),
             down_bytes: Some(3),
