@@ -832,9 +832,12 @@ impl Control {
     }
 
     fn journal_up(&mut self, service: u16, mac: [u8; 6], now: std::time::Instant) {
+        // No journal (or not open yet: sessions restored from it at start
+        // are already in it): no entry to build.
         let Some(s) = self
             .relay
             .as_ref()
+            .filter(|r| r.journal.is_some())
             .and_then(|r| r.sessions.get(service, mac))
             .cloned()
         else {
@@ -883,10 +886,21 @@ impl Control {
         let now = std::time::Instant::now();
         let unix = control::journal::unix_now();
         let mut acked = Vec::with_capacity(saved.len());
+        // Names to ids once, not a walk over the names per session (1,000
+        // services and 100k sessions: 50 million string compares).
+        let by_name = |list: &[String]| -> HashMap<String, usize> {
+            list.iter()
+                .enumerate()
+                .rev()
+                .map(|(i, n)| (n.clone(), i))
+                .collect()
+        };
+        let services = by_name(&self.names.services);
+        let ports = by_name(&self.names.ports);
         for s in saved {
             let found = (|| {
-                let service = self.names.service(&s.service).ok()?;
-                let port = self.names.port(&s.port).ok()?;
+                let service = u16::try_from(*services.get(&s.service)?).ok()?;
+                let port = u16::try_from(*ports.get(&s.port)?).ok()?;
                 let mac = control::config::parse_mac(&s.mac).ok()?;
                 Some((service, port, mac))
             })();
