@@ -97,13 +97,27 @@ pub fn plan(
         }
     };
 
-    // Next hops by name: kept, appended, or retired.
+    // Next hops by name: kept, appended, or retired. Both sides indexed
+    // once: a walk over the names per next hop was quadratic (100k next
+    // hops, 5 billion compares).
+    let current: HashMap<&str, u32> = names
+        .next_hops
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(id, n)| (n.as_str(), id as u32))
+        .collect();
+    let in_file: HashSet<&str> = cfg
+        .next_hops
+        .iter()
+        .map(|n| n.name.get_ref().as_str())
+        .collect();
     let mut appended = 0u32;
     let mut settings = Vec::new();
     for (i, n) in cfg.next_hops.iter().enumerate() {
         let name = n.name.get_ref();
-        let id = match names.next_hops.iter().position(|x| x == name) {
-            Some(id) => id as u32,
+        let id = match current.get(name.as_str()).copied() {
+            Some(id) => id,
             None => {
                 let id = cur.next_hops().len() as u32 + appended;
                 appended += 1;
@@ -148,7 +162,7 @@ pub fn plan(
     });
     for (id, name) in names.next_hops.iter().enumerate() {
         let session = name.starts_with(crate::sessions::NAME_PREFIX);
-        if !name.is_empty() && !session && !cfg.next_hops.iter().any(|n| n.name.get_ref() == name) {
+        if !name.is_empty() && !session && !in_file.contains(name.as_str()) {
             // The file lets go of it: the RIB manager retires it once no
             // route leads to it any more.
             p.next_hops_removed += 1;
@@ -415,6 +429,47 @@ mod tests {
         let mut ops = std::mem::take(&mut p.ops);
         ops.extend(rib.take_ops());
         ops
+    }
+
+    #[test]
+    fn many_next_hops_keep_their_ids_by_name_in_any_order() {
+        // 20k next hops: a reload matches them by name (it used to walk
+        // every name per next hop, quadratic at this size).
+        const N: usize = 20_000;
+        let hops = |order: &mut dyn Iterator<Item = usize>| {
+            order
+                .map(|i| {
+                    format!(
+                        "[[next_hop]]\nname = \"c{i}\"\nport = \"access0\"\nmac = \"02:5c:00:00:{:02x}:{:02x}\"\n",
+                        i >> 8,
+                        i & 0xff
+                    )
+                })
+                .collect::<String>()
+        };
+        let a = load(&format!("{SPOKE_EXAMPLE}\n{}", hops(&mut (0..N))));
+        let t = crate::router::build_tables(&a, &[[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]).unwrap();
+        let names = Names::from_config(&a.config);
+        let first = names.next_hop("c0").unwrap();
+        // The file's order reversed and c7 gone: same ids, c7 retired.
+        let b = load(&format!(
+            "{SPOKE_EXAMPLE}\n{}",
+            hops(&mut (0..N).rev().filter(|&i| i != 7))
+        ));
+        let p = plan(&t, &names, &Neighbors::default(), &b).unwrap();
+        assert_eq!(
+            (p.next_hops_added, p.next_hops_changed, p.next_hops_removed),
+            (0, 0, 1)
+        );
+        assert_eq!(p.next_hops_gone, [first + 7]);
+        assert_eq!(p.names.next_hop("c19999"), Ok(first + 19_999));
+        assert!(p.names.next_hop("c7").is_err());
+        let in_file = b
+            .config
+            .next_hops
+            .iter()
+            .position(|n| n.name.get_ref() == "c0");
+        assert_eq!(p.next_hop_ids[in_file.unwrap()], first);
     }
 
     #[test]
