@@ -67,6 +67,48 @@ pub struct LaunchError {
     pub reason: String,
 }
 
+/// Takes every real-time signal above SIGRTMIN that has no handler with
+/// one that does nothing, before EAL probes any device, so that net_tap
+/// finds none free and leaves its "Rx trigger" off.
+///
+/// With the trigger on, net_tap puts each tap fd in O_ASYNC mode, owned by
+/// the process, with the first free real-time signal: every frame the
+/// kernel queues on any tap raises it, and a handler bumps a counter that
+/// lets an rx burst skip its read when nothing came. The kernel hands a
+/// process-wide signal to the main thread first (our control thread) or
+/// else wakes another thread for it. Measured with scripts/bench-sessions
+/// (access port on net_tap), delivery was a quarter of the control thread's
+/// time; steering the signals to the workers instead cost them a wakeup
+/// per frame. With the trigger off, net_tap reads its fd on every rx burst
+/// (one readv that finds nothing when idle): the cost of polling a
+/// kernel-backed port, paid by the thread that polls it, and no thread is
+/// interrupted. net_tap documents the fallback ("No Rx trigger signal
+/// available"). Nothing in hdvrf uses these signals, and a stray one now
+/// does nothing instead of ending the process. Handlers already installed
+/// (by an embedding program) are left alone.
+fn keep_tap_trigger_off() {
+    extern "C" fn nothing(_: c_int) {}
+    for sig in libc::SIGRTMIN() + 1..=libc::SIGRTMAX() {
+        // SAFETY: sigaction with a null new action only reads the current
+        // one into `old`, a zeroed plain C struct; the second call installs
+        // a handler that touches no state (async-signal-safe), with an
+        // empty mask. net_tap later only reads these actions.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0
+                || old.sa_sigaction != libc::SIG_DFL
+            {
+                continue;
+            }
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = nothing as extern "C" fn(c_int) as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
 type Job = Box<dyn FnOnce() -> i32 + Send + 'static>;
 
 extern "C" fn trampoline(arg: *mut c_void) -> c_int {
@@ -92,6 +134,7 @@ impl Eal {
         // rte_eal_init may permute argv; give it a private pointer array.
         let mut argv: Vec<*mut c_char> = owned.iter().map(|c| c.as_ptr() as *mut c_char).collect();
         argv.push(std::ptr::null_mut());
+        keep_tap_trigger_off();
         let capture = LogCapture::start();
         // SAFETY: argv holds `owned.len()` valid NUL-terminated strings that
         // outlive the call, followed by NULL; EAL only reorders the pointers.
