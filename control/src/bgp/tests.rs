@@ -151,7 +151,9 @@ fn many_routes_pack_into_messages_within_4096_bytes() {
             label: 16 + i,
         })
         .map(|mut r| {
-            r.prefix = Ipv4Addr::from(u32::from(r.prefix) & !(u32::MAX >> r.len));
+            r.prefix = Ipv4Addr::from(
+                u32::from(r.prefix) & !u32::MAX.checked_shr(u32::from(r.len)).unwrap_or(0),
+            );
             r
         })
         .collect();
