@@ -513,26 +513,50 @@ fn human(req: &Request, v: &Value) {
                 .collect(),
         ),
         Request::ShowBgpRib { which, .. } => {
+            // An empty AS_PATH (iBGP) as "-", like an absent LOCAL_PREF.
+            let as_path = |v: &Value| match v.as_array() {
+                Some(a) if !a.is_empty() => a.iter().map(s).collect::<Vec<_>>().join(" "),
+                _ => "-".to_owned(),
+            };
             let rows = |v: &Value, who: &str| -> Vec<Vec<String>> {
                 list(v)
                     .iter()
                     .map(|x| {
-                        vec![
+                        let mut row = vec![
                             s(&x["prefix"]),
                             s(&x["rd"]),
                             s(&x["label"]),
                             s(&x["next_hop"]),
+                        ];
+                        if who == "service" {
+                            // What the neighbour is sent.
+                            row.insert(0, s(&x["neighbor"]));
+                            row.extend([as_path(&x["as_path"]), s(&x["local_pref"]), s(&x["med"])]);
+                        }
+                        row.extend([
                             x["route_targets"]
                                 .as_array()
                                 .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
                                 .unwrap_or_default(),
                             s(&x[who]),
-                        ]
+                        ]);
+                        row
                     })
                     .collect()
             };
             let head_in = ["prefix", "rd", "label", "next hop", "targets", "neighbor"];
-            let head_out = ["prefix", "rd", "label", "next hop", "targets", "service"];
+            let head_out = [
+                "neighbor",
+                "prefix",
+                "rd",
+                "label",
+                "next hop",
+                "as path",
+                "local pref",
+                "med",
+                "targets",
+                "service",
+            ];
             // A page: its routes, then where the next one starts.
             let page = |v: &Value, head: &[&str], who: &str| {
                 table(head, rows(&v["routes"], who));

@@ -333,14 +333,14 @@ impl Control {
             .get(i)
             .map_or_else(|| format!("#{i}"), |n| n.address.to_string());
         match ev {
-            FromSession::Established(n) => {
+            FromSession::Established(n, establishment) => {
                 crate::log::say!(
                     "hdvrf: bgp: {peer} Established (AS {}, router id {}, hold {} s)",
                     n.peer_asn,
                     n.peer_id,
                     n.hold_time
                 );
-                b.established(i, n, now);
+                b.established(i, n, establishment, now);
                 return;
             }
             FromSession::Down(why) => {
@@ -355,6 +355,10 @@ impl Control {
                 if let Some(n) = b.neighbors.get_mut(i) {
                     n.state = st;
                 }
+                return;
+            }
+            FromSession::RouteRefresh => {
+                b.route_refresh(i);
                 return;
             }
             FromSession::Malformed(m) => {
@@ -1055,6 +1059,7 @@ impl Control {
             } => match &self.bgp {
                 Some(b) => b.show_rib(
                     which.as_deref(),
+                    None,
                     control::mgmt::rib_page(offset, limit)?,
                     &self.names.services,
                     &self.rib,

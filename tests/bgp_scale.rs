@@ -30,7 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use control::bgp::session::{run, PeerConfig, ToSession};
+use control::bgp::session::{run, FromSession, PeerConfig, ToSession};
 use control::bgp::{VpnPath, VpnRoute};
 use serde_json::Value;
 
@@ -350,8 +350,10 @@ fn feeder(gobgp_port: u16, n: u32) -> tokio::sync::mpsc::UnboundedSender<ToSessi
         med: None,
         as_path: vec![65001],
     };
-    to.send(ToSession::Advertise((0..n).map(route).collect(), path))
-        .unwrap();
+    let table = vec![(path, (0..n).map(route).collect::<Vec<_>>())];
+    // What the speaker does: the table, for each establishment. Weak, so
+    // that dropping the returned sender still stops the session.
+    let answer = to.downgrade();
     let cfg = PeerConfig {
         peer: SocketAddr::from((Ipv4Addr::LOCALHOST, gobgp_port)),
         listen: None,
@@ -367,7 +369,13 @@ fn feeder(gobgp_port: u16, n: u32) -> tokio::sync::mpsc::UnboundedSender<ToSessi
             .unwrap();
         let (out, mut from) = tokio::sync::mpsc::unbounded_channel();
         rt.block_on(async move {
-            tokio::spawn(async move { while from.recv().await.is_some() {} });
+            tokio::spawn(async move {
+                while let Some(ev) = from.recv().await {
+                    if let (FromSession::Established(_, k), Some(to)) = (ev, answer.upgrade()) {
+                        let _ = to.send(ToSession::Table(k, table.clone()));
+                    }
+                }
+            });
             run(cfg, cmds, out).await;
         });
     });

@@ -4,6 +4,8 @@
 //! their RD, label, route target and next hop; GoBGP's default route with
 //! a label reaches us; withdrawals go both ways; GoBGP restarted: the
 //! session comes back and our routes are in its RIB again, nothing stale.
+//! The test plays the speaker: it answers each establishment with the
+//! whole table ([`ToSession::Table`]), as `Speaker::established` does.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -231,8 +233,6 @@ async fn gobgp_learns_our_routes_and_we_learn_its() {
     };
     let (to, cmds) = unbounded_channel();
     let (out, mut from) = unbounded_channel();
-    to.send(ToSession::Advertise(routes.clone(), path.clone()))
-        .unwrap();
     let cfg = PeerConfig {
         peer: SocketAddr::from((Ipv4Addr::LOCALHOST, g.bgp_port)),
         listen: None,
@@ -242,14 +242,16 @@ async fn gobgp_learns_our_routes_and_we_learn_its() {
         hold_time: 30,
     };
     let task = tokio::spawn(run(cfg, cmds, out));
-    let FromSession::Established(n) = next(&mut from, "Established", |m| {
-        matches!(m, FromSession::Established(_))
+    let FromSession::Established(n, k) = next(&mut from, "Established", |m| {
+        matches!(m, FromSession::Established(..))
     })
     .await
     else {
         unreachable!()
     };
     assert_eq!((n.peer_asn, n.asn4, n.hold_time), (65000, true, 30));
+    to.send(ToSession::Table(k, vec![(path.clone(), routes.clone())]))
+        .unwrap();
 
     // Our 1000 routes in GoBGP's RIB, each with its label, RD, target and
     // next hop.
@@ -363,10 +365,19 @@ async fn gobgp_learns_our_routes_and_we_learn_its() {
     })
     .await;
     next(&mut from, "Down", |m| matches!(m, FromSession::Down(_))).await;
-    next(&mut from, "Established again", |m| {
-        matches!(m, FromSession::Established(_))
+    let FromSession::Established(_, k) = next(&mut from, "Established again", |m| {
+        matches!(m, FromSession::Established(..))
     })
-    .await;
+    .await
+    else {
+        unreachable!()
+    };
+    // The speaker's table now: without the ten withdrawn.
+    to.send(ToSession::Table(
+        k,
+        vec![(path.clone(), routes[10..].to_vec())],
+    ))
+    .unwrap();
     let rib = rib_when(&g, |r| r.len() >= 990).await;
     let withdrawn: Vec<String> = routes[..10]
         .iter()
@@ -421,10 +432,14 @@ async fn gobgp_scale() {
         hold_time: 90,
     };
     tokio::spawn(run(cfg, cmds, out));
-    next(&mut from, "Established", |m| {
-        matches!(m, FromSession::Established(_))
+    let FromSession::Established(_, k) = next(&mut from, "Established", |m| {
+        matches!(m, FromSession::Established(..))
     })
-    .await;
+    .await
+    else {
+        unreachable!()
+    };
+    to.send(ToSession::Table(k, Vec::new())).unwrap();
     let t0 = Instant::now();
     to.send(ToSession::Advertise(routes, path)).unwrap();
     let g = std::sync::Arc::new(g);

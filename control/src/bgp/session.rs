@@ -1,12 +1,21 @@
 //! One BGP neighbour as a task: TCP, the message framing, the state
-//! machine's actions and timers, our Adj-RIB-Out for it, and what it
-//! learns, handed to the caller as [`FromSession`] values.
+//! machine's actions and timers, and what it learns, handed to the
+//! caller as [`FromSession`] values.
+//!
+//! The task keeps no Adj-RIB-Out: the speaker owns it and sends it whole
+//! for each establishment ([`ToSession::Table`], answering
+//! [`FromSession::Established`], which numbers the establishment), then
+//! its changes. The session sends changes on only once it has sent that
+//! establishment's table: a change queued before the speaker heard of the
+//! establishment is in the table already, and one queued after follows
+//! it, so none is lost or sent twice. A table for an earlier
+//! establishment (the session went down and up again meanwhile) is
+//! dropped; the speaker sends the current one when it hears of it.
 //!
 //! Framing is done here rather than with the codec's tokio codec: every
 //! UPDATE must pass [`check_update`] (RFC 7606) as raw bytes before it is
 //! decoded.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -36,13 +45,26 @@ pub struct PeerConfig {
     pub hold_time: u16,
 }
 
+/// Routes grouped by the path they are advertised with.
+pub type Table = Vec<(VpnPath, Vec<VpnRoute>)>;
+
 /// What the owner of a session tells it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ToSession {
     /// Advertise these routes with this path (replacing what was
-    /// advertised for the same RD and prefix).
+    /// advertised for the same RD and prefix). Dropped unless the session
+    /// is Established and has sent its establishment's table.
     Advertise(Vec<VpnRoute>, VpnPath),
+    /// Withdraw these routes; dropped as advertisements are.
     Withdraw(Vec<VpnRoute>),
+    /// The whole Adj-RIB-Out for the establishment numbered `.0` (as
+    /// [`FromSession::Established`] numbered it): sent, then End-of-RIB
+    /// (RFC 4724 section 2), once. Dropped if the session is not
+    /// Established or is in another establishment.
+    Table(u64, Table),
+    /// The whole Adj-RIB-Out again, answering the peer's ROUTE-REFRESH
+    /// (RFC 2918 section 4) in establishment `.0`, after its table.
+    Refresh(u64, Table),
     /// ManualStop, and the task ends.
     Stop,
 }
@@ -50,7 +72,10 @@ pub enum ToSession {
 /// What a session reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FromSession {
-    Established(Negotiated),
+    /// Established: what was negotiated, and the establishment's number
+    /// (1, 2, ... over the task's life), which the speaker's
+    /// [`ToSession::Table`] answers with.
+    Established(Negotiated, u64),
     /// Left Established (or never got there): every route learnt from the
     /// peer is gone. The reason, for the log.
     Down(String),
@@ -63,10 +88,10 @@ pub enum FromSession {
     Notification(bool, u8, u8),
     /// The state machine moved to this state (for `show`).
     State(State),
+    /// The peer asked for our routes again (ROUTE-REFRESH, RFC 2918):
+    /// the speaker answers with [`ToSession::Refresh`].
+    RouteRefresh,
 }
-
-/// A route's key in the Adj-RIB-Out: RD and prefix.
-type Key = (super::VpnId, Ipv4Addr, u8);
 
 struct Conn {
     wr: OwnedWriteHalf,
@@ -125,7 +150,7 @@ pub async fn run(
         out,
         conn: None,
         timers: [None; 3],
-        rib_out: BTreeMap::new(),
+        gate: Gate::default(),
     };
     let listener = match s.cfg.listen {
         Some(a) => match TcpListener::bind(a).await {
@@ -190,6 +215,8 @@ pub async fn run(
                 match c {
                     Some(ToSession::Advertise(routes, path)) => s.advertise(routes, path).await,
                     Some(ToSession::Withdraw(routes)) => s.withdraw(routes).await,
+                    Some(ToSession::Table(n, table)) => s.table(n, table, false).await,
+                    Some(ToSession::Refresh(n, table)) => s.table(n, table, true).await,
                     Some(ToSession::Stop) | None => {
                         s.handle(Event::ManualStop, &mut connecting).await;
                         return;
@@ -217,7 +244,41 @@ struct Session {
     out: UnboundedSender<FromSession>,
     conn: Option<Conn>,
     timers: [Option<Instant>; 3],
-    rib_out: BTreeMap<Key, (VpnRoute, VpnPath)>,
+    gate: Gate,
+}
+
+/// Which of the owner's routes a session sends on (see the module
+/// documentation): per establishment, its table once, then changes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Gate {
+    /// How many times the session reached Established.
+    establishment: u64,
+    /// This establishment's table is sent: changes go out from now on.
+    table_sent: bool,
+}
+
+impl Gate {
+    /// The session reached Established: the establishment's number.
+    pub(crate) fn up(&mut self) -> u64 {
+        self.establishment += 1;
+        self.table_sent = false;
+        self.establishment
+    }
+
+    /// Whether a table for establishment `n` is sent (`refresh`: a table
+    /// again, after the first), the session being `established` or not.
+    pub(crate) fn table(&mut self, established: bool, n: u64, refresh: bool) -> bool {
+        if !established || n != self.establishment || self.table_sent != refresh {
+            return false;
+        }
+        self.table_sent = true;
+        true
+    }
+
+    /// Whether a change (advertisement, withdrawal) is sent.
+    pub(crate) fn change(&self, established: bool) -> bool {
+        established && self.table_sent
+    }
 }
 
 impl Session {
@@ -294,11 +355,11 @@ impl Session {
                 Action::Start(t, d) => self.timers[t as usize] = Some(Instant::now() + d),
                 Action::Stop(t) => self.timers[t as usize] = None,
                 Action::Up => {
+                    // The speaker answers with the table, End-of-RIB after it.
+                    let k = self.gate.up();
                     if let Some(n) = self.fsm.negotiated {
-                        let _ = self.out.send(FromSession::Established(n));
+                        let _ = self.out.send(FromSession::Established(n, k));
                     }
-                    self.send_rib_out().await;
-                    self.send(&encode(&vpnv4_end_of_rib())).await;
                 }
                 Action::Down => {
                     let _ = self
@@ -366,8 +427,9 @@ impl Session {
                 }
                 4 => Event::KeepAliveMsg,
                 5 => {
-                    // Route refresh (RFC 2918): everything again.
-                    self.send_rib_out().await;
+                    // Route refresh (RFC 2918): the speaker sends
+                    // everything again.
+                    let _ = self.out.send(FromSession::RouteRefresh);
                     return;
                 }
                 t => header_err(3, vec![t]),
@@ -430,28 +492,26 @@ impl Session {
         }
     }
 
-    /// The whole Adj-RIB-Out, routes grouped by path into full UPDATEs.
-    async fn send_rib_out(&mut self) {
-        let mut by_path: Vec<(VpnPath, Vec<VpnRoute>)> = Vec::new();
-        for (r, p) in self.rib_out.values() {
-            match by_path.iter_mut().find(|(q, _)| q == p) {
-                Some((_, rs)) => rs.push(*r),
-                None => by_path.push((p.clone(), vec![*r])),
-            }
+    /// The speaker's whole Adj-RIB-Out for establishment `n`, routes
+    /// grouped by path into full UPDATEs: the first time, then
+    /// End-of-RIB; on `refresh`, again, once the first is sent.
+    async fn table(&mut self, n: u64, table: Table, refresh: bool) {
+        let established = self.fsm.state == State::Established;
+        if !self.gate.table(established, n, refresh) {
+            return;
         }
-        for (p, rs) in by_path {
-            for m in vpnv4_reach(&rs, &p) {
+        for (p, rs) in &table {
+            for m in vpnv4_reach(rs, p) {
                 self.send(&encode(&m)).await;
             }
+        }
+        if !refresh {
+            self.send(&encode(&vpnv4_end_of_rib())).await;
         }
     }
 
     async fn advertise(&mut self, routes: Vec<VpnRoute>, path: VpnPath) {
-        for r in &routes {
-            self.rib_out
-                .insert((r.rd, r.prefix, r.len), (*r, path.clone()));
-        }
-        if self.fsm.state == State::Established {
+        if self.gate.change(self.fsm.state == State::Established) {
             for m in vpnv4_reach(&routes, &path) {
                 self.send(&encode(&m)).await;
             }
@@ -459,16 +519,8 @@ impl Session {
     }
 
     async fn withdraw(&mut self, routes: Vec<VpnRoute>) {
-        let gone: Vec<VpnRoute> = routes
-            .iter()
-            .filter_map(|r| {
-                self.rib_out
-                    .remove(&(r.rd, r.prefix, r.len))
-                    .map(|(r, _)| r)
-            })
-            .collect();
-        if self.fsm.state == State::Established && !gone.is_empty() {
-            for m in vpnv4_unreach(&gone) {
+        if self.gate.change(self.fsm.state == State::Established) && !routes.is_empty() {
+            for m in vpnv4_unreach(&routes) {
                 self.send(&encode(&m)).await;
             }
         }
@@ -526,9 +578,11 @@ mod tests {
     }
 
     /// Two speakers over loopback: one active (AS 65001), one passive
-    /// (AS 65000, eBGP). Routes advertised before the session is up go
-    /// out when it comes up; later ones and withdrawals follow; a speaker
-    /// that stops takes the other down, and it comes back.
+    /// (AS 65000, eBGP). An advertisement before the session is up is not
+    /// sent (the table covers it); the table the owner sends for the
+    /// establishment goes out when it comes up; later routes and
+    /// withdrawals follow; a speaker that stops takes the other down, and
+    /// it comes back.
     #[tokio::test]
     async fn two_speakers_exchange_vpnv4_routes() {
         let port = free_port();
@@ -554,27 +608,43 @@ mod tests {
         let (p_out, mut from_p) = unbounded_channel();
         let (to_a, a_cmds) = unbounded_channel();
         let (a_out, mut from_a) = unbounded_channel();
-        to_a.send(ToSession::Advertise(routes[..600].to_vec(), path.clone()))
+        to_a.send(ToSession::Advertise(routes[..1].to_vec(), path.clone()))
             .unwrap();
         tokio::spawn(run(passive, p_cmds, p_out));
         let a_task = tokio::spawn(run(active, a_cmds, a_out));
-        let FromSession::Established(n) = next(&mut from_p, "Established", |m| {
-            matches!(m, FromSession::Established(_))
+        let FromSession::Established(n, _) = next(&mut from_p, "Established", |m| {
+            matches!(m, FromSession::Established(..))
         })
         .await
         else {
             unreachable!()
         };
         assert_eq!((n.hold_time, n.peer_asn, n.asn4), (9, 65001, true));
-        next(&mut from_a, "Established", |m| {
-            matches!(m, FromSession::Established(_))
+        let FromSession::Established(_, k) = next(&mut from_a, "Established", |m| {
+            matches!(m, FromSession::Established(..))
         })
-        .await;
+        .await
+        else {
+            unreachable!()
+        };
+        // What the speaker does: the table for this establishment (a
+        // table for an earlier one is dropped), then changes.
+        to_a.send(ToSession::Table(
+            k - 1,
+            vec![(path.clone(), routes.clone())],
+        ))
+        .unwrap();
+        to_a.send(ToSession::Table(
+            k,
+            vec![(path.clone(), routes[..600].to_vec())],
+        ))
+        .unwrap();
         to_a.send(ToSession::Advertise(routes[600..].to_vec(), path.clone()))
             .unwrap();
         // Everything arrives, with its label, RD, targets and next hop.
         let mut learnt = std::collections::BTreeSet::new();
         let mut eor = false;
+        let mut received = 0;
         while learnt.len() < 1000 || !eor {
             let FromSession::Learned(u) = next(&mut from_p, "routes", |m| {
                 matches!(m, FromSession::Learned(_))
@@ -587,9 +657,14 @@ mod tests {
             if let Some(p) = &u.path {
                 assert_eq!(p, &path);
             }
+            received += u.reach.len();
             learnt.extend(u.reach);
         }
         assert_eq!(learnt.into_iter().collect::<Vec<_>>(), routes);
+        assert_eq!(
+            received, 1000,
+            "each once: not the advertisement before Established, nor the stale table"
+        );
         // Withdrawals.
         to_a.send(ToSession::Withdraw(routes[..10].to_vec()))
             .unwrap();
@@ -625,7 +700,7 @@ mod tests {
         let active2 = config(port, false, 65001, 65000, 30);
         tokio::spawn(run(active2, a2_cmds, a2_out));
         next(&mut from_p, "Established again", |m| {
-            matches!(m, FromSession::Established(_))
+            matches!(m, FromSession::Established(..))
         })
         .await;
         to_p.send(ToSession::Stop).unwrap();

@@ -1,10 +1,24 @@
 //! The BGP speaker: one `crate::bgp::session` task per
-//! `[[bgp.neighbor]]`, their Adj-RIBs-In, the Loc-RIB's choice, and the
-//! Adj-RIB-Out.
+//! `[[bgp.neighbor]]`, their Adj-RIBs-In, the Loc-RIB's choice, and one
+//! Adj-RIB-Out per neighbour.
+//!
+//! ```text
+//!   control thread                          "hdvrf-bgp" thread
+//!   Speaker ---- ToSession, per neighbour ----> session::run, per neighbour
+//!      ^                                            |   (TCP, FSM, timers)
+//!      +------- FromSession, per neighbour ---------+
+//! ```
 //!
 //! - Export: a session's host route goes to every neighbour once it is
 //!   published (service RD, the service's VPN label, its export targets,
 //!   next hop `bgp.next_hop`), and is withdrawn before it is removed.
+//!   Our routes are kept once ([`Speaker::originated`]); each neighbour's
+//!   Adj-RIB-Out ([`Neighbor::rib_out`]) is what they become through its
+//!   policy (eBGP or iBGP: AS_PATH, LOCAL_PREF), and a change is sent to
+//!   a neighbour only where its Adj-RIB-Out changed. On Established the
+//!   speaker sends the neighbour's whole Adj-RIB-Out
+//!   ([`ToSession::Table`]), and again on ROUTE-REFRESH; the session task
+//!   keeps no copy (see `crate::bgp::session` for the ordering).
 //! - Import: a learnt route whose targets meet a service's import targets
 //!   is a candidate for that service's upstream table (spoke) or hub table
 //!   (hub). Among the candidates for a prefix the best path wins (RFC 4271
@@ -21,10 +35,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::bgp::fsm::{Negotiated, State};
-use crate::bgp::session::{PeerConfig, ToSession};
+use crate::bgp::session::{PeerConfig, Table, ToSession};
 use crate::bgp::{VpnPath, VpnRoute, Vpnv4Update};
 use crate::config::Config;
 use crate::rib::{Rib, RouteKey, Source, Target};
@@ -53,6 +68,9 @@ pub struct Neighbor {
     /// The next hop (id, name) its routes go out through.
     pub via: Option<(u32, String)>,
     tx: UnboundedSender<ToSession>,
+    /// The number of the establishment its session last reported, which
+    /// the table sent to it names.
+    establishment: u64,
     /// The session's state machine, as it last reported.
     pub state: State,
     /// While Established: what was negotiated and since when.
@@ -68,11 +86,54 @@ pub struct Neighbor {
     pub unresolved: u64,
     pub notifications_sent: u64,
     pub notifications_received: u64,
+    /// Adj-RIB-Out: each of our routes as this neighbour is sent it, its
+    /// label and the path attributes its policy gives (RFC 4271 section
+    /// 9.2). Kept while it is down too: what it is sent when it comes up.
+    pub rib_out: BTreeMap<RibKey, (u32, Arc<VpnPath>)>,
+    /// The path last made for each service's routes toward it, which its
+    /// entries share.
+    out_paths: HashMap<u16, Arc<VpnPath>>,
 }
 
 impl Neighbor {
     fn ebgp(&self, local_asn: u32) -> bool {
         self.remote_asn != local_asn
+    }
+
+    /// `path`, shared with its entries that have it already.
+    fn share(&mut self, service: u16, path: VpnPath) -> Arc<VpnPath> {
+        match self.out_paths.get(&service) {
+            Some(p) if **p == path => Arc::clone(p),
+            _ => {
+                let p = Arc::new(path);
+                self.out_paths.insert(service, Arc::clone(&p));
+                p
+            }
+        }
+    }
+
+    /// Its whole Adj-RIB-Out, routes grouped by path.
+    fn table(&self) -> Table {
+        let mut at: HashMap<*const VpnPath, usize> = HashMap::new();
+        let mut out: Table = Vec::new();
+        for (k, (label, path)) in &self.rib_out {
+            let i = *at.entry(Arc::as_ptr(path)).or_insert_with(|| {
+                out.push((VpnPath::clone(path), Vec::new()));
+                out.len() - 1
+            });
+            out[i].1.push(route_of(k, *label));
+        }
+        out
+    }
+}
+
+/// The route an Adj-RIB entry stands for.
+fn route_of(k: &RibKey, label: u32) -> VpnRoute {
+    VpnRoute {
+        rd: k.2,
+        prefix: k.0,
+        len: k.1,
+        label,
     }
 }
 
@@ -106,9 +167,10 @@ pub struct Speaker {
     /// The services importing each route target, in service order: a
     /// route is selected for these only, not for every service.
     importers: HashMap<VpnId, Vec<u16>>,
-    /// Adj-RIB-Out (the same for every neighbour but for the path
-    /// attributes each one gets): route and service.
-    pub rib_out: BTreeMap<RibKey, (VpnRoute, u16)>,
+    /// Our routes (the Loc-RIB's locally originated ones: sessions' host
+    /// routes, the file's and `ctl`'s toward our side), with their
+    /// service: what every neighbour's Adj-RIB-Out is derived from.
+    pub originated: BTreeMap<RibKey, (VpnRoute, u16)>,
 }
 
 /// The session tasks to start: each neighbour's configuration and the
@@ -160,6 +222,7 @@ impl Speaker {
                 passive: n.passive,
                 via,
                 tx,
+                establishment: 0,
                 state: State::Idle,
                 up: None,
                 last_down: None,
@@ -170,6 +233,8 @@ impl Speaker {
                 unresolved: 0,
                 notifications_sent: 0,
                 notifications_received: 0,
+                rib_out: BTreeMap::new(),
+                out_paths: HashMap::new(),
             });
         }
         let table = if c
@@ -193,7 +258,7 @@ impl Speaker {
             configured: BTreeSet::new(),
             multipath: b.multipath.as_ref().map_or(1, |m| *m.get_ref() as usize),
             selected: HashMap::new(),
-            rib_out: BTreeMap::new(),
+            originated: BTreeMap::new(),
         };
         Some((sp, pending))
     }
@@ -219,27 +284,24 @@ impl Speaker {
 
     /// A session's host route, once published: to every neighbour.
     pub fn advertise(&mut self, service: u16, address: Ipv4Addr) {
-        self.advertise_route(service, address, 32);
+        if let Some(k) = self.originate(service, address, 32) {
+            self.update_out(&[k]);
+        }
     }
 
-    fn advertise_route(&mut self, service: u16, prefix: Ipv4Addr, len: u8) {
-        let Some(s) = self.services.get(usize::from(service)) else {
-            return;
-        };
-        let (Some(rd), Some(label)) = (s.rd, s.label) else {
-            return;
-        };
+    /// Our route for (service, prefix, len) into [`Speaker::originated`],
+    /// if the service has an RD and a VPN label: its key.
+    fn originate(&mut self, service: u16, prefix: Ipv4Addr, len: u8) -> Option<RibKey> {
+        let s = self.services.get(usize::from(service))?;
+        let (rd, label) = (s.rd?, s.label?);
         let route = VpnRoute {
             rd,
             prefix,
             len,
             label,
         };
-        self.rib_out.insert((prefix, len, rd), (route, service));
-        for n in &self.neighbors {
-            let _ =
-                n.tx.send(ToSession::Advertise(vec![route], self.path_for(n, service)));
-        }
+        self.originated.insert((prefix, len, rd), (route, service));
+        Some((prefix, len, rd))
     }
 
     /// A session's host route, before it is removed: from every
@@ -250,20 +312,72 @@ impl Speaker {
         if self.configured.contains(&(service, address, 32)) {
             return false;
         }
-        self.withdraw_route(service, address, 32)
+        match self.unoriginate(service, address, 32) {
+            Some(k) => self.update_out(&[k]),
+            None => false,
+        }
     }
 
-    fn withdraw_route(&mut self, service: u16, prefix: Ipv4Addr, len: u8) -> bool {
-        let Some(rd) = self.services.get(usize::from(service)).and_then(|s| s.rd) else {
-            return false;
-        };
-        let Some((route, _)) = self.rib_out.remove(&(prefix, len, rd)) else {
-            return false;
-        };
-        for n in &self.neighbors {
-            let _ = n.tx.send(ToSession::Withdraw(vec![route]));
+    /// Our route for (service, prefix, len) out of
+    /// [`Speaker::originated`]: its key, if it was there.
+    fn unoriginate(&mut self, service: u16, prefix: Ipv4Addr, len: u8) -> Option<RibKey> {
+        let rd = self.services.get(usize::from(service))?.rd?;
+        let k = (prefix, len, rd);
+        self.originated.remove(&k)?;
+        Some(k)
+    }
+
+    /// Brings every neighbour's Adj-RIB-Out entries for `keys` to what
+    /// [`Speaker::originated`] gives it through its policy, and tells the
+    /// session of each Established one what changed: the withdrawals, then
+    /// the advertisements grouped by path. An entry left as it was sends
+    /// nothing. True if a withdrawal went to an Established neighbour.
+    fn update_out(&mut self, keys: &[RibKey]) -> bool {
+        let mut withdrew = false;
+        for i in 0..self.neighbors.len() {
+            let mut gone = Vec::new();
+            let mut changed: Vec<(Arc<VpnPath>, Vec<VpnRoute>)> = Vec::new();
+            let mut at: HashMap<*const VpnPath, usize> = HashMap::new();
+            for k in keys {
+                let want = self
+                    .originated
+                    .get(k)
+                    .map(|&(route, svc)| (route, svc, self.path_for(&self.neighbors[i], svc)));
+                let n = &mut self.neighbors[i];
+                let Some((route, svc, path)) = want else {
+                    if let Some((label, _)) = n.rib_out.remove(k) {
+                        gone.push(route_of(k, label));
+                    }
+                    continue;
+                };
+                if n.rib_out
+                    .get(k)
+                    .is_some_and(|(label, p)| *label == route.label && **p == path)
+                {
+                    continue;
+                }
+                let path = n.share(svc, path);
+                n.rib_out.insert(*k, (route.label, Arc::clone(&path)));
+                let j = *at.entry(Arc::as_ptr(&path)).or_insert_with(|| {
+                    changed.push((path, Vec::new()));
+                    changed.len() - 1
+                });
+                changed[j].1.push(route);
+            }
+            let n = &self.neighbors[i];
+            if n.up.is_none() {
+                continue;
+            }
+            if !gone.is_empty() {
+                let _ = n.tx.send(ToSession::Withdraw(gone));
+                withdrew = true;
+            }
+            for (path, routes) in changed {
+                let _ =
+                    n.tx.send(ToSession::Advertise(routes, VpnPath::clone(&path)));
+            }
         }
-        self.neighbors.iter().any(|n| n.up.is_some())
+        withdrew
     }
 
     /// A reloaded configuration (`ids`: the running service id of each of
@@ -271,32 +385,36 @@ impl Speaker {
     /// reaches BGP here (the file's routes reach the RIB manager, and
     /// [`Speaker::sync_local`] advertises what it then holds):
     /// - a service's RD, VPN label or export targets: its routes are
-    ///   withdrawn under the old ones and advertised under the new;
+    ///   advertised with the new ones, and withdrawn under an RD that
+    ///   changed (each neighbour is sent what changed in its
+    ///   Adj-RIB-Out);
     /// - its import targets: every learnt prefix is selected anew.
     pub fn reload(&mut self, c: &Config, ids: &[u16], rib: &mut Rib) {
         let services = services_of(c, ids);
-        let mut reannounce = Vec::new();
+        let mut changed = BTreeSet::new();
         let mut reimport = false;
         for (svc, (old, new)) in self.services.iter().zip(&services).enumerate() {
-            let svc = svc as u16;
             if (old.rd, old.label, &old.export) != (new.rd, new.label, &new.export) {
-                reannounce.extend(
-                    self.rib_out
-                        .values()
-                        .filter(|(_, s)| *s == svc)
-                        .map(|(r, _)| (svc, r.prefix, r.len)),
-                );
+                changed.insert(svc as u16);
             }
             reimport |= old.import != new.import;
         }
+        let reannounce: Vec<(u16, Ipv4Addr, u8)> = self
+            .originated
+            .values()
+            .filter(|(_, svc)| changed.contains(svc))
+            .map(|(r, svc)| (*svc, r.prefix, r.len))
+            .collect();
+        let mut keys = Vec::new();
         for &(svc, prefix, len) in &reannounce {
-            self.withdraw_route(svc, prefix, len);
+            keys.extend(self.unoriginate(svc, prefix, len));
         }
         self.importers = importers_of(&services);
         self.services = services;
         for &(svc, prefix, len) in &reannounce {
-            self.advertise_route(svc, prefix, len);
+            keys.extend(self.originate(svc, prefix, len));
         }
+        self.update_out(&keys);
         if reimport {
             let mut keys = BTreeSet::new();
             for n in &self.neighbors {
@@ -332,14 +450,16 @@ impl Speaker {
             }
         }
         let before = std::mem::replace(&mut self.configured, now.clone());
+        let mut keys = Vec::new();
         for &(svc, prefix, len) in before.difference(&now) {
             if !(len == 32 && session_holds(svc, prefix)) {
-                self.withdraw_route(svc, prefix, len);
+                keys.extend(self.unoriginate(svc, prefix, len));
             }
         }
         for &(svc, prefix, len) in now.difference(&before) {
-            self.advertise_route(svc, prefix, len);
+            keys.extend(self.originate(svc, prefix, len));
         }
+        self.update_out(&keys);
     }
 
     /// Stops every session task.
@@ -349,14 +469,28 @@ impl Speaker {
         }
     }
 
-    pub fn established(&mut self, i: usize, n: Negotiated, now: Instant) {
-        if let Some(nb) = self.neighbors.get_mut(i) {
-            nb.up = Some((n, now));
+    /// Neighbour `i` reached Established, its session's `establishment`th
+    /// time: its whole Adj-RIB-Out goes to it (End-of-RIB after it).
+    pub fn established(&mut self, i: usize, n: Negotiated, establishment: u64, now: Instant) {
+        let Some(nb) = self.neighbors.get_mut(i) else {
+            return;
+        };
+        nb.up = Some((n, now));
+        nb.establishment = establishment;
+        let _ = nb.tx.send(ToSession::Table(establishment, nb.table()));
+    }
+
+    /// Neighbour `i` sent ROUTE-REFRESH (RFC 2918): its whole
+    /// Adj-RIB-Out again.
+    pub fn route_refresh(&mut self, i: usize) {
+        if let Some(nb) = self.neighbors.get(i).filter(|n| n.up.is_some()) {
+            let _ = nb.tx.send(ToSession::Refresh(nb.establishment, nb.table()));
         }
     }
 
     /// Neighbour `i` left Established: its routes are gone, and where they
-    /// were best, the next best takes over (or the route goes).
+    /// were best, the next best takes over (or the route goes). Its
+    /// Adj-RIB-Out stays, kept current, for when it comes back.
     pub fn down(&mut self, i: usize, why: String, rib: &mut Rib) {
         let Some(nb) = self.neighbors.get_mut(i) else {
             return;
@@ -536,7 +670,7 @@ impl Speaker {
                         "last_down": n.last_down,
                         "via": n.via.as_ref().map(|v| v.1.clone()),
                         "routes_in": n.rib_in.len(),
-                        "routes_out": self.rib_out.len(),
+                        "routes_out": n.rib_out.len(),
                         "updates_in": n.updates_in,
                         "malformed_updates": n.malformed,
                         "loops_dropped": n.loops_dropped,
@@ -557,13 +691,43 @@ impl Speaker {
     /// after the other see every route once while the RIB does not change.
     /// A page costs its own length plus the skip (whole neighbours' RIBs
     /// are skipped by their size), never a pass over the whole RIB.
+    ///
+    /// `in` is what the neighbours sent (each route with its `neighbor`),
+    /// `out` each neighbour's Adj-RIB-Out: every route as that neighbour
+    /// is sent it (its AS_PATH, LOCAL_PREF, MED, next hop, label, RD and
+    /// targets), with its `neighbor` and `service`. With `neighbor` (an
+    /// address as the configuration gives it), that neighbour's only.
     pub fn show_rib(
         &self,
         which: Option<&str>,
+        neighbor: Option<&str>,
         page: Option<(usize, usize)>,
         service_names: &[String],
         rib: &Rib,
     ) -> Result<Value, String> {
+        let shown: Vec<(usize, &Neighbor)> = match neighbor {
+            None => self.neighbors.iter().enumerate().collect(),
+            Some(a) => {
+                let found = a
+                    .parse::<Ipv4Addr>()
+                    .ok()
+                    .and_then(|a| self.neighbors.iter().position(|n| n.address == a));
+                match found {
+                    Some(i) => vec![(i, &self.neighbors[i])],
+                    None => {
+                        let known: Vec<String> = self
+                            .neighbors
+                            .iter()
+                            .map(|n| n.address.to_string())
+                            .collect();
+                        return Err(format!(
+                            "no BGP neighbor {a:?} (neighbors: {})",
+                            known.join(", ")
+                        ));
+                    }
+                }
+            }
+        };
         let route = |k: &RibKey, label: u32, path: &VpnPath| {
             json!({
                 "prefix": format!("{}/{}", k.0, k.1),
@@ -614,7 +778,7 @@ impl Speaker {
         let inbound = |offset: usize, limit: usize| {
             let mut v = Vec::new();
             let mut skip = offset;
-            for (i, n) in self.neighbors.iter().enumerate() {
+            for &(i, n) in &shown {
                 if v.len() == limit {
                     break;
                 }
@@ -630,29 +794,31 @@ impl Speaker {
             v
         };
         let outbound = |offset: usize, limit: usize| {
-            self.rib_out
-                .iter()
-                .skip(offset)
-                .take(limit)
-                .map(|(k, (r, svc))| {
-                    let path = VpnPath {
-                        next_hop: self.next_hop,
-                        route_targets: self
-                            .services
-                            .get(usize::from(*svc))
-                            .map(|s| s.export.clone())
-                            .unwrap_or_default(),
-                        local_pref: None,
-                        med: None,
-                        as_path: Vec::new(),
-                    };
-                    let mut v = route(k, r.label, &path);
-                    v["service"] = json!(service_names.get(usize::from(*svc)));
-                    v
-                })
-                .collect::<Vec<_>>()
+            let mut v = Vec::new();
+            let mut skip = offset;
+            for &(_, n) in &shown {
+                if v.len() == limit {
+                    break;
+                }
+                if skip >= n.rib_out.len() {
+                    skip -= n.rib_out.len();
+                    continue;
+                }
+                for (k, (label, path)) in n.rib_out.iter().skip(skip).take(limit - v.len()) {
+                    let mut r = route(k, *label, path);
+                    r["neighbor"] = json!(n.address.to_string());
+                    r["service"] = json!(self
+                        .originated
+                        .get(k)
+                        .and_then(|(_, svc)| service_names.get(usize::from(*svc))));
+                    v.push(r);
+                }
+                skip = 0;
+            }
+            v
         };
-        let total_in = || self.neighbors.iter().map(|n| n.rib_in.len()).sum::<usize>();
+        let total_in = || shown.iter().map(|(_, n)| n.rib_in.len()).sum::<usize>();
+        let total_out = || shown.iter().map(|(_, n)| n.rib_out.len()).sum::<usize>();
         let paged = |routes: Vec<Value>, offset: usize, total: usize| {
             let end = offset + routes.len();
             json!({
@@ -673,7 +839,7 @@ impl Speaker {
                 Ok(paged(inbound(offset, limit), offset, total_in()))
             }
             (Some("out"), Some((offset, limit))) => {
-                Ok(paged(outbound(offset, limit), offset, self.rib_out.len()))
+                Ok(paged(outbound(offset, limit), offset, total_out()))
             }
             (None, Some(_)) => Err("show bgp rib: a page (offset, limit) is of in or out".into()),
             (Some(other), _) => Err(format!("show bgp rib {other:?}: in or out")),
@@ -890,6 +1056,19 @@ remote_asn = 65000
         upstream_next_hop(t, "0.0.0.0", 0).map(|nh| nh.labels)
     }
 
+    /// Neighbour `i`'s session reports Established, its `establishment`th
+    /// time.
+    fn up(t: &mut T, i: usize, establishment: u64) {
+        let n = Negotiated {
+            hold_time: 90,
+            peer_id: Ipv4Addr::new(192, 0, 2, 1 + i as u8),
+            peer_asn: t.sp.neighbors[i].remote_asn,
+            asn4: true,
+            route_refresh: true,
+        };
+        t.sp.established(i, n, establishment, Instant::now());
+    }
+
     /// What neighbour 0's session task has been told since last asked:
     /// ("+" or "-", prefix/len, RD) per route.
     fn told(t: &mut T) -> Vec<(char, String, String)> {
@@ -916,6 +1095,7 @@ remote_asn = 65000
     #[test]
     fn a_reload_advertises_withdraws_and_reselects() {
         let mut t = setup();
+        up(&mut t, 0, 1);
         // What the control thread does: the file's next hops and routes
         // through the RIB manager, then BGP's part; the whole batch.
         let reload = |t: &mut T, text: &str| {
@@ -991,7 +1171,7 @@ remote_asn = 65000
         );
         let rd = "65000:100".to_owned();
         assert_eq!(told(&mut t), [('+', "10.0.0.50/32".to_owned(), rd.clone())]);
-        assert_eq!(t.sp.rib_out.len(), 1);
+        assert_eq!(t.sp.originated.len(), 1);
 
         // The same file again: nothing to say, nothing to change.
         assert!(reload(&mut t, &own).is_empty());
@@ -1079,7 +1259,7 @@ remote_asn = 65000
         );
         assert_eq!(t.rib.next_hops_in_use(), 2, "hub1 and hub2 only");
         assert_eq!(told(&mut t), [('-', "10.0.0.50/32".to_owned(), rd)]);
-        assert!(t.sp.rib_out.is_empty());
+        assert!(t.sp.originated.is_empty());
         let gone = Vpnv4Update {
             reach: Vec::new(),
             path: None,
@@ -1117,7 +1297,7 @@ remote_asn = 65000
             told(&mut t).is_empty(),
             "the session's route is not withdrawn"
         );
-        assert_eq!(t.sp.rib_out.len(), 1);
+        assert_eq!(t.sp.originated.len(), 1);
     }
 
     /// `ctl route` routes toward our side are advertised and withdrawn
@@ -1126,6 +1306,7 @@ remote_asn = 65000
     #[test]
     fn ctl_routes_toward_our_side_are_advertised_and_withdrawn() {
         let mut t = setup();
+        up(&mut t, 0, 1);
         let host = |last: u8| RouteKey {
             service: 0,
             table: RouteTable::Downstream,
@@ -1153,7 +1334,7 @@ remote_asn = 65000
         assert!(t.rib.remove(Source::Ctl, host(60)));
         t.sp.sync_local(&t.rib, |_, _| false);
         assert_eq!(told(&mut t), [('-', "10.0.0.60/32".to_owned(), rd)]);
-        assert!(t.sp.rib_out.is_empty());
+        assert!(t.sp.originated.is_empty());
     }
 
     #[test]
@@ -1352,7 +1533,11 @@ remote_asn = 65000
         t.sp.advertise(0, "10.0.0.51".parse().unwrap());
         let names = t.names.services.clone();
         for which in ["in", "out"] {
-            let all = t.sp.show_rib(Some(which), None, &names, &t.rib).unwrap();
+            // Out: neighbour 0's Adj-RIB-Out (each neighbour's holds both).
+            let nb = (which == "out").then_some("198.18.0.2");
+            let all =
+                t.sp.show_rib(Some(which), nb, None, &names, &t.rib)
+                    .unwrap();
             let all = all.as_array().unwrap().clone();
             assert_eq!(all.len(), if which == "in" { 12 } else { 2 });
             for limit in [1, 3, 5, 12, 100] {
@@ -1360,7 +1545,7 @@ remote_asn = 65000
                 let mut offset = Some(0);
                 while let Some(o) = offset {
                     let page =
-                        t.sp.show_rib(Some(which), Some((o as usize, limit)), &names, &t.rib)
+                        t.sp.show_rib(Some(which), nb, Some((o as usize, limit)), &names, &t.rib)
                             .unwrap();
                     assert_eq!(page["total"], all.len());
                     assert_eq!(page["offset"], o);
@@ -1372,19 +1557,66 @@ remote_asn = 65000
                 assert_eq!(got, all, "{which}, pages of {limit}");
             }
             let past =
-                t.sp.show_rib(Some(which), Some((50, 10)), &names, &t.rib)
+                t.sp.show_rib(Some(which), nb, Some((50, 10)), &names, &t.rib)
                     .unwrap();
             assert_eq!(past["routes"], json!([]));
             assert!(past["next_offset"].is_null());
         }
-        let all = t.sp.show_rib(Some("in"), None, &names, &t.rib).unwrap();
+        let all =
+            t.sp.show_rib(Some("in"), None, None, &names, &t.rib)
+                .unwrap();
         assert_eq!(
             all[0]["best_for"],
             json!(["blue"]),
             "neighbour 0's paths are best: {all}"
         );
         assert_eq!(all[4]["best_for"], json!([]), "neighbour 1's are not");
-        assert!(t.sp.show_rib(None, Some((0, 1)), &names, &t.rib).is_err());
+        assert!(t
+            .sp
+            .show_rib(None, None, Some((0, 1)), &names, &t.rib)
+            .is_err());
+        // Every neighbour's Adj-RIB-Out, one after the other, paged alike.
+        let all =
+            t.sp.show_rib(Some("out"), None, None, &names, &t.rib)
+                .unwrap();
+        let all = all.as_array().unwrap().clone();
+        let by: Vec<&str> = all
+            .iter()
+            .map(|r| r["neighbor"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            by,
+            [
+                "198.18.0.2",
+                "198.18.0.2",
+                "198.18.0.3",
+                "198.18.0.3",
+                "198.18.0.4",
+                "198.18.0.4"
+            ]
+        );
+        for limit in [1, 4, 5] {
+            let mut got = Vec::new();
+            let mut offset = Some(0);
+            while let Some(o) = offset {
+                let page =
+                    t.sp.show_rib(Some("out"), None, Some((o as usize, limit)), &names, &t.rib)
+                        .unwrap();
+                assert_eq!(page["total"], 6);
+                got.extend(page["routes"].as_array().unwrap().iter().cloned());
+                offset = page["next_offset"].as_u64();
+            }
+            assert_eq!(got, all, "out, pages of {limit}");
+        }
+        let in1 =
+            t.sp.show_rib(Some("in"), Some("198.18.0.3"), None, &names, &t.rib)
+                .unwrap();
+        assert_eq!(in1.as_array().unwrap().len(), 4, "neighbour 1's only");
+        let e =
+            t.sp.show_rib(Some("out"), Some("192.0.2.1"), None, &names, &t.rib);
+        assert!(e
+            .unwrap_err()
+            .contains("198.18.0.2, 198.18.0.3, 198.18.0.4"));
     }
 
     /// Selection visits the services importing a route's targets, not
@@ -1461,5 +1693,528 @@ remote_asn = 65000
         n.sp.neighbors[0].remote_asn = 65001;
         let ebgp = n.sp.path_for(&n.sp.neighbors[0], 0);
         assert_eq!((ebgp.local_pref, ebgp.as_path), (None, vec![65000]));
+    }
+
+    /// CONFIG with neighbour 1 (198.18.0.3) an eBGP peer in AS 65001.
+    fn mixed() -> String {
+        CONFIG.replacen(
+            "address = \"198.18.0.3\"\nremote_asn = 65000",
+            "address = \"198.18.0.3\"\nremote_asn = 65001",
+            1,
+        )
+    }
+
+    /// Everything neighbour `i`'s session task has been told since last
+    /// asked.
+    fn commands(t: &mut T, i: usize) -> Vec<ToSession> {
+        let mut out = Vec::new();
+        while let Ok(m) = t._pending[i].1.try_recv() {
+            out.push(m);
+        }
+        out
+    }
+
+    /// Neighbour `i`'s Adj-RIB-Out, paths unshared.
+    fn out_of(sp: &Speaker, i: usize) -> BTreeMap<RibKey, (u32, VpnPath)> {
+        sp.neighbors[i]
+            .rib_out
+            .iter()
+            .map(|(k, (label, p))| (*k, (*label, VpnPath::clone(p))))
+            .collect()
+    }
+
+    fn host(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, last)
+    }
+
+    /// Blue's route for 10.0.0.`last`/32 as BGP carries it.
+    fn blue(last: u8) -> VpnRoute {
+        VpnRoute {
+            rd: "65000:100".parse().unwrap(),
+            prefix: host(last),
+            len: 32,
+            label: 1001,
+        }
+    }
+
+    /// What blue's routes are sent with: toward an iBGP peer, and toward
+    /// an eBGP one.
+    fn blue_paths() -> (VpnPath, VpnPath) {
+        let ibgp = VpnPath {
+            next_hop: "198.18.0.1".parse().unwrap(),
+            route_targets: vec!["65000:2".parse().unwrap()],
+            local_pref: Some(100),
+            med: None,
+            as_path: Vec::new(),
+        };
+        let ebgp = VpnPath {
+            local_pref: None,
+            as_path: vec![65000],
+            ..ibgp.clone()
+        };
+        (ibgp, ebgp)
+    }
+
+    /// An iBGP and an eBGP neighbour get their own Adj-RIB-Out (AS_PATH,
+    /// LOCAL_PREF), are sent it, and are shown it; a withdrawal leaves
+    /// both; a neighbour that is down is sent nothing.
+    #[test]
+    fn ebgp_and_ibgp_neighbours_get_their_own_adj_rib_outs() {
+        let mut t = setup_with(&mixed());
+        up(&mut t, 0, 1);
+        up(&mut t, 1, 1);
+        for i in [0, 1] {
+            assert_eq!(commands(&mut t, i), [ToSession::Table(1, Vec::new())]);
+        }
+        t.sp.advertise(0, host(50));
+        t.sp.advertise(0, host(51));
+        let (ibgp, ebgp) = blue_paths();
+        let key = |last: u8| (host(last), 32, blue(last).rd);
+        for (i, want) in [(0, &ibgp), (1, &ebgp), (2, &ibgp)] {
+            let out = out_of(&t.sp, i);
+            assert_eq!(
+                out,
+                BTreeMap::from([
+                    (key(50), (1001, want.clone())),
+                    (key(51), (1001, want.clone()))
+                ]),
+                "neighbour {i}"
+            );
+        }
+        for (i, want) in [(0, &ibgp), (1, &ebgp)] {
+            assert_eq!(
+                commands(&mut t, i),
+                [
+                    ToSession::Advertise(vec![blue(50)], want.clone()),
+                    ToSession::Advertise(vec![blue(51)], want.clone())
+                ]
+            );
+        }
+        assert!(commands(&mut t, 2).is_empty(), "down: sent nothing");
+        // Shown as sent.
+        let names = t.names.services.clone();
+        let shown = |t: &T, n: &str| {
+            t.sp.show_rib(Some("out"), Some(n), None, &names, &t.rib)
+                .unwrap()
+        };
+        assert_eq!(
+            shown(&t, "198.18.0.3")[0],
+            json!({
+                "prefix": "10.0.0.50/32", "rd": "65000:100", "label": 1001,
+                "next_hop": "198.18.0.1", "route_targets": ["65000:2"],
+                "local_pref": null, "med": null, "as_path": [65000],
+                "neighbor": "198.18.0.3", "service": "blue",
+            })
+        );
+        let ib = shown(&t, "198.18.0.2");
+        assert_eq!(ib.as_array().unwrap().len(), 2);
+        assert_eq!(
+            (&ib[1]["prefix"], &ib[1]["local_pref"], &ib[1]["as_path"]),
+            (&json!("10.0.0.51/32"), &json!(100), &json!([]))
+        );
+        let n = t.sp.show_neighbors(Instant::now());
+        let counts: Vec<&Value> = (0..3).map(|i| &n[i]["routes_out"]).collect();
+        assert_eq!(counts, [&json!(2), &json!(2), &json!(2)]);
+        // A withdrawal: out of every Adj-RIB-Out, and sent to those up.
+        assert!(t.sp.withdraw(0, host(50)), "neighbours are up: it waits");
+        for i in 0..3 {
+            assert_eq!(out_of(&t.sp, i).into_keys().collect::<Vec<_>>(), [key(51)]);
+        }
+        for i in [0, 1] {
+            assert_eq!(commands(&mut t, i), [ToSession::Withdraw(vec![blue(50)])]);
+        }
+        assert!(commands(&mut t, 2).is_empty());
+        assert!(!t.sp.withdraw(0, host(50)), "already gone");
+        assert!(commands(&mut t, 0).is_empty());
+    }
+
+    /// A neighbour that goes down and comes back is sent its whole
+    /// Adj-RIB-Out once, as it is then (what changed while it was down
+    /// included, nothing sent meanwhile); ROUTE-REFRESH sends it again.
+    #[test]
+    fn a_neighbour_that_comes_back_gets_the_whole_table_once() {
+        let mut t = setup();
+        up(&mut t, 0, 1);
+        t.sp.advertise(0, host(50));
+        assert_eq!(commands(&mut t, 0).len(), 2, "the table, then the route");
+        t.sp.down(0, "test".into(), &mut t.rib);
+        t.sp.advertise(0, host(51));
+        t.sp.advertise(0, host(52));
+        assert!(
+            !t.sp.withdraw(0, host(50)),
+            "no neighbour up: the removal need not wait"
+        );
+        assert!(commands(&mut t, 0).is_empty(), "down: sent nothing");
+        assert_eq!(t.sp.neighbors[0].rib_out.len(), 2, "but kept current");
+        up(&mut t, 0, 2);
+        let (ibgp, _) = blue_paths();
+        let table = vec![(ibgp, vec![blue(51), blue(52)])];
+        assert_eq!(commands(&mut t, 0), [ToSession::Table(2, table.clone())]);
+        t.sp.route_refresh(0);
+        assert_eq!(commands(&mut t, 0), [ToSession::Refresh(2, table)]);
+        t.sp.route_refresh(1);
+        assert!(commands(&mut t, 1).is_empty(), "not while it is down");
+    }
+
+    /// Advertising what a neighbour already has sends it nothing: the
+    /// same session route again, the file's route for a session's /32, a
+    /// reload that changes nothing. New export targets re-advertise,
+    /// without a withdrawal.
+    #[test]
+    fn a_readvertisement_that_changes_nothing_sends_nothing() {
+        let mut t = setup();
+        up(&mut t, 0, 1);
+        commands(&mut t, 0);
+        t.sp.advertise(0, host(50));
+        assert_eq!(commands(&mut t, 0).len(), 1);
+        t.sp.advertise(0, host(50));
+        assert!(commands(&mut t, 0).is_empty());
+        let k = RouteKey {
+            service: 0,
+            table: RouteTable::Downstream,
+            prefix: u32::from(host(50)),
+            len: 32,
+        };
+        assert!(t.rib.set(Source::File, k, &Target::NextHop(0)));
+        t.sp.sync_local(&t.rib, |_, a| a == host(50));
+        assert!(commands(&mut t, 0).is_empty());
+        let config = |text: &str| parse(Path::new("test.toml"), text).expect("config").config;
+        t.sp.reload(&config(CONFIG), &[0], &mut t.rib);
+        assert!(commands(&mut t, 0).is_empty());
+        let other = CONFIG.replace(
+            "export_targets = [\"65000:2\"]",
+            "export_targets = [\"65000:3\"]",
+        );
+        t.sp.reload(&config(&other), &[0], &mut t.rib);
+        let (mut ibgp, _) = blue_paths();
+        ibgp.route_targets = vec!["65000:3".parse().unwrap()];
+        assert_eq!(
+            commands(&mut t, 0),
+            [ToSession::Advertise(vec![blue(50)], ibgp)]
+        );
+    }
+
+    /// One step of [`any_interleaving_gives_the_adj_rib_outs_of_recomputing_from_scratch`].
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// The session for 10.0.0.(50 + k) comes up (published, then
+        /// advertised) or ends (withdrawn, then removed).
+        Session(u8, bool),
+        /// `ctl`'s (else the file's) downstream route k set or removed,
+        /// then what BGP advertises of them synced.
+        Local(bool, u8, bool),
+        /// Neighbour i, if the speaker has it up, sends upstream prefix k
+        /// with a label, or withdraws it.
+        Bgp(usize, u8, Option<u32>),
+        /// Neighbour i's session goes up or down; the speaker hears of it
+        /// at a later [`Step::Deliver`].
+        Flap(usize),
+        /// The oldest event neighbour i's session reported reaches the
+        /// speaker.
+        Deliver(usize),
+        /// Neighbour i's peer asks for a route refresh.
+        Refresh(usize),
+        /// A reload to configuration variant v (RD, export targets).
+        Reload(u8),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u8..3, any::<bool>()).prop_map(|(k, on)| Step::Session(k, on)),
+            (any::<bool>(), 0u8..4, any::<bool>()).prop_map(|(c, k, on)| Step::Local(c, k, on)),
+            (0usize..3, 0u8..3, proptest::option::of(3001u32..3003))
+                .prop_map(|(i, k, l)| Step::Bgp(i, k, l)),
+            (0usize..3).prop_map(Step::Flap),
+            (0usize..3).prop_map(Step::Deliver),
+            (0usize..3).prop_map(Step::Deliver),
+            (0usize..3).prop_map(Step::Refresh),
+            (0u8..3).prop_map(Step::Reload),
+        ]
+    }
+
+    /// What a session reports, on its way to the speaker.
+    #[derive(Clone, Copy, Debug)]
+    enum Event {
+        Up(u64),
+        Down,
+        Refresh,
+    }
+
+    /// A session task and its peer, as far as routes go: the session's
+    /// [`Gate`](crate::bgp::session::Gate), and the routes the peer holds
+    /// from it.
+    #[derive(Default)]
+    struct Peer {
+        established: bool,
+        gate: crate::bgp::session::Gate,
+        events: std::collections::VecDeque<Event>,
+        holds: BTreeMap<RibKey, (u32, VpnPath)>,
+    }
+
+    impl Peer {
+        /// A command from the speaker, passed on as the session would.
+        fn take(&mut self, c: ToSession) -> Result<(), proptest::test_runner::TestCaseError> {
+            let held = |table: Table| -> BTreeMap<RibKey, (u32, VpnPath)> {
+                table
+                    .into_iter()
+                    .flat_map(|(path, rs)| {
+                        rs.into_iter()
+                            .map(move |r| (key_of(&r), (r.label, path.clone())))
+                    })
+                    .collect()
+            };
+            match c {
+                ToSession::Table(n, table) if self.gate.table(self.established, n, false) => {
+                    self.holds = held(table);
+                }
+                ToSession::Refresh(n, table) if self.gate.table(self.established, n, true) => {
+                    proptest::prop_assert_eq!(&held(table), &self.holds, "a refresh: the same");
+                }
+                ToSession::Advertise(routes, path) if self.gate.change(self.established) => {
+                    for r in routes {
+                        let new = (r.label, path.clone());
+                        let old = self.holds.insert(key_of(&r), new.clone());
+                        proptest::prop_assert_ne!(old, Some(new), "sent again unchanged");
+                    }
+                }
+                ToSession::Withdraw(routes) if self.gate.change(self.established) => {
+                    for r in routes {
+                        let had = self.holds.remove(&key_of(&r));
+                        proptest::prop_assert!(had.is_some(), "withdrawn, never sent");
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+    }
+
+    fn key_of(r: &VpnRoute) -> RibKey {
+        (r.prefix, r.len, r.rd)
+    }
+
+    /// The configuration variants a reload moves between.
+    fn variant(v: u8) -> String {
+        match v {
+            0 => mixed(),
+            1 => mixed().replace("65000:100", "65000:101"),
+            _ => mixed().replace(
+                "export_targets = [\"65000:2\"]",
+                "export_targets = [\"65000:3\"]",
+            ),
+        }
+    }
+
+    /// The downstream routes the file and `ctl` set: two of the
+    /// sessions' /32s, a /32 of none, and a /24.
+    fn local_key(k: u8) -> RouteKey {
+        let (prefix, len) = match k {
+            0 => (host(50), 32),
+            1 => (host(51), 32),
+            2 => (host(53), 32),
+            _ => (Ipv4Addr::new(10, 0, 1, 0), 24),
+        };
+        RouteKey {
+            service: 0,
+            table: RouteTable::Downstream,
+            prefix: u32::from(prefix),
+            len,
+        }
+    }
+
+    fn session_key(k: u8) -> RouteKey {
+        RouteKey {
+            service: 0,
+            table: RouteTable::Downstream,
+            prefix: u32::from(host(50 + k)),
+            len: 32,
+        }
+    }
+
+    /// Upstream prefixes neighbours send.
+    fn bgp_prefix(k: u8) -> (&'static str, u8) {
+        [("0.0.0.0", 0), ("10.9.0.0", 16), ("192.0.2.0", 24)][usize::from(k)]
+    }
+
+    /// A path from neighbour `i` (1 is eBGP, its AS first).
+    fn path_from(i: usize) -> VpnPath {
+        path(None, if i == 1 { &[65001] } else { &[] }, None, "65000:1")
+    }
+
+    fn commit(t: &mut T) {
+        let ops = t.rib.take_ops();
+        apply(t, &ops);
+    }
+
+    /// What the tables hold for `k`: the source installed, and where it
+    /// leads.
+    fn installed(t: &T, k: &RouteKey) -> Option<(Source, NextHop)> {
+        let (source, id) = t.rib.installed(k)?;
+        assert!(!dataplane::tables::is_group(id));
+        Some((source, t.tables.next_hops()[id as usize]))
+    }
+
+    proptest::proptest! {
+        /// Random interleavings of sessions', the file's, `ctl`'s and
+        /// BGP's adds and removes, neighbours going down and up (the
+        /// speaker hearing of it late), route refreshes and reloads: each
+        /// neighbour's Adj-RIB-Out, and the tables, equal those recomputed
+        /// from scratch from the final state. And what each peer was sent
+        /// (through the sessions' gate) is its Adj-RIB-Out whenever the
+        /// speaker has heard all its session said, with no advertisement
+        /// of what the peer had already, and no withdrawal of what it had
+        /// not.
+        #[test]
+        fn any_interleaving_gives_the_adj_rib_outs_of_recomputing_from_scratch(
+            steps in proptest::collection::vec(step(), 1..80)
+        ) {
+            let mut t = setup_with(&mixed());
+            let mut peers: Vec<Peer> = (0..3).map(|_| Peer::default()).collect();
+            let mut live: BTreeSet<u8> = BTreeSet::new();
+            let mut local: BTreeMap<(bool, u8), ()> = BTreeMap::new();
+            let mut learnt: BTreeMap<(usize, u8), u32> = BTreeMap::new();
+            let mut config = 0u8;
+            let parsed = |v: u8| parse(Path::new("test.toml"), &variant(v)).expect("config").config;
+            for s in steps {
+                match s {
+                    Step::Session(k, true) if !live.contains(&k) => {
+                        live.insert(k);
+                        t.rib.set(Source::Session, session_key(k), &Target::NextHop(0));
+                        commit(&mut t);
+                        t.sp.advertise(0, host(50 + k));
+                    }
+                    Step::Session(k, false) if live.contains(&k) => {
+                        live.remove(&k);
+                        t.sp.withdraw(0, host(50 + k));
+                        t.rib.remove(Source::Session, session_key(k));
+                        commit(&mut t);
+                    }
+                    Step::Session(..) => {}
+                    Step::Local(ctl, k, on) => {
+                        let src = if ctl { Source::Ctl } else { Source::File };
+                        if on {
+                            t.rib.set(src, local_key(k), &Target::NextHop(1));
+                            local.insert((ctl, k), ());
+                        } else {
+                            t.rib.remove(src, local_key(k));
+                            local.remove(&(ctl, k));
+                        }
+                        commit(&mut t);
+                        let held = live.clone();
+                        t.sp.sync_local(&t.rib, |_, a| {
+                            held.iter().any(|&k| host(50 + k) == a)
+                        });
+                    }
+                    Step::Bgp(i, k, label) => {
+                        if t.sp.neighbors[i].up.is_none() {
+                            continue;
+                        }
+                        let (prefix, len) = bgp_prefix(k);
+                        let mut u = update(prefix, len, label.unwrap_or(3001), path_from(i));
+                        match label {
+                            Some(l) => {
+                                learnt.insert((i, k), l);
+                            }
+                            None => {
+                                learnt.remove(&(i, k));
+                                u.withdrawn = std::mem::take(&mut u.reach);
+                                u.path = None;
+                            }
+                        }
+                        t.sp.learned(i, u, &mut t.rib);
+                        commit(&mut t);
+                    }
+                    Step::Flap(i) => {
+                        let p = &mut peers[i];
+                        p.holds.clear();
+                        if p.established {
+                            p.established = false;
+                            p.events.push_back(Event::Down);
+                        } else {
+                            p.established = true;
+                            let k = p.gate.up();
+                            p.events.push_back(Event::Up(k));
+                        }
+                    }
+                    Step::Deliver(i) => match peers[i].events.pop_front() {
+                        Some(Event::Up(k)) => up(&mut t, i, k),
+                        Some(Event::Down) => {
+                            t.sp.down(i, "test".into(), &mut t.rib);
+                            learnt.retain(|&(j, _), _| j != i);
+                            commit(&mut t);
+                        }
+                        Some(Event::Refresh) => t.sp.route_refresh(i),
+                        None => {}
+                    },
+                    Step::Refresh(i) => {
+                        if peers[i].established {
+                            peers[i].events.push_back(Event::Refresh);
+                        }
+                    }
+                    Step::Reload(v) => {
+                        config = v;
+                        t.sp.reload(&parsed(v), &[0], &mut t.rib);
+                        commit(&mut t);
+                        let held = live.clone();
+                        t.sp.sync_local(&t.rib, |_, a| {
+                            held.iter().any(|&k| host(50 + k) == a)
+                        });
+                    }
+                }
+                // The sessions pass on what their gate lets through.
+                for (i, p) in peers.iter_mut().enumerate() {
+                    while let Ok(c) = t._pending[i].1.try_recv() {
+                        p.take(c)?;
+                    }
+                    if p.events.is_empty() {
+                        let want = if p.established { out_of(&t.sp, i) } else { BTreeMap::new() };
+                        proptest::prop_assert_eq!(&p.holds, &want, "neighbour {}'s peer", i);
+                    }
+                }
+            }
+            // From scratch: the final configuration, the neighbours the
+            // speaker has up, the final routes of each source.
+            let mut f = setup_with(&variant(config));
+            for i in 0..3 {
+                if let Some((n, _)) = t.sp.neighbors[i].up {
+                    f.sp.established(i, n, 1, Instant::now());
+                }
+            }
+            for &k in &live {
+                f.rib.set(Source::Session, session_key(k), &Target::NextHop(0));
+            }
+            for &(ctl, k) in local.keys() {
+                let src = if ctl { Source::Ctl } else { Source::File };
+                f.rib.set(src, local_key(k), &Target::NextHop(1));
+            }
+            commit(&mut f);
+            f.sp.sync_local(&f.rib, |_, a| live.iter().any(|&k| host(50 + k) == a));
+            for &k in &live {
+                f.sp.advertise(0, host(50 + k));
+            }
+            for (&(i, k), &label) in &learnt {
+                let (prefix, len) = bgp_prefix(k);
+                f.sp.learned(i, update(prefix, len, label, path_from(i)), &mut f.rib);
+            }
+            commit(&mut f);
+            proptest::prop_assert_eq!(&t.sp.originated, &f.sp.originated);
+            for i in 0..3 {
+                proptest::prop_assert_eq!(out_of(&t.sp, i), out_of(&f.sp, i), "{}", i);
+            }
+            let upstream = |k: u8| {
+                let (prefix, len) = bgp_prefix(k);
+                RouteKey {
+                    service: 0,
+                    table: RouteTable::Upstream,
+                    prefix: u32::from(prefix.parse::<Ipv4Addr>().unwrap()),
+                    len,
+                }
+            };
+            let keys = (0..4).map(local_key).chain((0..3).map(session_key));
+            for k in keys.chain((0..3).map(upstream)) {
+                proptest::prop_assert_eq!(installed(&t, &k), installed(&f, &k), "{:?}", k);
+            }
+        }
     }
 }
