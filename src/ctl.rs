@@ -78,7 +78,7 @@ enum Show {
     Policy {
         service: Option<String>,
     },
-    /// BGP: neighbors, or rib [in|out].
+    /// BGP: neighbors, or rib [in|out] [NEIGHBOR].
     Bgp {
         #[command(subcommand)]
         what: BgpShow,
@@ -95,9 +95,16 @@ enum Show {
 enum BgpShow {
     /// Neighbours: state, negotiated hold time and capabilities, counters.
     Neighbors,
-    /// Routes learnt (in), advertised (out), or both.
+    /// Routes learnt (in), advertised (out), or both. `out`: each
+    /// neighbour's Adj-RIB-Out, every route as that neighbour is sent it
+    /// (AS_PATH, LOCAL_PREF, MED, next hop, label, RD, targets; while it
+    /// is down, as it will be sent when it comes up), one neighbour after
+    /// the other.
     Rib {
+        /// in or out (both when absent).
         which: Option<String>,
+        /// Only this neighbour's routes (its address, as configured).
+        neighbor: Option<String>,
         /// One page of in or out, from this route on (see --limit).
         #[arg(long)]
         offset: Option<usize>,
@@ -148,11 +155,13 @@ fn request(cmd: CtlCmd) -> Request {
                 what:
                     BgpShow::Rib {
                         which,
+                        neighbor,
                         offset,
                         limit,
                     },
             } => Request::ShowBgpRib {
                 which,
+                neighbor,
                 offset,
                 limit,
             },

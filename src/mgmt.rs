@@ -1054,12 +1054,13 @@ impl Control {
             },
             Request::ShowBgpRib {
                 which,
+                neighbor,
                 offset,
                 limit,
             } => match &self.bgp {
                 Some(b) => b.show_rib(
                     which.as_deref(),
-                    None,
+                    neighbor.as_deref(),
                     control::mgmt::rib_page(offset, limit)?,
                     &self.names.services,
                     &self.rib,

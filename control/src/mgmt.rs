@@ -38,7 +38,9 @@ pub enum Request {
         #[serde(default)]
         service: Option<String>,
     },
-    /// Learnt routes (`in`), advertised routes (`out`), or both. With
+    /// Learnt routes (`in`), advertised routes (`out`: each neighbour's
+    /// Adj-RIB-Out, every route as that neighbour is sent it), or both.
+    /// With `neighbor` (its address), that neighbour's only. With
     /// `offset` or `limit` (of `in` or `out`), one page:
     /// `{"routes":[...],"offset":0,"total":100000,"next_offset":1000}`
     /// (`next_offset` null after the last page); without, every route as
@@ -46,6 +48,8 @@ pub enum Request {
     ShowBgpRib {
         #[serde(default)]
         which: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        neighbor: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         offset: Option<usize>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -314,6 +318,7 @@ mod tests {
     fn rib_requests_page_only_when_asked() {
         let whole = Request::ShowBgpRib {
             which: Some("in".into()),
+            neighbor: None,
             offset: None,
             limit: None,
         };
@@ -330,6 +335,7 @@ mod tests {
             paged,
             Request::ShowBgpRib {
                 which: Some("in".into()),
+                neighbor: None,
                 offset: Some(2000),
                 limit: Some(500)
             }
@@ -338,6 +344,26 @@ mod tests {
         assert_eq!(rib_page(Some(5), None), Ok(Some((5, DEFAULT_RIB_PAGE))));
         assert_eq!(rib_page(None, Some(10)), Ok(Some((0, 10))));
         assert!(rib_page(Some(0), Some(0)).is_err());
+    }
+
+    #[test]
+    fn rib_requests_name_a_neighbour_when_asked() {
+        let out: Request =
+            serde_json::from_str(r#"{"cmd":"show-bgp-rib","which":"out","neighbor":"198.18.0.2"}"#)
+                .unwrap();
+        assert_eq!(
+            out,
+            Request::ShowBgpRib {
+                which: Some("out".into()),
+                neighbor: Some("198.18.0.2".into()),
+                offset: None,
+                limit: None
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&out).unwrap(),
+            r#"{"cmd":"show-bgp-rib","which":"out","neighbor":"198.18.0.2"}"#
+        );
     }
 
     #[test]
