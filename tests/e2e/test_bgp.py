@@ -16,7 +16,9 @@
 - GoBGP restarted: hdvrf reconnects, GoBGP relearns the live session's
   route, and the 0/0 it no longer has is gone from hdvrf (nothing stale).
   The new GoBGP's own routes: hdvrf's RIB-in equals GoBGP's Adj-RIB-Out,
-  GoBGP's Adj-RIB-In equals hdvrf's RIB-out, traffic takes the new 0/0,
+  GoBGP's Adj-RIB-In equals hdvrf's RIB-out, and `show bgp rib out
+  198.18.0.2` shows each route with the attributes GoBGP received
+  (LOCAL_PREF 100 and an empty AS_PATH, iBGP); traffic takes the new 0/0,
   and hdvrf's mbufs in use are back where they were before the restart.
 """
 
@@ -186,6 +188,26 @@ class Env:
                 out.setdefault(key, []).append((p["nlri"]["labels"], nh, rts))
         return out
 
+    def gobgp_received(self) -> dict[str, tuple]:
+        """GoBGP's Adj-RIB-In from hdvrf with every attribute hdvrf
+        sends: "RD:prefix" -> (labels, next hop, targets, AS_PATH,
+        LOCAL_PREF, MED); an attribute absent is None (AS_PATH: [])."""
+        out = {}
+        for key, paths in (self.gobgp_cli("neighbor", ME, "adj-in", "-a", "vpnv4", "-j") or {}).items():
+            for p in paths:
+                attrs = {a["type"]: a for a in p["attrs"]}
+                rts = sorted(c["value"] for c in attrs.get(16, {}).get("value", []) if c.get("subtype") == 2)
+                as_path = [n for seg in attrs.get(2, {}).get("as_paths") or [] for n in seg.get("asns") or []]
+                out[key] = (p["nlri"]["labels"], attrs[14]["nexthop"], rts, as_path, attrs.get(5, {}).get("value"), attrs.get(4, {}).get("metric"))
+        return out
+
+    def sent(self, peer: str) -> dict[str, tuple]:
+        """`show bgp rib out PEER` in gobgp_received's form."""
+        return {
+            f"{r['rd']}:{r['prefix']}": ([r["label"]], r["next_hop"], sorted(r["route_targets"]), r["as_path"], r["local_pref"], r["med"])
+            for r in self.ctl_json("show", "bgp", "rib", "out", peer)
+        }
+
     def rib(self, direction: str) -> dict[str, list[tuple[list[int], str, list[str]]]]:
         """hdvrf's RIB-in or RIB-out in gobgp_adj's form."""
         out: dict[str, list] = {}
@@ -335,6 +357,13 @@ def test_routes_both_ways_with_gobgp(env: Env):
     wait_until(lambda: e.rib("in") == adj_out, 10, f"hdvrf's RIB-in equal to GoBGP's Adj-RIB-Out\n{e.rib('in')}\n{adj_out}")
     wait_until(lambda: e.gobgp_adj("adj-in") == e.rib("out"), 10, "GoBGP's Adj-RIB-In equal to hdvrf's RIB-out")
     assert len(e.rib("out")) == BULK + 1 and all(len(v) == 1 for v in e.rib("out").values())
+    # What hdvrf shows as sent to GoBGP is what GoBGP received, attribute
+    # by attribute: an iBGP peer's LOCAL_PREF 100, an empty AS_PATH.
+    sent = e.sent(PEER)
+    assert len(sent) == BULK + 1, len(sent)
+    received = e.gobgp_received()
+    assert sent == received, [(k, sent.get(k), received.get(k)) for k in set(sent) | set(received) if sent.get(k) != received.get(k)][:5]
+    assert {(tuple(v[3]), v[4], v[5]) for v in sent.values()} == {((), 100, None)}, sent
     n = e.ctl_json("show", "bgp", "neighbors")[0]
     assert n["routes_in"] == 2 and n["routes_out"] == BULK + 1, n
     # Traffic takes the relearnt default, and no mbuf stays behind.
