@@ -8,6 +8,7 @@ pub mod dhcp;
 pub mod eal_args;
 pub mod host;
 pub mod journal;
+pub mod log;
 pub mod mgmt;
 pub mod neighbor;
 pub mod reload;
