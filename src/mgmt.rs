@@ -47,7 +47,7 @@ pub struct Control {
     /// Next hops resolved by ARP.
     pub neighbors: Neighbors,
     /// The DHCP relay and the sessions (router mode).
-    pub relay: Option<crate::relay::Relay>,
+    pub relay: Option<control::relay::Relay>,
     /// Per service (by name), what the configuration says of it beyond the
     /// tables: route distinguisher, targets, address server.
     vpn: HashMap<String, Value>,
@@ -517,7 +517,7 @@ impl Control {
         let port_name = self.names.port_name(port);
         let circuit = control::dhcp::circuit_id(&port_name, c.vlan);
         let kind = control::dhcp::message_type(&c.msg);
-        if crate::relay::ends_session(kind) {
+        if control::relay::ends_session(kind) {
             self.end_session(service, c.src_mac, "released", now);
             if !self.withdrawal_pending {
                 self.commit_sessions(now);
@@ -544,7 +544,7 @@ impl Control {
             }
         };
         if let Some(r) = self.relay.as_mut() {
-            r.send_to_server(service, &payload, !crate::relay::ends_session(kind), now);
+            r.send_to_server(service, &payload, !control::relay::ends_session(kind), now);
         }
     }
 

@@ -214,7 +214,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
     control.neighbors = neighbors;
     let mut bgp_pending: control::bgp::speaker::Pending = Vec::new();
     if spec.mode == dataplane::ForwardMode::Router {
-        match crate::relay::Relay::start(&loaded.config) {
+        match crate::relay::start(&loaded.config) {
             Ok(r) => control.relay = Some(r),
             Err(e) => {
                 control.running.shutdown();

@@ -11,6 +11,7 @@ pub mod journal;
 pub mod log;
 pub mod mgmt;
 pub mod neighbor;
+pub mod relay;
 pub mod reload;
 pub mod rib;
 pub mod router;
