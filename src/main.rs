@@ -9,6 +9,7 @@ mod ctl;
 mod log;
 mod metrics;
 mod mgmt;
+mod plane;
 mod relay;
 mod run;
 

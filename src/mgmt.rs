@@ -26,6 +26,9 @@ use dataplane::tables::{LabelAction, PortRole, RouteTable, TableOp};
 use dataplane::trace::{TraceRecord, HEAD};
 use dataplane::wire::{self, EtherType, EthernetFrame, Ipv4Packet, VlanTag};
 use dataplane::{CoreSnapshot, Running, SubscriberSnapshot};
+
+use crate::plane::Plane;
+use control::engine::Dataplane as _;
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -33,7 +36,7 @@ use tokio::net::{UnixListener, UnixStream};
 /// What the control thread owns: the running data plane and what the
 /// management API needs to speak about it in the configuration's names.
 pub struct Control {
-    pub running: Running,
+    pub running: Plane,
     names: Names,
     devices: Vec<String>,
     /// Counters at the last `clear stats`, per core.
@@ -205,7 +208,7 @@ impl Control {
             awaiting: Vec::new(),
             rejects_logged: None,
             access_ports,
-            running,
+            running: Plane(running),
             names,
             devices,
             base,

@@ -217,7 +217,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         match crate::relay::start(&loaded.config) {
             Ok(r) => control.relay = Some(r),
             Err(e) => {
-                control.running.shutdown();
+                control.running.0.shutdown();
                 return Err(e);
             }
         }
@@ -259,7 +259,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
                     );
                 }
                 Err(m) => {
-                    control.running.shutdown();
+                    control.running.0.shutdown();
                     return Err(anyhow!(
                         "{}",
                         loaded.error_at(j.span(), "control.session_journal", m)
@@ -351,7 +351,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         Ok(b) => b,
         Err(e) => {
             if let Some(c) = state.borrow_mut().take() {
-                c.running.shutdown();
+                c.running.0.shutdown();
             }
             return Err(e);
         }
@@ -418,7 +418,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
             }
         }
         // The rest of the control state goes here, before the shutdown.
-        c.running
+        c.running.0
     };
     drop(local);
     crate::log::flush();

@@ -6,6 +6,7 @@ pub mod bgp;
 pub mod config;
 pub mod dhcp;
 pub mod eal_args;
+pub mod engine;
 pub mod host;
 pub mod journal;
 pub mod log;
