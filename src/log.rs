@@ -3,4 +3,4 @@
 //! write through the same batch.
 
 pub use control::log::flush;
-pub(crate) use control::log::{note, say};
+pub(crate) use control::log::say;

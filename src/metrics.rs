@@ -105,7 +105,7 @@ fn esc(v: &str) -> String {
 
 pub fn render(c: &Control) -> String {
     let mut o = String::with_capacity(8 * 1024);
-    let cores = c.running.cores();
+    let cores = c.engine.running.cores();
     family(
         &mut o,
         "hdvrf_rx_packets_total",
@@ -153,7 +153,7 @@ pub fn render(c: &Control) -> String {
             );
         }
     }
-    let ports = c.running.port_stats();
+    let ports = c.engine.running.port_stats();
     let names = c.port_names();
     for (metric, help, get) in [
         (
@@ -200,7 +200,7 @@ pub fn render(c: &Control) -> String {
             let _ = writeln!(o, "{metric}{{port=\"{}\"}} {}", esc(name), get(st));
         }
     }
-    let p = c.running.publication_stats();
+    let p = c.engine.running.publication_stats();
     family(
         &mut o,
         "hdvrf_table_commits_total",
@@ -238,43 +238,43 @@ pub fn render(c: &Control) -> String {
             "hdvrf_rib_refused_ops_total",
             "counter",
             "Route and next-hop ops the forwarding tables refused (a route table's memory limit, say): their routes are not installed, shown as rejected and not advertised.",
-            c.rib.stats.rejected_ops,
+            c.engine.rib.stats.rejected_ops,
         ),
         (
             "hdvrf_rib_refused_routes",
             "gauge",
             "Routes the RIB manager holds that the tables refused and do not hold.",
-            c.rib.refused_count() as u64,
+            c.engine.rib.refused_count() as u64,
         ),
         (
             "hdvrf_rib_routes",
             "gauge",
             "Route keys the RIB manager holds, from every source.",
-            c.rib.len() as u64,
+            c.engine.rib.len() as u64,
         ),
         (
             "hdvrf_rib_next_hops",
             "gauge",
             "Next hop ids in use (the file's, sessions', BGP's).",
-            c.rib.next_hops_in_use() as u64,
+            c.engine.rib.next_hops_in_use() as u64,
         ),
         (
             "hdvrf_rib_groups",
             "gauge",
             "ECMP group ids in use.",
-            c.rib.groups_in_use() as u64,
+            c.engine.rib.groups_in_use() as u64,
         ),
         (
             "hdvrf_rib_next_hops_freed_total",
             "counter",
             "Next hop ids freed (and so reusable) as the last route let go.",
-            c.rib.stats.next_hops_freed,
+            c.engine.rib.stats.next_hops_freed,
         ),
     ] {
         family(&mut o, name, kind, help);
         let _ = writeln!(o, "{name} {n}");
     }
-    if let Some(t) = c.running.tables() {
+    if let Some(t) = c.engine.running.tables() {
         family(
             &mut o,
             "hdvrf_routes",
@@ -295,7 +295,7 @@ pub fn render(c: &Control) -> String {
             }
         }
     }
-    if let Some(h) = c.running.host() {
+    if let Some(h) = c.engine.running.host() {
         family(
             &mut o,
             "hdvrf_host_packets_total",
@@ -350,14 +350,14 @@ pub fn render(c: &Control) -> String {
             );
         }
     }
-    if !c.neighbors.entries().is_empty() {
+    if !c.engine.neighbors.entries().is_empty() {
         family(
             &mut o,
             "hdvrf_next_hop_resolved",
             "gauge",
             "1 when ARP has resolved the next hop's MAC, 0 while packets to it are dropped as unresolved.",
         );
-        for e in c.neighbors.entries() {
+        for e in c.engine.neighbors.entries() {
             let _ = writeln!(
                 o,
                 "hdvrf_next_hop_resolved{{next_hop=\"{}\"}} {}",
@@ -402,7 +402,7 @@ pub fn render(c: &Control) -> String {
             }
         }
     }
-    if let Some(r) = c.relay.as_ref() {
+    if let Some(r) = c.engine.relay.as_ref() {
         family(
             &mut o,
             "hdvrf_sessions",
@@ -493,6 +493,6 @@ pub fn render(c: &Control) -> String {
         "gauge",
         "Mbufs handed out from the pools.",
     );
-    let _ = writeln!(o, "hdvrf_mbufs_in_use {}", c.running.mbufs_in_use());
+    let _ = writeln!(o, "hdvrf_mbufs_in_use {}", c.engine.running.mbufs_in_use());
     o
 }

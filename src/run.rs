@@ -208,16 +208,16 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
     let devices = spec.ports.iter().map(|p| p.dpdk_name.clone()).collect();
     // What the file held, for `reload` to compare: its text, parsed again
     // only if a reload comes.
-    let applied = crate::mgmt::Applied::Text(loaded.source().to_owned());
+    let applied = control::engine::Applied::Text(loaded.source().to_owned());
     let mut control = Control::new(running, names, devices, path.to_owned(), applied);
-    control.set_from_config(&loaded.config);
-    control.neighbors = neighbors;
+    control.engine.set_from_config(&loaded.config);
+    control.engine.neighbors = neighbors;
     let mut bgp_pending: control::bgp::speaker::Pending = Vec::new();
     if spec.mode == dataplane::ForwardMode::Router {
         match crate::relay::start(&loaded.config) {
-            Ok(r) => control.relay = Some(r),
+            Ok(r) => control.engine.relay = Some(r),
             Err(e) => {
-                control.running.0.shutdown();
+                control.engine.running.0.shutdown();
                 return Err(e);
             }
         }
@@ -226,7 +226,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         {
             // Before the journal: restored sessions are advertised once
             // the neighbours come up.
-            control.set_bgp(speaker);
+            control.engine.set_bgp(speaker);
             bgp_pending = pending;
         }
         if let Some(j) = &loaded.config.control.session_journal {
@@ -247,8 +247,8 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
                             "hdvrf: warning: session journal: {m}: not compacted; appending to it as it is until it can be"
                         );
                     }
-                    let back = control.restore_sessions(&found.sessions);
-                    if let Some(r) = control.relay.as_mut() {
+                    let back = control.engine.restore_sessions(&found.sessions);
+                    if let Some(r) = control.engine.relay.as_mut() {
                         r.journal = Some(journal);
                     }
                     // Written again: restoring publishes each one anew.
@@ -259,7 +259,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
                     );
                 }
                 Err(m) => {
-                    control.running.0.shutdown();
+                    control.engine.running.0.shutdown();
                     return Err(anyhow!(
                         "{}",
                         loaded.error_at(j.span(), "control.session_journal", m)
@@ -331,12 +331,17 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
             tokio::task::spawn_local(async move {
                 while let Some(ev) = events.recv().await {
                     if let Some(c) = state.borrow_mut().as_mut() {
-                        c.bgp_event(i, ev, Instant::now());
+                        c.engine.bgp_event(i, ev, Instant::now());
                     }
                 }
             });
         }
-        if has_host || state.borrow().as_ref().is_some_and(|c| c.relay.is_some()) {
+        if has_host
+            || state
+                .borrow()
+                .as_ref()
+                .is_some_and(|c| c.engine.relay.is_some())
+        {
             tokio::task::spawn_local(host_path(state.clone()));
         }
         if let Some((listener, path)) = bound {
@@ -351,7 +356,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         Ok(b) => b,
         Err(e) => {
             if let Some(c) = state.borrow_mut().take() {
-                c.running.0.shutdown();
+                c.engine.running.0.shutdown();
             }
             return Err(e);
         }
@@ -388,7 +393,7 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         }
     });
     // BGP neighbours get a Cease (RFC 4486) before the data plane stops.
-    if let Some(b) = state.borrow().as_ref().and_then(|c| c.bgp.as_ref()) {
+    if let Some(b) = state.borrow().as_ref().and_then(|c| c.engine.bgp.as_ref()) {
         b.stop();
     }
     if !bgp_tasks.is_empty() {
@@ -412,13 +417,13 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         };
         // Appends are synced in batches while running; what is pending
         // is synced once here.
-        if let Some(j) = c.relay.as_mut().and_then(|r| r.journal.as_mut()) {
+        if let Some(j) = c.engine.relay.as_mut().and_then(|r| r.journal.as_mut()) {
             if let Err(m) = j.flush() {
                 eprintln!("hdvrf: error: session journal: {m}");
             }
         }
         // The rest of the control state goes here, before the shutdown.
-        c.running.0
+        c.engine.running.0
     };
     drop(local);
     crate::log::flush();

@@ -1,7 +1,7 @@
 //! The DHCP relay and subscriber sessions on the control thread.
 //!
 //! ```text
-//!  worker punts DHCP/ARP from access ports -> host path -> Control::host_tick
+//!  worker punts DHCP/ARP from access ports -> host path -> Engine::host_tick
 //!     DHCP request  -> option 82, giaddr -> UDP socket (gateway:67) -> server
 //!     ARP for a service gateway          -> reply injected on the port
 //!  server reply -> socket -> option 82 names port/VLAN/client
