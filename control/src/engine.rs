@@ -1150,3 +1150,6 @@ impl<D: Dataplane> Engine<D> {
             .ok_or_else(|| "no route tables (forward_mode is not \"router\")".to_owned())
     }
 }
+
+#[cfg(test)]
+mod tests;
