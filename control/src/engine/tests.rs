@@ -106,6 +106,9 @@ impl Double {
             let (sign, routes) = match m {
                 ToSession::Advertise(r, _) => ('+', r),
                 ToSession::Withdraw(r) => ('-', r),
+                ToSession::Table(_, t) | ToSession::Refresh(_, t) => {
+                    ('+', t.into_iter().flat_map(|(_, r)| r).collect())
+                }
                 ToSession::Stop => continue,
             };
             for r in routes {
@@ -252,7 +255,7 @@ fn establish(e: &mut Engine<Double>) {
         asn4: true,
         route_refresh: true,
     };
-    e.bgp_event(0, FromSession::Established(n), Instant::now());
+    e.bgp_event(0, FromSession::Established(n, 1), Instant::now());
 }
 
 /// What was seen since last asked (BGP's commands up to now included).
@@ -482,7 +485,7 @@ fn a_refused_session_route_is_counted_not_advertised_and_not_acked() {
         .bgp
         .as_ref()
         .unwrap()
-        .rib_out
+        .originated
         .keys()
         .any(|k| k.0 == address));
 
