@@ -921,6 +921,17 @@ impl<D: Dataplane> Engine<D> {
             .count()
     }
 
+    /// The route a `ctl route` request names, by service, table and prefix.
+    fn route_key(&self, service: &str, table: &str, prefix: &str) -> Result<RouteKey, String> {
+        let (prefix, len) = mgmt::parse_route_prefix(prefix)?;
+        Ok(RouteKey {
+            service: self.names.service(service)?,
+            table: mgmt::parse_table(table)?,
+            prefix,
+            len,
+        })
+    }
+
     /// `ctl route add`: the operator's route goes to the RIB manager
     /// (over the file's and BGP's, under a session's) and is committed;
     /// what BGP advertises follows it.
@@ -931,13 +942,7 @@ impl<D: Dataplane> Engine<D> {
         prefix: String,
         next_hop: String,
     ) -> Result<Value, String> {
-        let (prefix, len) = mgmt::parse_route_prefix(&prefix)?;
-        let key = RouteKey {
-            service: self.names.service(&service)?,
-            table: mgmt::parse_table(&table)?,
-            prefix,
-            len,
-        };
+        let key = self.route_key(&service, &table, &prefix)?;
         let next_hop = self.names.next_hop(&next_hop)?;
         let target = if next_hop == dataplane::tables::DISCARD {
             Target::Discard
@@ -961,13 +966,7 @@ impl<D: Dataplane> Engine<D> {
         table: String,
         prefix: String,
     ) -> Result<Value, String> {
-        let (prefix, len) = mgmt::parse_route_prefix(&prefix)?;
-        let key = RouteKey {
-            service: self.names.service(&service)?,
-            table: mgmt::parse_table(&table)?,
-            prefix,
-            len,
-        };
+        let key = self.route_key(&service, &table, &prefix)?;
         // The route the tables use goes, if it is the operator's
         // or the file's (until the next reload); a session's goes
         // with its session, BGP's with its withdrawal.
@@ -977,16 +976,18 @@ impl<D: Dataplane> Engine<D> {
             }
             Some(s) => {
                 return Err(format!(
-                "route {}/{len} in {service}'s {table} table is {}'s: it cannot be deleted here",
-                std::net::Ipv4Addr::from(prefix),
-                s.name()
-            ))
+                    "route {}/{} in {service}'s {table} table is {}'s: it cannot be deleted here",
+                    std::net::Ipv4Addr::from(key.prefix),
+                    key.len,
+                    s.name()
+                ))
             }
             // Refused here rather than published as a no-op.
             None => {
                 return Err(format!(
-                    "no route {}/{len} in {service}'s {table} table",
-                    std::net::Ipv4Addr::from(prefix),
+                    "no route {}/{} in {service}'s {table} table",
+                    std::net::Ipv4Addr::from(key.prefix),
+                    key.len,
                 ))
             }
         }
