@@ -119,9 +119,14 @@ pub struct Engine<D: Dataplane> {
     /// A session's withdrawal was sent to an Established neighbour since
     /// the last commit: its route's removal waits for the next tick.
     withdrawal_pending: bool,
-    /// Replies to clients whose sessions were published but not yet seen
-    /// by every worker: sent once they are.
+    /// Replies to clients, in the order the servers sent them, held while
+    /// the RIB manager has ops not yet published: an ACK goes to its
+    /// client only once its session's route is in the tables the workers
+    /// read ([`Engine::publish_and_answer`]).
     awaiting: Vec<ToClient>,
+    /// Since when `awaiting` has waited for the workers to leave the
+    /// tables published before.
+    held_since: Option<std::time::Instant>,
     /// When refused table ops were last logged.
     rejects_logged: Option<std::time::Instant>,
     /// Each policy rule slot's counters when its rule was set or the
@@ -195,6 +200,7 @@ impl<D: Dataplane> Engine<D> {
             rib,
             withdrawal_pending: false,
             awaiting: Vec::new(),
+            held_since: None,
             rejects_logged: None,
             access_ports,
             running,
@@ -282,22 +288,18 @@ impl<D: Dataplane> Engine<D> {
         for (port, frame) in self.neighbors.requests_due(now) {
             self.running.host_inject(port, &frame);
         }
-        if self.rib.has_ops() {
-            // Session removals: their withdrawals went out while the
-            // thread yielded.
-            if let Err(e) = self.commit_rib(Vec::new()) {
-                if let Some(r) = self.relay.as_mut() {
-                    r.log_error("publish", &format!("publishing a session: {e}"), now);
-                }
-            }
-        }
+        // The withdrawals of the sessions that ended in the last tick went
+        // out while the thread yielded: their removals can go now.
+        self.withdrawal_pending = false;
         if relay_on {
             for (port, frame) in taken {
                 self.relay_client_frame(port, &frame, now);
             }
             moved += self.relay_server_replies(now);
-            self.answer_clients();
             self.expire_sessions(now);
+        }
+        self.publish_and_answer(now);
+        if relay_on {
             if let Some(r) = self.relay.as_mut() {
                 r.watch_servers(now);
                 r.journal_tick(now);
@@ -507,10 +509,8 @@ impl<D: Dataplane> Engine<D> {
         let circuit = crate::dhcp::circuit_id(&port_name, c.vlan);
         let kind = crate::dhcp::message_type(&c.msg);
         if crate::relay::ends_session(kind) {
+            // Its removal is published with the tick's other changes.
             self.end_session(service, c.src_mac, "released", now);
-            if !self.withdrawal_pending {
-                self.commit_sessions(now);
-            }
         }
         if let Some(r) = self.relay.as_mut() {
             if !r.admits(service, c.src_mac, kind, now) {
@@ -537,11 +537,11 @@ impl<D: Dataplane> Engine<D> {
         }
     }
 
-    /// Replies from the address servers: sessions follow ACK and NAK, then
-    /// the reply goes to its client. The replies waiting on the sockets
-    /// are taken together: their sessions' routes are published in one
-    /// commit, and each ACK goes to its client once its route is in every
-    /// worker's tables. Returns how many replies there were.
+    /// Replies from the address servers: sessions follow ACK and NAK, and
+    /// the replies wait in `awaiting` for the tick's publication
+    /// ([`Engine::publish_and_answer`]). The replies waiting on the
+    /// sockets are taken together, so their sessions' routes are
+    /// published in one commit. Returns how many replies there were.
     fn relay_server_replies(&mut self, now: std::time::Instant) -> usize {
         let Some(relay) = self.relay.as_mut() else {
             return 0;
@@ -600,34 +600,61 @@ impl<D: Dataplane> Engine<D> {
                 up,
             });
         }
-        let published = self.publish_sessions(now);
-        for to in out {
-            if let Some((service, address, what)) = to.up {
-                if !published || !self.session_published(service, to.mac, address, what, now) {
-                    continue;
-                }
-            }
-            self.awaiting.push(to);
-        }
-        self.answer_clients();
+        self.awaiting.extend(out);
         n
     }
 
-    /// Sends the replies held back until the tables with their sessions
-    /// are in every worker's hands (`awaiting`), once they are.
-    fn answer_clients(&mut self) {
-        if self.awaiting.is_empty() || !self.running.settled() {
-            return;
+    /// The end of a tick: what the RIB manager has queued (the tick's
+    /// sessions up and down) is published, then the replies held in
+    /// `awaiting` go to their clients, an ACK only if its session's route
+    /// was installed. Never waits for the workers: while they have not
+    /// all left the tables published before (whose copy the publication
+    /// writes), the ops and replies wait for a later tick; a wait here
+    /// would spin against the workers on every tick, and on a core they
+    /// share, keep them from running. Once the tables are published an
+    /// ACK may go: a worker reads the tables in use at the start of each
+    /// burst, so the client's traffic after the ACK finds its route.
+    /// Removals wait one tick while their withdrawals are on the way to
+    /// BGP (`withdrawal_pending`), and the workers at most `COMMIT_WAIT`:
+    /// then the commit waits for them, and reports them stalled.
+    fn publish_and_answer(&mut self, now: std::time::Instant) {
+        let mut published = true;
+        if self.rib.has_ops() {
+            if self.withdrawal_pending {
+                return;
+            }
+            if self.running.settled() {
+                published = self.publish_sessions(now);
+            } else {
+                let since = *self.held_since.get_or_insert(now);
+                if now.saturating_duration_since(since) < COMMIT_WAIT {
+                    return;
+                }
+                published = self.commit_sessions(now);
+            }
         }
+        self.held_since = None;
+        self.answer_clients(published, now);
+    }
+
+    /// Sends the replies in `awaiting`, after their sessions' routes were
+    /// published (or could not be: `published` false, when the ACKs are
+    /// dropped and the clients ask again).
+    fn answer_clients(&mut self, published: bool, now: std::time::Instant) {
         for ToClient {
             reply: r,
             port,
             vlan,
             gateway: gw,
             mac,
-            up: _,
+            up,
         } in std::mem::take(&mut self.awaiting)
         {
+            if let Some((service, address, what)) = up {
+                if !published || !self.session_published(service, mac, address, what, now) {
+                    continue;
+                }
+            }
             let port_mac = self.running.port_macs()[usize::from(port)].1;
             match crate::dhcp::client_frame(&r.msg, port_mac, vlan, gw.into(), mac) {
                 Ok(f) => {
@@ -691,20 +718,9 @@ impl<D: Dataplane> Engine<D> {
     }
 
     /// Publishes the sessions' changes of a tick without waiting for the
-    /// workers (their clients' replies wait in `awaiting` until the workers
-    /// have the tables, [`Engine::answer_clients`]): a wait per tick would
-    /// spin on the workers for every ACK. While the last publication's
-    /// workers have not all moved on, the changes wait for the next tick.
-    /// False (logged) if they could not be published.
+    /// workers; the caller has seen them settled. False (logged) if they
+    /// could not be published.
     fn publish_sessions(&mut self, now: std::time::Instant) -> bool {
-        if !self.rib.has_ops() {
-            return true;
-        }
-        if !self.running.settled() {
-            // The workers have not all moved on from the last one: this
-            // one waits for them (and so is settled when it returns).
-            return self.commit_sessions(now);
-        }
         let ops = self.rib.take_ops();
         self.withdrawal_pending = false;
         match self.running.publish(&ops) {
@@ -818,9 +834,6 @@ impl<D: Dataplane> Engine<D> {
         let gone = relay.sessions.expire(&mut self.rib, now);
         for s in &gone {
             self.session_gone(s, "lease expired", now);
-        }
-        if !gone.is_empty() && !self.withdrawal_pending {
-            self.commit_sessions(now);
         }
     }
 

@@ -498,6 +498,43 @@ fn a_refused_session_route_is_counted_not_advertised_and_not_acked() {
     );
 }
 
+/// (c2) A worker still on the tables published before (it has not
+/// polled since): the ACK's tick neither waits for it nor publishes over
+/// the copy it reads; the ACK is held, and goes in the first tick after
+/// the worker moved on, behind its commit.
+#[test]
+fn an_ack_waits_for_a_worker_behind_without_the_tick_waiting() {
+    let (mut e, server) = engine(CONFIG);
+    establish(&mut e);
+    seen(&mut e);
+    let mut worker = e.running.publisher.reader();
+    e.running.publisher.publish(&[]).unwrap();
+    assert!(
+        !e.running.settled(),
+        "the worker holds the copy the next publication writes"
+    );
+    let address = Ipv4Addr::new(10, 0, 0, 100);
+    let got = session_up(&mut e, &server, address);
+    assert_eq!(
+        got,
+        [],
+        "nothing published or sent while the worker is behind"
+    );
+    assert_eq!(downstream(&e, address), None);
+    assert!(e.relay.as_ref().unwrap().sessions.holds(0, address));
+    assert_eq!(e.relay.as_ref().unwrap().stats.to_client, 0);
+
+    worker.quiesce();
+    e.host_tick(Instant::now());
+    let got = seen(&mut e);
+    assert!(
+        matches!(&got[..], [Seen::Commit(_), Seen::Bgp('+', a), Seen::Inject(0, _)] if a == "10.0.0.100/32"),
+        "{got:?}"
+    );
+    assert!(downstream(&e, address).is_some());
+    assert_eq!(e.relay.as_ref().unwrap().stats.to_client, 1);
+}
+
 /// (d) A route BGP learns is installed through a next hop made for its
 /// (via, label); withdrawn, the route goes and that next hop is freed.
 #[test]
