@@ -212,9 +212,18 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
     let mut control = Control::new(running, names, devices, path.to_owned(), applied);
     control.engine.set_from_config(&loaded.config);
     control.engine.neighbors = neighbors;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("control thread runtime")?;
     let mut bgp_pending: control::bgp::speaker::Pending = Vec::new();
     if spec.mode == dataplane::ForwardMode::Router {
-        match crate::relay::start(&loaded.config) {
+        // The relay's sockets register with the runtime.
+        let started = {
+            let _rt = rt.enter();
+            crate::relay::start(&loaded.config)
+        };
+        match started {
             Ok(r) => control.engine.relay = Some(r),
             Err(e) => {
                 control.engine.running.0.shutdown();
@@ -269,10 +278,6 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
         }
     }
     let state = Rc::new(RefCell::new(Some(control)));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("control thread runtime")?;
     let local = tokio::task::LocalSet::new();
     // BGP's sessions run on a thread of their own: their keepalives and
     // hold timers go on while the control thread waits for a commit or
