@@ -330,7 +330,8 @@ via = "hub"
 /// Route `i`: in the /24 number `i` from 11.0.0.0, of length 24 to 32.
 fn route(i: u32) -> VpnRoute {
     let len = 24 + (i % 9) as u8;
-    let host = (i.wrapping_mul(37) & 0xff) & !(u32::MAX >> len);
+    // A /32 keeps all eight host bits (a shift by 32 is no shift).
+    let host = (i.wrapping_mul(37) & 0xff) & !u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
     VpnRoute {
         rd: "65000:1".parse().unwrap(),
         prefix: Ipv4Addr::from(0x0b00_0000 + (i << 8) + host),
