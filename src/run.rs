@@ -317,6 +317,16 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
             Some((path, configured)) => crate::mgmt::bind(path, *configured)?,
             None => None,
         };
+        // Passive neighbours on one port share its listener.
+        let mut inbound = match &bgp_rt {
+            Some(b) => {
+                let _rt = b.enter();
+                let cfgs: Vec<_> = bgp_pending.iter().map(|(c, _)| c.clone()).collect();
+                control::bgp::session::listen(&cfgs)
+            }
+            None => Vec::new(),
+        }
+        .into_iter();
         for (i, (cfg, cmds)) in std::mem::take(&mut bgp_pending).into_iter().enumerate() {
             let (out, mut events) = tokio::sync::mpsc::unbounded_channel();
             say!(
@@ -330,7 +340,8 @@ pub fn run(path: &Path, duration: Option<f64>) -> Result<ExitCode> {
                 }
             );
             if let Some(b) = &bgp_rt {
-                bgp_tasks.push(b.spawn(control::bgp::session::run(cfg, cmds, out)));
+                let inbound = inbound.next().unwrap_or(Ok(None));
+                bgp_tasks.push(b.spawn(control::bgp::session::run_with(cfg, cmds, out, inbound)));
             }
             let state = state.clone();
             tokio::task::spawn_local(async move {

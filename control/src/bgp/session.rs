@@ -16,14 +16,15 @@
 //! UPDATE must pass [`check_update`] (RFC 7606) as raw bytes before it is
 //! decoded.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{self, unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 
 use super::fsm::{check_open, Action, Event, Expect, Fsm, Negotiated, Notify, State, Timer};
@@ -132,11 +133,109 @@ fn attach(s: TcpStream) -> Conn {
     Conn { wr, frames }
 }
 
-/// Runs one neighbour until [`ToSession::Stop`] or the owner goes away.
+/// The connections a passive neighbour's listener accepted from its
+/// address; `Err`: the listener could not be bound.
+pub type Inbound = Result<Option<mpsc::Receiver<TcpStream>>, String>;
+
+/// Connections accepted and not yet taken, per passive neighbour: a
+/// peer that connects faster than its session takes them is refused.
+const INBOUND_QUEUE: usize = 4;
+
+/// Binds one listener per local address and port that passive
+/// neighbours among `cfgs` listen on, however many share it (each
+/// neighbour binding its own, only the first of several on port 179
+/// came up), and returns each neighbour's share, by position in `cfgs`
+/// (`Ok(None)` for active ones). An accepted connection goes to the
+/// neighbour whose address it comes from; one from any other address is
+/// closed at once. Runs in a tokio runtime's context, whose tasks accept.
+pub fn listen(cfgs: &[PeerConfig]) -> Vec<Inbound> {
+    let mut out: Vec<Inbound> = cfgs.iter().map(|_| Ok(None)).collect();
+    let mut by_addr: HashMap<SocketAddr, Vec<usize>> = HashMap::new();
+    for (i, c) in cfgs.iter().enumerate() {
+        if let Some(a) = c.listen {
+            by_addr.entry(a).or_default().push(i);
+        }
+    }
+    for (addr, members) in by_addr {
+        let bound = std::net::TcpListener::bind(addr)
+            .and_then(|l| {
+                l.set_nonblocking(true)?;
+                TcpListener::from_std(l)
+            })
+            .map_err(|e| format!("listening on {addr}: {e}"));
+        let listener = match bound {
+            Ok(l) => l,
+            Err(e) => {
+                for i in members {
+                    out[i] = Err(e.clone());
+                }
+                continue;
+            }
+        };
+        let mut peers: HashMap<IpAddr, mpsc::Sender<TcpStream>> = HashMap::new();
+        for i in members {
+            let ip = cfgs[i].peer.ip();
+            if peers.contains_key(&ip) {
+                out[i] = Err(format!(
+                    "listening on {addr}: another neighbour with address {ip} listens there"
+                ));
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+            peers.insert(ip, tx);
+            out[i] = Ok(Some(rx));
+        }
+        tokio::spawn(accept(listener, peers));
+    }
+    out
+}
+
+/// Hands each connection `listener` accepts to the neighbour it comes
+/// from; closes the others (and those of a neighbour whose queue is full
+/// or whose session has ended). Ends, closing the listener, once every
+/// neighbour's session has.
+async fn accept(listener: TcpListener, peers: HashMap<IpAddr, mpsc::Sender<TcpStream>>) {
+    let all_ended = async {
+        for tx in peers.values() {
+            tx.closed().await;
+        }
+    };
+    tokio::pin!(all_ended);
+    loop {
+        tokio::select! {
+            a = listener.accept() => match a {
+                Ok((stream, from)) => {
+                    if let Some(tx) = peers.get(&from.ip()) {
+                        let _ = tx.try_send(stream);
+                    }
+                }
+                // Out of descriptors, say: accepting resumes after a
+                // pause rather than spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            },
+            _ = &mut all_ended => return,
+        }
+    }
+}
+
+/// Runs one neighbour until [`ToSession::Stop`] or the owner goes away;
+/// a passive one listens on a listener of its own ([`listen`] shares one
+/// among neighbours).
 pub async fn run(
+    cfg: PeerConfig,
+    cmds: UnboundedReceiver<ToSession>,
+    out: UnboundedSender<FromSession>,
+) {
+    let inbound = listen(std::slice::from_ref(&cfg)).pop().unwrap_or(Ok(None));
+    run_with(cfg, cmds, out, inbound).await
+}
+
+/// Runs one neighbour, passive ones on the connections `inbound` brings.
+pub async fn run_with(
     cfg: PeerConfig,
     mut cmds: UnboundedReceiver<ToSession>,
     out: UnboundedSender<FromSession>,
+    inbound: Inbound,
 ) {
     let mut s = Session {
         fsm: Fsm::new(cfg.listen.is_some()),
@@ -152,17 +251,12 @@ pub async fn run(
         timers: [None; 3],
         gate: Gate::default(),
     };
-    let listener = match s.cfg.listen {
-        Some(a) => match TcpListener::bind(a).await {
-            Ok(l) => Some(l),
-            Err(e) => {
-                let _ = s
-                    .out
-                    .send(FromSession::Down(format!("listening on {a}: {e}")));
-                return;
-            }
-        },
-        None => None,
+    let mut inbound = match inbound {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = s.out.send(FromSession::Down(e));
+            return;
+        }
     };
     let mut restart_at = Some(Instant::now());
     let mut connecting: Option<tokio::task::JoinHandle<io::Result<TcpStream>>> = None;
@@ -195,14 +289,15 @@ pub async fn run(
                     _ => s.handle(Event::TcpConnectionFails, &mut connecting).await,
                 }
             }
-            a = async { listener.as_ref().expect("guarded").accept().await }, if listener.is_some() => {
-                if let Ok((stream, from)) = a {
-                    let wanted = from.ip() == s.cfg.peer.ip()
-                        && matches!(s.fsm.state, State::Active | State::Connect);
-                    if wanted {
+            a = async { inbound.as_mut().expect("guarded").recv().await }, if inbound.is_some() => {
+                match a {
+                    // From the peer's address (the listener sorted them).
+                    Some(stream) if matches!(s.fsm.state, State::Active | State::Connect) => {
                         s.conn = Some(attach(stream));
                         s.handle(Event::TcpConnectionConfirmed, &mut connecting).await;
                     }
+                    Some(_) => {}
+                    None => inbound = None,
                 }
             }
             f = async { s.conn.as_mut().expect("guarded").frames.recv().await }, if s.conn.is_some() => {
@@ -575,6 +670,66 @@ mod tests {
         })
         .await
         .unwrap_or_else(|_| panic!("no {what} within {deadline:?}"))
+    }
+
+    /// Two passive neighbours on one port, as two peers on 179: one
+    /// listener serves both, each gets the connections from its own
+    /// address (one comes up with a real speaker, the other answers a
+    /// bare connection from its address with its OPEN), and a connection
+    /// from an address no neighbour has is closed at once.
+    #[tokio::test]
+    async fn passive_neighbours_share_one_listener() {
+        let port = free_port();
+        let a = config(port, true, 65000, 65001, 9);
+        let mut b = config(port, true, 65000, 65002, 9);
+        b.peer = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), 0));
+        let mut inbound = listen(&[a.clone(), b.clone()]).into_iter();
+        let (a_inbound, b_inbound) = (inbound.next().unwrap(), inbound.next().unwrap());
+        assert!(matches!(
+            (&a_inbound, &b_inbound),
+            (Ok(Some(_)), Ok(Some(_)))
+        ));
+        let (_to_a, a_cmds) = unbounded_channel();
+        let (a_out, mut from_a) = unbounded_channel();
+        let (_to_b, b_cmds) = unbounded_channel();
+        let (b_out, _from_b) = unbounded_channel();
+        tokio::spawn(run_with(a, a_cmds, a_out, a_inbound));
+        tokio::spawn(run_with(b, b_cmds, b_out, b_inbound));
+
+        let (_to_peer, peer_cmds) = unbounded_channel();
+        let (peer_out, _from_peer) = unbounded_channel();
+        tokio::spawn(run(
+            config(port, false, 65001, 65000, 30),
+            peer_cmds,
+            peer_out,
+        ));
+        next(&mut from_a, "Established", |m| {
+            matches!(m, FromSession::Established(..))
+        })
+        .await;
+
+        let connect_from = |last: u8| async move {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, last), 0)))
+                .unwrap();
+            sock.connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+                .await
+                .unwrap()
+        };
+        let mut from_b_peer = connect_from(2).await;
+        let mut head = [0u8; 19];
+        tokio::time::timeout(Duration::from_secs(20), from_b_peer.read_exact(&mut head))
+            .await
+            .expect("an OPEN within 20 s")
+            .unwrap();
+        assert_eq!((&head[..16], head[18]), (&[0xff; 16][..], 1), "{head:?}");
+
+        let mut stranger = connect_from(3).await;
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(20), stranger.read(&mut byte))
+            .await
+            .expect("closed within 20 s");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
     }
 
     /// Two speakers over loopback: one active (AS 65001), one passive
