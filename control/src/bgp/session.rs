@@ -325,6 +325,16 @@ pub async fn run_with(
     }
 }
 
+/// Whether ROUTE-REFRESH message `m` (header included) asks for the one
+/// address family this speaker advertises, VPNv4 (AFI 1, SAFI 128), as a
+/// plain request (subtype 0: the Beginning and End of RIB-Refresh
+/// markers of RFC 7313 belong to a capability we do not advertise). A
+/// request for any other family is ignored (RFC 2918 section 4), and so
+/// is one too short to name one.
+fn refresh_asks_for_vpnv4(m: &[u8]) -> bool {
+    matches!(m.get(19..23), Some([0, 1, 0, 128]))
+}
+
 async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
@@ -523,8 +533,10 @@ impl Session {
                 4 => Event::KeepAliveMsg,
                 5 => {
                     // Route refresh (RFC 2918): the speaker sends
-                    // everything again.
-                    let _ = self.out.send(FromSession::RouteRefresh);
+                    // everything again, if it asks for what we advertise.
+                    if refresh_asks_for_vpnv4(m) {
+                        let _ = self.out.send(FromSession::RouteRefresh);
+                    }
                     return;
                 }
                 t => header_err(3, vec![t]),
@@ -670,6 +682,23 @@ mod tests {
         })
         .await
         .unwrap_or_else(|_| panic!("no {what} within {deadline:?}"))
+    }
+
+    /// ROUTE-REFRESH is answered for VPNv4 only, as a plain request.
+    #[test]
+    fn route_refresh_is_for_vpnv4_only() {
+        let msg = |body: &[u8]| {
+            let mut m = vec![0xff; 16];
+            m.extend_from_slice(&(19 + body.len() as u16).to_be_bytes());
+            m.push(5);
+            m.extend_from_slice(body);
+            m
+        };
+        assert!(refresh_asks_for_vpnv4(&msg(&[0, 1, 0, 128])));
+        assert!(!refresh_asks_for_vpnv4(&msg(&[0, 1, 0, 1])), "IPv4 unicast");
+        assert!(!refresh_asks_for_vpnv4(&msg(&[0, 2, 0, 128])), "VPNv6");
+        assert!(!refresh_asks_for_vpnv4(&msg(&[0, 1, 1, 128])), "BoRR");
+        assert!(!refresh_asks_for_vpnv4(&msg(&[0, 1])), "cut short");
     }
 
     /// Two passive neighbours on one port, as two peers on 179: one
