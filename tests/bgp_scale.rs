@@ -362,6 +362,7 @@ fn feeder(gobgp_port: u16, n: u32) -> tokio::sync::mpsc::UnboundedSender<ToSessi
         router_id: Ipv4Addr::new(192, 0, 2, 1),
         remote_asn: 65000,
         hold_time: 90,
+        send_hold: None,
     };
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -240,6 +240,7 @@ async fn gobgp_learns_our_routes_and_we_learn_its() {
         router_id: Ipv4Addr::new(192, 0, 2, 1),
         remote_asn: 65000,
         hold_time: 30,
+        send_hold: None,
     };
     let task = tokio::spawn(run(cfg, cmds, out));
     let FromSession::Established(n, k) = next(&mut from, "Established", |m| {
@@ -430,6 +431,7 @@ async fn gobgp_scale() {
         router_id: Ipv4Addr::new(192, 0, 2, 1),
         remote_asn: 65000,
         hold_time: 90,
+        send_hold: None,
     };
     tokio::spawn(run(cfg, cmds, out));
     let FromSession::Established(_, k) = next(&mut from, "Established", |m| {

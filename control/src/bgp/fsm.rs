@@ -107,6 +107,9 @@ pub enum Event {
     UpdateMsg,
     /// Event 28: an UPDATE that RFC 7606 says resets the session.
     UpdateMsgErr(Notify),
+    /// Event 29 (RFC 9687): what we had to send did not leave within the
+    /// send hold time (the peer stopped reading).
+    SendHoldTimerExpires,
 }
 
 /// The FSM's timers.
@@ -151,6 +154,8 @@ pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(60);
 const CEASE_SHUTDOWN: (u8, u8) = (6, 2);
 /// Hold Timer Expired.
 const HOLD_EXPIRED: (u8, u8) = (4, 0);
+/// Send Hold Timer Expired (RFC 9687 section 5).
+const SEND_HOLD_EXPIRED: (u8, u8) = (8, 0);
 
 /// One neighbour's state machine.
 #[derive(Clone, Debug)]
@@ -284,6 +289,9 @@ impl Fsm {
             }
             (OpenSent | OpenConfirm | Established, Event::HoldTimerExpires) => {
                 to_idle(self, vec![notify(HOLD_EXPIRED)], true)
+            }
+            (OpenSent | OpenConfirm | Established, Event::SendHoldTimerExpires) => {
+                to_idle(self, vec![notify(SEND_HOLD_EXPIRED)], true)
             }
             (
                 OpenSent | OpenConfirm | Established,
@@ -496,6 +504,12 @@ mod tests {
         up(&mut f, 90);
         let acts = f.event(Event::HoldTimerExpires);
         assert_eq!(acts[0], SendNotification(Notify::new(4, 0)));
+        assert_eq!(acts[1..], teardown);
+        assert_eq!((f.state, f.connect_retry_counter), (State::Idle, 1));
+        let mut f = Fsm::new(false);
+        up(&mut f, 90);
+        let acts = f.event(Event::SendHoldTimerExpires);
+        assert_eq!(acts[0], SendNotification(Notify::new(8, 0)));
         assert_eq!(acts[1..], teardown);
         assert_eq!((f.state, f.connect_retry_counter), (State::Idle, 1));
         // An unexpected message in each state after OpenSent (RFC 6608).

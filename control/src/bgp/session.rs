@@ -44,7 +44,14 @@ pub struct PeerConfig {
     pub router_id: Ipv4Addr,
     pub remote_asn: u32,
     pub hold_time: u16,
+    /// How long a message may take to leave before the session is torn
+    /// down (RFC 9687's SendHoldTime); `None`: its default, the larger of
+    /// 8 minutes and twice the negotiated hold time.
+    pub send_hold: Option<Duration>,
 }
+
+/// RFC 9687's least send hold time.
+const SEND_HOLD_MIN: Duration = Duration::from_secs(8 * 60);
 
 /// Routes grouped by the path they are advertised with.
 pub type Table = Vec<(VpnPath, Vec<VpnRoute>)>;
@@ -250,6 +257,8 @@ pub async fn run_with(
         conn: None,
         timers: [None; 3],
         gate: Gate::default(),
+        send_stalled: false,
+        down_reason: None,
     };
     let mut inbound = match inbound {
         Ok(i) => i,
@@ -319,6 +328,16 @@ pub async fn run_with(
                 }
             }
         }
+        if s.send_stalled {
+            s.down_reason = Some(format!(
+                "what we sent did not leave for {} s: the peer stopped reading (send hold timer, RFC 9687)",
+                s.send_hold().as_secs()
+            ));
+            s.handle(Event::SendHoldTimerExpires, &mut connecting).await;
+            s.conn = None;
+            s.send_stalled = false;
+            s.down_reason = None;
+        }
         if s.fsm.state == State::Idle && restart_at.is_none() {
             restart_at = Some(Instant::now() + s.fsm.restart_after());
         }
@@ -350,6 +369,10 @@ struct Session {
     conn: Option<Conn>,
     timers: [Option<Instant>; 3],
     gate: Gate,
+    /// A write did not finish within the send hold time.
+    send_stalled: bool,
+    /// Why the session leaves Established, when it is not the usual.
+    down_reason: Option<String>,
 }
 
 /// Which of the owner's routes a session sends on (see the module
@@ -394,11 +417,33 @@ impl Session {
             .min_by_key(|(_, at)| *at)
     }
 
+    /// Sends `bytes`, waiting at most the send hold time for them to
+    /// leave (RFC 9687): a peer that stops reading would otherwise freeze
+    /// the session, its routes in place, with nothing timing out (our hold
+    /// timer runs on what the peer sends, and its keepalives may still
+    /// come). Once that time has passed nothing more is written; the loop
+    /// then takes the session down ([`Event::SendHoldTimerExpires`]).
     async fn send(&mut self, bytes: &[u8]) {
+        if self.send_stalled {
+            return;
+        }
+        let limit = self.send_hold();
         if let Some(c) = self.conn.as_mut() {
             // A failed write shows up as the reader's end.
-            let _ = c.wr.write_all(bytes).await;
+            if tokio::time::timeout(limit, c.wr.write_all(bytes))
+                .await
+                .is_err()
+            {
+                self.send_stalled = true;
+            }
         }
+    }
+
+    fn send_hold(&self) -> Duration {
+        self.cfg.send_hold.unwrap_or_else(|| {
+            let hold = self.fsm.negotiated.map_or(0, |n| n.hold_time);
+            (Duration::from_secs(u64::from(hold)) * 2).max(SEND_HOLD_MIN)
+        })
     }
 
     /// Feeds an event to the FSM and carries out its actions.
@@ -451,12 +496,14 @@ impl Session {
                     self.send(&m).await;
                 }
                 Action::SendKeepalive => self.send(&encode(&BgpMessage::KeepAlive)).await,
-                Action::SendNotification(n) => {
+                // Not after a write stalled: it would not leave either.
+                Action::SendNotification(n) if !self.send_stalled => {
                     let _ = self
                         .out
                         .send(FromSession::Notification(true, n.code, n.subcode));
                     self.send(&notification(n.code, n.subcode, &n.data)).await;
                 }
+                Action::SendNotification(_) => {}
                 Action::Start(t, d) => self.timers[t as usize] = Some(Instant::now() + d),
                 Action::Stop(t) => self.timers[t as usize] = None,
                 Action::Up => {
@@ -467,9 +514,11 @@ impl Session {
                     }
                 }
                 Action::Down => {
-                    let _ = self
-                        .out
-                        .send(FromSession::Down("session left Established".into()));
+                    let why = self
+                        .down_reason
+                        .take()
+                        .unwrap_or_else(|| "session left Established".into());
+                    let _ = self.out.send(FromSession::Down(why));
                 }
             }
         }
@@ -655,6 +704,7 @@ mod tests {
             router_id: Ipv4Addr::new(192, 0, 2, if passive { 2 } else { 1 }),
             remote_asn,
             hold_time,
+            send_hold: None,
         }
     }
 
@@ -682,6 +732,77 @@ mod tests {
         })
         .await
         .unwrap_or_else(|_| panic!("no {what} within {deadline:?}"))
+    }
+
+    /// A peer that keeps sending keepalives but stops reading: once a
+    /// message has not left for the send hold time (RFC 9687), the
+    /// session goes down, saying why, instead of hanging in a write with
+    /// its routes in place.
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_is_taken_down_by_the_send_hold_timer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut ours = config(port, false, 65001, 65000, 30);
+        ours.send_hold = Some(Duration::from_secs(1));
+        let (to_s, cmds) = unbounded_channel();
+        let (out, mut from_s) = unbounded_channel();
+        tokio::spawn(run(ours, cmds, out));
+
+        // The peer: reads our OPEN, sends its own and a KEEPALIVE, then
+        // only ever sends KEEPALIVEs.
+        let (mut peer, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 19];
+        peer.read_exact(&mut head).await.unwrap();
+        let mut rest = vec![0u8; usize::from(u16::from_be_bytes([head[16], head[17]])) - 19];
+        peer.read_exact(&mut rest).await.unwrap();
+        assert_eq!(head[18], 1, "our OPEN");
+        peer.write_all(&encode(&open(65000, 30, Ipv4Addr::new(192, 0, 2, 2))))
+            .await
+            .unwrap();
+        let keepalive = encode(&BgpMessage::KeepAlive);
+        peer.write_all(&keepalive).await.unwrap();
+        let (_peer_rd, mut peer_wr) = peer.into_split();
+        tokio::spawn(async move {
+            while peer_wr.write_all(&keepalive).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        let FromSession::Established(_, k) = next(&mut from_s, "Established", |m| {
+            matches!(m, FromSession::Established(..))
+        })
+        .await
+        else {
+            unreachable!()
+        };
+        // More than the sockets' buffers hold (about 6.4 MB of UPDATEs).
+        let rd: crate::vpn::VpnId = "65001:1".parse().unwrap();
+        let routes: Vec<VpnRoute> = (0..400_000u32)
+            .map(|i| VpnRoute {
+                rd,
+                prefix: Ipv4Addr::from(0x0a00_0000 + i),
+                len: 32,
+                label: 2001,
+            })
+            .collect();
+        let path = VpnPath {
+            next_hop: Ipv4Addr::new(192, 0, 2, 1),
+            route_targets: vec!["65001:2".parse().unwrap()],
+            local_pref: None,
+            med: None,
+            as_path: vec![],
+        };
+        to_s.send(ToSession::Table(k, vec![(path, routes)]))
+            .unwrap();
+        let FromSession::Down(why) =
+            next(&mut from_s, "down", |m| matches!(m, FromSession::Down(_))).await
+        else {
+            unreachable!()
+        };
+        assert!(why.contains("send hold"), "{why}");
+        next(&mut from_s, "Idle", |m| {
+            matches!(m, FromSession::State(State::Idle))
+        })
+        .await;
     }
 
     /// ROUTE-REFRESH is answered for VPNv4 only, as a plain request.

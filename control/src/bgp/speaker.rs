@@ -212,6 +212,7 @@ impl Speaker {
                     router_id,
                     remote_asn,
                     hold_time: n.hold_time.as_ref().map_or(90, |h| *h.get_ref() as u16),
+                    send_hold: None,
                 },
                 rx,
             ));
