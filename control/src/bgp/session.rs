@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc::{self, unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 
 use super::fsm::{check_open, Action, Event, Expect, Fsm, Negotiated, Notify, State, Timer};
@@ -103,30 +103,35 @@ pub enum FromSession {
 
 struct Conn {
     wr: OwnedWriteHalf,
-    frames: UnboundedReceiver<io::Result<Vec<u8>>>,
+    frames: mpsc::Receiver<io::Result<Vec<u8>>>,
 }
+
+/// Messages read and not yet handled, per session (at most 1 MiB of
+/// 4 KiB UPDATEs): while the session is busy, the reader stops reading,
+/// and TCP's window makes a fast peer wait instead of our memory grow.
+const FRAME_QUEUE: usize = 256;
 
 /// Reads whole messages (header checked for length) until the
 /// connection ends.
-async fn read_frames(mut rd: OwnedReadHalf, tx: UnboundedSender<io::Result<Vec<u8>>>) {
+async fn read_frames(mut rd: OwnedReadHalf, tx: mpsc::Sender<io::Result<Vec<u8>>>) {
     loop {
         let mut m = vec![0u8; 19];
         if let Err(e) = rd.read_exact(&mut m).await {
-            let _ = tx.send(Err(e));
+            let _ = tx.send(Err(e)).await;
             return;
         }
         let len = usize::from(u16::from_be_bytes([m[16], m[17]]));
         if !(19..=MAX_MESSAGE).contains(&len) {
             // Handed over as is: the session answers with a header error.
-            let _ = tx.send(Ok(m));
+            let _ = tx.send(Ok(m)).await;
             return;
         }
         m.resize(len, 0);
         if let Err(e) = rd.read_exact(&mut m[19..]).await {
-            let _ = tx.send(Err(e));
+            let _ = tx.send(Err(e)).await;
             return;
         }
-        if tx.send(Ok(m)).is_err() {
+        if tx.send(Ok(m)).await.is_err() {
             return;
         }
     }
@@ -135,7 +140,7 @@ async fn read_frames(mut rd: OwnedReadHalf, tx: UnboundedSender<io::Result<Vec<u
 fn attach(s: TcpStream) -> Conn {
     let _ = s.set_nodelay(true);
     let (rd, wr) = s.into_split();
-    let (tx, frames) = unbounded_channel();
+    let (tx, frames) = mpsc::channel(FRAME_QUEUE);
     tokio::spawn(read_frames(rd, tx));
     Conn { wr, frames }
 }
@@ -686,6 +691,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::mpsc::unbounded_channel;
 
     /// Our side of a loopback peering on `port`: passive (listening, id
     /// 192.0.2.2) or active (connecting, id 192.0.2.1).
@@ -803,6 +809,34 @@ mod tests {
             matches!(m, FromSession::State(State::Idle))
         })
         .await;
+    }
+
+    /// A peer that sends faster than the session handles what it sends
+    /// waits on TCP: at most `FRAME_QUEUE` messages are held, and the
+    /// rest stay in the sockets, instead of all of it in our memory.
+    #[tokio::test]
+    async fn a_fast_peer_waits_on_tcp_instead_of_filling_memory() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ours, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let conn = attach(ours.unwrap());
+        let (mut peer, _) = accepted.unwrap();
+        // 64 MiB of 4 KiB messages (type UPDATE; only the header is read).
+        let mut frame = vec![0xffu8; 16];
+        frame.extend_from_slice(&4096u16.to_be_bytes());
+        frame.push(2);
+        frame.resize(4096, 0);
+        let all: Vec<u8> = frame.repeat(16 * 1024);
+        let sent = tokio::time::timeout(Duration::from_secs(3), peer.write_all(&all)).await;
+        assert!(
+            sent.is_err(),
+            "64 MiB left the peer with nobody handling them"
+        );
+        assert_eq!(
+            conn.frames.len(),
+            FRAME_QUEUE,
+            "the reader holds a full queue"
+        );
     }
 
     /// ROUTE-REFRESH is answered for VPNv4 only, as a plain request.
