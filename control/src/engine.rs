@@ -548,7 +548,6 @@ impl<D: Dataplane> Engine<D> {
         };
         let replies = relay.receive();
         let n = replies.len();
-        let mut out: Vec<ToClient> = Vec::with_capacity(n);
         for payload in replies {
             let Some(r) = crate::dhcp::from_server(&payload) else {
                 self.relay_drop("not_our_reply");
@@ -591,7 +590,7 @@ impl<D: Dataplane> Engine<D> {
                 }
                 _ => {}
             }
-            out.push(ToClient {
+            self.awaiting.push(ToClient {
                 reply: r,
                 port,
                 vlan,
@@ -600,7 +599,6 @@ impl<D: Dataplane> Engine<D> {
                 up,
             });
         }
-        self.awaiting.extend(out);
         n
     }
 

@@ -714,6 +714,19 @@ mod tests {
         }
     }
 
+    /// `n` /32s from 10.0.0.0 in RD 65001:1, label 2001.
+    fn host_routes(n: u32) -> Vec<VpnRoute> {
+        let rd: crate::vpn::VpnId = "65001:1".parse().unwrap();
+        (0..n)
+            .map(|i| VpnRoute {
+                rd,
+                prefix: Ipv4Addr::from(0x0a00_0000 + i),
+                len: 32,
+                label: 2001,
+            })
+            .collect()
+    }
+
     fn free_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -781,15 +794,7 @@ mod tests {
             unreachable!()
         };
         // More than the sockets' buffers hold (about 6.4 MB of UPDATEs).
-        let rd: crate::vpn::VpnId = "65001:1".parse().unwrap();
-        let routes: Vec<VpnRoute> = (0..400_000u32)
-            .map(|i| VpnRoute {
-                rd,
-                prefix: Ipv4Addr::from(0x0a00_0000 + i),
-                len: 32,
-                label: 2001,
-            })
-            .collect();
+        let routes = host_routes(400_000);
         let path = VpnPath {
             next_hop: Ipv4Addr::new(192, 0, 2, 1),
             route_targets: vec!["65001:2".parse().unwrap()],
@@ -927,15 +932,7 @@ mod tests {
         let port = free_port();
         let passive = config(port, true, 65000, 65001, 9);
         let active = config(port, false, 65001, 65000, 30);
-        let rd: crate::vpn::VpnId = "65001:1".parse().unwrap();
-        let routes: Vec<VpnRoute> = (0..1000u32)
-            .map(|i| VpnRoute {
-                rd,
-                prefix: Ipv4Addr::from(0x0a00_0000 + i),
-                len: 32,
-                label: 2001,
-            })
-            .collect();
+        let routes = host_routes(1000);
         let path = VpnPath {
             next_hop: Ipv4Addr::new(192, 0, 2, 1),
             route_targets: vec!["65000:1".parse().unwrap()],
