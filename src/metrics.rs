@@ -274,6 +274,53 @@ pub fn render(c: &Control) -> String {
         family(&mut o, name, kind, help);
         let _ = writeln!(o, "{name} {n}");
     }
+    if let Some(b) = c.engine.bgp.as_ref() {
+        type Of = fn(&control::bgp::speaker::Neighbor) -> u64;
+        let per_neighbor: [(&str, &str, &str, Of); 6] = [
+            (
+                "hdvrf_bgp_routes_in",
+                "gauge",
+                "Routes a neighbour sent that are stored (a service imports them).",
+                |n| n.rib_in.len() as u64,
+            ),
+            (
+                "hdvrf_bgp_rib_in_bytes",
+                "gauge",
+                "Estimated memory of a neighbour's stored routes.",
+                |n| n.rib_in_bytes() as u64,
+            ),
+            (
+                "hdvrf_bgp_not_imported_total",
+                "counter",
+                "Routes a neighbour sent that no service imports: counted, not stored.",
+                |n| n.not_imported,
+            ),
+            (
+                "hdvrf_bgp_malformed_updates_total",
+                "counter",
+                "UPDATEs RFC 7606 handled: treat-as-withdraw, attribute discard or session reset.",
+                |n| n.malformed,
+            ),
+            (
+                "hdvrf_bgp_loops_dropped_total",
+                "counter",
+                "Routes dropped as loops (our AS in the path, our own next hop).",
+                |n| n.loops_dropped,
+            ),
+            (
+                "hdvrf_bgp_max_prefixes_hits_total",
+                "counter",
+                "Sessions stopped with Cease 6/1 for sending more than max_prefixes.",
+                |n| n.prefix_limit_hits,
+            ),
+        ];
+        for (name, kind, help, of) in per_neighbor {
+            family(&mut o, name, kind, help);
+            for n in &b.neighbors {
+                let _ = writeln!(o, "{name}{{neighbor=\"{}\"}} {}", n.address, of(n));
+            }
+        }
+    }
     if let Some(t) = c.engine.running.tables() {
         family(
             &mut o,

@@ -30,7 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use control::bgp::session::{run, FromSession, PeerConfig, ToSession};
+use control::bgp::session::{run, FromSession, PeerConfig, Table, ToSession};
 use control::bgp::{VpnPath, VpnRoute};
 use serde_json::Value;
 
@@ -63,13 +63,12 @@ struct GoBgp {
 }
 
 impl GoBgp {
-    fn start(dir: &Path, hdvrf_port: u16) -> (GoBgp, u16) {
+    /// GoBGP connecting to an hdvrf on 127.0.0.(2 + k) at `hdvrf_ports[k]`.
+    fn start(dir: &Path, hdvrf_ports: &[u16]) -> (GoBgp, u16) {
         let (bgp_port, api_port) = (free_port(), free_port());
         let cfg = dir.join("gobgpd.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                r#"[global.config]
+        let mut text = format!(
+            r#"[global.config]
   as = 65000
   router-id = "192.0.2.9"
   port = {bgp_port}
@@ -83,24 +82,30 @@ impl GoBgp {
   [[neighbors.afi-safis]]
     [neighbors.afi-safis.config]
       afi-safi-name = "l3vpn-ipv4-unicast"
-[[neighbors]]
+"#
+        );
+        for (k, hdvrf_port) in hdvrf_ports.iter().enumerate() {
+            let a = format!("127.0.0.{}", 2 + k);
+            text += &format!(
+                r#"[[neighbors]]
   [neighbors.config]
-    neighbor-address = "127.0.0.2"
+    neighbor-address = "{a}"
     peer-as = 65000
   [neighbors.timers.config]
     hold-time = 9
     keepalive-interval = 3
     connect-retry = 1
+    idle-hold-time-after-reset = 1
   [neighbors.transport.config]
-    local-address = "127.0.0.2"
+    local-address = "{a}"
     remote-port = {hdvrf_port}
   [[neighbors.afi-safis]]
     [neighbors.afi-safis.config]
       afi-safi-name = "l3vpn-ipv4-unicast"
 "#
-            ),
-        )
-        .unwrap();
+            );
+        }
+        std::fs::write(&cfg, text).unwrap();
         let log = std::fs::File::create(dir.join("gobgpd.log")).unwrap();
         let child = Command::new("gobgpd")
             .args(["-t", "toml", "-f"])
@@ -129,6 +134,20 @@ impl GoBgp {
             return None;
         }
         serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// How many VPNv4 paths GoBGP holds.
+    fn paths(&self) -> u64 {
+        let out = Command::new("gobgp")
+            .args(["-u", "127.0.0.1", "-p", &self.api_port.to_string()])
+            .args(["global", "rib", "-a", "vpnv4", "summary"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split("Path: ")
+            .nth(1)
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// GoBGP's session with `address`: (state, uptime in seconds).
@@ -182,6 +201,11 @@ impl Drop for Hdvrf {
 
 impl Hdvrf {
     fn start(dir: &Path, port: u16, memory_mb: Option<u32>) -> Hdvrf {
+        Hdvrf::start_with(dir, port, memory_mb, "127.0.0.2", "")
+    }
+
+    /// With GoBGP's address `peer` and `extra` lines for the neighbour.
+    fn start_with(dir: &Path, port: u16, memory_mb: Option<u32>, peer: &str, extra: &str) -> Hdvrf {
         let sock = dir.join("ctl.sock");
         let limit =
             memory_mb.map_or_else(String::new, |m| format!("route_table_memory_mb = {m}\n"));
@@ -236,12 +260,13 @@ asn = 65000
 router_id = "198.18.0.1"
 
 [[bgp.neighbor]]
-address = "127.0.0.2"
+address = "{peer}"
 port = {port}
 passive = true
 remote_asn = 65000
 hold_time = 9
 via = "hub"
+{extra}
 "#,
                 sock = sock.display(),
             ),
@@ -340,18 +365,29 @@ fn route(i: u32) -> VpnRoute {
     }
 }
 
-/// A BGP speaker of ours (AS 65001) advertising `n` routes to GoBGP on
-/// its own thread; dropping the sender stops it.
-fn feeder(gobgp_port: u16, n: u32) -> tokio::sync::mpsc::UnboundedSender<ToSession> {
-    let (to, cmds) = tokio::sync::mpsc::unbounded_channel();
-    let path = VpnPath {
+/// The path the feeder advertises its routes with, carrying `rt`.
+fn feed_path(rt: &str) -> VpnPath {
+    VpnPath {
         next_hop: Ipv4Addr::new(192, 0, 2, 1),
-        route_targets: vec!["65000:1".parse().unwrap()],
+        route_targets: vec![rt.parse().unwrap()],
         local_pref: None,
         med: None,
         as_path: vec![65001],
-    };
-    let table = vec![(path, (0..n).map(route).collect::<Vec<_>>())];
+    }
+}
+
+/// A BGP speaker of ours (AS 65001) advertising `n` routes to GoBGP on
+/// its own thread; dropping the sender stops it.
+fn feeder(gobgp_port: u16, n: u32) -> tokio::sync::mpsc::UnboundedSender<ToSession> {
+    feed(
+        gobgp_port,
+        vec![(feed_path("65000:1"), (0..n).map(route).collect())],
+    )
+}
+
+/// The feeder advertising `table`.
+fn feed(gobgp_port: u16, table: Table) -> tokio::sync::mpsc::UnboundedSender<ToSession> {
+    let (to, cmds) = tokio::sync::mpsc::unbounded_channel();
     // What the speaker does: the table, for each establishment. Weak, so
     // that dropping the returned sender still stops the session.
     let answer = to.downgrade();
@@ -401,7 +437,7 @@ fn learn(n: u32, memory_mb: Option<u32>, probe_for: Duration) -> (u64, u64) {
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
     let h = Hdvrf::start(&dir, port, memory_mb);
-    let (g, gobgp_port) = GoBgp::start(&dir, port);
+    let (g, gobgp_port) = GoBgp::start(&dir, &[port]);
     let up = wait_for(
         "hdvrf's session Established",
         Duration::from_secs(60),
@@ -571,4 +607,184 @@ fn bgp_scale() {
             .unwrap_or(100_000),
         30,
     );
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+/// `n` routes of which every `every`th carries the target blue imports
+/// (65000:1) and the others one no service imports (65000:99).
+fn mixed(n: u32, every: u32) -> Table {
+    let (ours, theirs): (Vec<u32>, Vec<u32>) = (0..n).partition(|i| i % every == 0);
+    vec![
+        (feed_path("65000:1"), ours.into_iter().map(route).collect()),
+        (
+            feed_path("65000:99"),
+            theirs.into_iter().map(route).collect(),
+        ),
+    ]
+}
+
+/// A peer sending more routes than its `max_prefixes` is stopped with
+/// Cease 6/1 and its routes leave the tables; it comes back after
+/// `max_prefixes_restart`, and is stopped again. Routes no service imports
+/// are not counted against the limit.
+#[test]
+fn max_prefixes_stops_a_peer_with_cease_6_1_and_its_routes_leave() {
+    let dir = std::env::temp_dir().join(format!("hdvrf-bgp-maxpfx-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let h = Hdvrf::start_with(
+        &dir,
+        port,
+        None,
+        "127.0.0.2",
+        "max_prefixes = 200\nmax_prefixes_restart = 3",
+    );
+    let (g, gobgp_port) = GoBgp::start(&dir, &[port]);
+    // 1,000 routes, 100 of them imported: under the limit.
+    let under = feed(gobgp_port, mixed(1000, 10));
+    wait_for("100 routes installed", Duration::from_secs(60), || {
+        h.upstream_routes() == 100
+    });
+    let nb = h.neighbor();
+    assert_eq!(nb["routes_in"], 100, "{nb}");
+    assert_eq!(nb["not_imported"], 900, "{nb}");
+    assert_eq!(nb["state"], "Established", "{nb}");
+    drop(under);
+    // Once GoBGP has forgotten the first feeder's routes, 300 imported.
+    wait_for("GoBGP empty", Duration::from_secs(30), || g.paths() == 0);
+    let hits = || h.metric("hdvrf_bgp_max_prefixes_hits_total{neighbor=\"127.0.0.2\"}");
+    assert_eq!(hits(), 0);
+    let _over = feeder(gobgp_port, 300);
+    let mut most = 0;
+    wait_for("stopped by max_prefixes", Duration::from_secs(60), || {
+        most = most.max(h.upstream_routes());
+        hits() == 1
+    });
+    let first = Instant::now();
+    wait_for("its routes gone", Duration::from_secs(10), || {
+        let nb = h.neighbor();
+        nb["routes_in"] == 0 && h.upstream_routes() == 0
+    });
+    let nb = h.neighbor();
+    assert_ne!(nb["state"], "Established", "{nb}");
+    assert!(
+        nb["last_down"]
+            .as_str()
+            .unwrap()
+            .contains("max_prefixes 200"),
+        "{nb}"
+    );
+    // Back after the restart time, and stopped again.
+    wait_for("stopped again", Duration::from_secs(60), || {
+        most = most.max(h.upstream_routes());
+        hits() == 2
+    });
+    let between = first.elapsed();
+    assert!(
+        between >= Duration::from_secs(3),
+        "restarted after {between:?}, before max_prefixes_restart"
+    );
+    assert!(most <= 200, "at most max_prefixes installed: {most}");
+    let log = std::fs::read_to_string(dir.join("gobgpd.log")).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("received notification")
+            && l.contains("127.0.0.2")
+            && l.contains("\"Code\":6")
+            && l.contains("\"Subcode\":1")),
+        "GoBGP logs Cease 6/1 from hdvrf"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `scripts/bench-bgp-import`: GoBGP holds HDVRF_BGP_TOTAL (default
+/// 1,000,000) VPN routes, of which every HDVRF_BGP_EVERY-th (default 10)
+/// carries the target blue imports. A first hdvrf learns them while GoBGP
+/// does (its RSS before and after: growth per stored route); a second
+/// hdvrf then starts and learns them from GoBGP's full table (the time
+/// from Established until its imported routes are in the tables).
+#[test]
+#[ignore]
+fn bgp_import_filter() {
+    let env = |k: &str, d: u32| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (total, every) = (
+        env("HDVRF_BGP_TOTAL", 1_000_000),
+        env("HDVRF_BGP_EVERY", 10),
+    );
+    let imported = u64::from(total.div_ceil(every));
+    let dir = std::env::temp_dir().join(format!("hdvrf-bgp-import-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for d in ["a", "b"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let (port_a, port_b) = (free_port(), free_port());
+    let limit = format!("max_prefixes = {}", imported + imported / 2);
+    let a = Hdvrf::start_with(&dir.join("a"), port_a, None, "127.0.0.2", &limit);
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_a0 = rss(a.child.id());
+    let (g, gobgp_port) = GoBgp::start(&dir, &[port_a, port_b]);
+    let _feed = feed(gobgp_port, mixed(total, every));
+    let gobgp_s = wait_for("GoBGP holds them all", Duration::from_secs(1200), || {
+        g.paths() == u64::from(total)
+    });
+    let a_s = wait_for(
+        "hdvrf A installed its routes",
+        Duration::from_secs(1200),
+        || a.upstream_routes() == imported,
+    );
+    let rss_a1 = rss(a.child.id());
+    let nb = a.neighbor();
+    assert_eq!(nb["routes_in"], imported, "{nb}");
+    assert!(
+        nb["not_imported"].as_u64().unwrap() >= u64::from(total) - imported,
+        "{nb}"
+    );
+    println!(
+        "bgp_import total={total} imported={imported} gobgp_holds_all_s={:.1} a_installed_s={:.1} a_rss_growth_mb={:.1} a_rss_per_stored_route_b={} a_rib_in_bytes_per_route={} a_not_imported={}",
+        gobgp_s.as_secs_f64(),
+        a_s.as_secs_f64().max(gobgp_s.as_secs_f64()),
+        (rss_a1.saturating_sub(rss_a0)) as f64 / (1 << 20) as f64,
+        rss_a1.saturating_sub(rss_a0) / imported,
+        nb["rib_in_bytes"].as_u64().unwrap() / imported,
+        nb["not_imported"],
+    );
+    let b = Hdvrf::start_with(&dir.join("b"), port_b, None, "127.0.0.3", &limit);
+    let started = Instant::now();
+    let rss_b0 = rss(b.child.id());
+    wait_for("hdvrf B Established", Duration::from_secs(60), || {
+        b.neighbor()["state"] == "Established"
+    });
+    let up = started.elapsed();
+    wait_for(
+        "hdvrf B installed its routes",
+        Duration::from_secs(600),
+        || b.upstream_routes() == imported,
+    );
+    let done = started.elapsed();
+    let rss_b1 = rss(b.child.id());
+    println!(
+        "bgp_import b_established_s={:.2} b_installed_after_established_s={:.2} b_rss_growth_mb={:.1} b_rss_per_stored_route_b={}",
+        up.as_secs_f64(),
+        (done - up).as_secs_f64(),
+        (rss_b1.saturating_sub(rss_b0)) as f64 / (1 << 20) as f64,
+        rss_b1.saturating_sub(rss_b0) / imported,
+    );
+    assert_eq!(b.neighbor()["routes_in"], imported);
+    drop((a, b, g));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -66,7 +66,7 @@ pub struct VpnRoute {
 }
 
 /// The path attributes of a VPNv4 advertisement that hdvrf uses.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct VpnPath {
     pub next_hop: Ipv4Addr,
     pub route_targets: Vec<VpnId>,

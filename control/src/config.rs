@@ -82,6 +82,17 @@ pub struct BgpNeighborCfg {
     /// the route's own label (the peer's VPN label) below. Without it the
     /// neighbour's routes are kept in its RIB but not installed.
     pub via: Option<Spanned<String>>,
+    /// The most routes this neighbour may have stored (after import
+    /// filtering: routes no service imports are not stored, so not
+    /// counted). One more and the session is stopped with Cease 6/1
+    /// (RFC 4486) and its routes leave the tables. Default: no limit.
+    pub max_prefixes: Option<Spanned<i64>>,
+    /// Percent of `max_prefixes` at which a warning is logged, once per
+    /// session. Default 75.
+    pub max_prefixes_warning: Option<Spanned<i64>>,
+    /// Seconds after a Cease 6/1 before the session starts again.
+    /// Default: it stays down until hdvrf restarts.
+    pub max_prefixes_restart: Option<Spanned<i64>>,
 }
 
 /// Where `hdvrf ctl` reaches a running hdvrf when no socket is configured.
@@ -1481,6 +1492,52 @@ fn validate_vpn(
                 );
             }
         }
+        let ranges = [
+            (
+                &n.max_prefixes,
+                "max_prefixes",
+                1,
+                u32::MAX.into(),
+                "routes",
+            ),
+            (
+                &n.max_prefixes_warning,
+                "max_prefixes_warning",
+                1,
+                100,
+                "percent",
+            ),
+            (
+                &n.max_prefixes_restart,
+                "max_prefixes_restart",
+                1,
+                86_400,
+                "seconds",
+            ),
+        ];
+        for (v, field, lo, hi, unit) in ranges {
+            if let Some(v) = v {
+                if !(lo..=hi).contains(v.get_ref()) {
+                    err(
+                        v.span(),
+                        format!("bgp.neighbor[{i}].{field}"),
+                        format!("{}: {lo} to {hi} {unit}", v.get_ref()),
+                    );
+                }
+            }
+        }
+        for (v, field) in [
+            (&n.max_prefixes_warning, "max_prefixes_warning"),
+            (&n.max_prefixes_restart, "max_prefixes_restart"),
+        ] {
+            if let (Some(v), None) = (v, &n.max_prefixes) {
+                err(
+                    v.span(),
+                    format!("bgp.neighbor[{i}].{field}"),
+                    "is set without max_prefixes".into(),
+                );
+            }
+        }
     }
 }
 
@@ -2513,6 +2570,8 @@ peer = "a"
             ("bgp hold time of 2 s", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 65000\nhold_time = 2\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.neighbor[0].hold_time", 75, "a hold time is 0 or 3 to 65535 seconds (RFC 4271 section 4.2)"),
             ("bgp router id 0.0.0.0", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"0.0.0.0\"\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.router_id", 71, "0.0.0.0 is not a router id (RFC 6286)"),
             ("bgp neighbour via no next hop", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 65000\nvia = \"nowhere\"\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.neighbor[0].via", 75, "no [[next_hop]] is named \"nowhere\""),
+            ("bgp max_prefixes 0", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 65000\nmax_prefixes = 0\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.neighbor[0].max_prefixes", 75, "0: 1 to 4294967295 routes"),
+            ("bgp max_prefixes_warning without max_prefixes", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 65000\nmax_prefixes_warning = 90\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.neighbor[0].max_prefixes_warning", 75, "is set without max_prefixes"),
             ("bgp neighbour on port 0", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 65000\nport = 0\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.neighbor[0].port", 75, "0 is not a TCP port (1 to 65535)"),
             ("bgp next hop 0.0.0.0", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\nnext_hop = \"0.0.0.0\"\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.next_hop", 72, "0.0.0.0 cannot be a next hop"),
             ("bgp multipath 9", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\nmultipath = 9\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.multipath", 72, "9: 1 (no ECMP) to 8 paths"),

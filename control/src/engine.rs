@@ -341,7 +341,11 @@ impl<D: Dataplane> Engine<D> {
                 }
                 b.down(i, why, &mut self.rib);
             }
-            FromSession::Learned(u) => b.learned(i, u, &mut self.rib),
+            FromSession::Learned(u) => {
+                if let Some(line) = b.learned(i, u, &mut self.rib) {
+                    eprintln!("hdvrf: bgp: {peer}: {line}");
+                }
+            }
             FromSession::State(st) => {
                 if let Some(n) = b.neighbors.get_mut(i) {
                     n.state = st;

@@ -77,6 +77,9 @@ pub enum Event {
     ManualStop,
     /// Event 3.
     AutomaticStart,
+    /// Event 8: we stop the session ourselves, with this NOTIFICATION
+    /// (a Cease: too many prefixes, a configuration change).
+    AutomaticStop(Notify),
     /// Event 5.
     AutomaticStartWithPassiveTcpEstablishment,
     /// Event 9.
@@ -246,6 +249,9 @@ impl Fsm {
                 let acts = to_idle(self, acts, false);
                 self.connect_retry_counter = 0;
                 acts
+            }
+            (OpenSent | OpenConfirm | Established, Event::AutomaticStop(n)) => {
+                to_idle(self, vec![SendNotification(n)], true)
             }
             (Connect | Active, Event::ConnectRetryTimerExpires) => {
                 let was_passive = self.state == Active && self.passive;

@@ -73,6 +73,21 @@ pub enum ToSession {
     /// The whole Adj-RIB-Out again, answering the peer's ROUTE-REFRESH
     /// (RFC 2918 section 4) in establishment `.0`, after its table.
     Refresh(u64, Table),
+    /// Ask the peer for its routes again (ROUTE-REFRESH for VPNv4, RFC
+    /// 2918): an import target was added and the routes carrying it were
+    /// not kept. Dropped unless Established with the capability.
+    AskRefresh,
+    /// Stop the session ourselves (AutomaticStop) with Cease `subcode`
+    /// and `data` (RFC 4486); `why` is the reason [`FromSession::Down`]
+    /// gives. It starts again after `restart` (RFC 4486 section 4's
+    /// optional restart timer); `None`: not until the task is started
+    /// anew.
+    Cease {
+        subcode: u8,
+        data: Vec<u8>,
+        why: String,
+        restart: Option<Duration>,
+    },
     /// ManualStop, and the task ends.
     Stop,
 }
@@ -273,6 +288,8 @@ pub async fn run_with(
         }
     };
     let mut restart_at = Some(Instant::now());
+    // Ceased without a restart timer: no automatic restart.
+    let mut held = false;
     let mut connecting: Option<tokio::task::JoinHandle<io::Result<TcpStream>>> = None;
     loop {
         let timer = s.next_timer();
@@ -326,6 +343,16 @@ pub async fn run_with(
                     Some(ToSession::Withdraw(routes)) => s.withdraw(routes).await,
                     Some(ToSession::Table(n, table)) => s.table(n, table, false).await,
                     Some(ToSession::Refresh(n, table)) => s.table(n, table, true).await,
+                    Some(ToSession::AskRefresh) => s.ask_refresh().await,
+                    Some(ToSession::Cease { subcode, data, why, restart }) => {
+                        if s.fsm.state != State::Idle {
+                            s.down_reason = Some(why);
+                            s.handle(Event::AutomaticStop(Notify { code: 6, subcode, data }), &mut connecting).await;
+                            s.down_reason = None;
+                        }
+                        restart_at = restart.and_then(|d| Instant::now().checked_add(d));
+                        held = restart_at.is_none();
+                    }
                     Some(ToSession::Stop) | None => {
                         s.handle(Event::ManualStop, &mut connecting).await;
                         return;
@@ -343,7 +370,7 @@ pub async fn run_with(
             s.send_stalled = false;
             s.down_reason = None;
         }
-        if s.fsm.state == State::Idle && restart_at.is_none() {
+        if s.fsm.state == State::Idle && restart_at.is_none() && !held {
             restart_at = Some(Instant::now() + s.fsm.restart_after());
         }
     }
@@ -441,6 +468,18 @@ impl Session {
             {
                 self.send_stalled = true;
             }
+        }
+    }
+
+    /// ROUTE-REFRESH for VPNv4 (RFC 2918 section 3), if the peer can take
+    /// it.
+    async fn ask_refresh(&mut self) {
+        let able = self.fsm.negotiated.is_some_and(|n| n.route_refresh);
+        if self.fsm.state == State::Established && able {
+            let mut m = vec![0xff; 16];
+            m.extend_from_slice(&23u16.to_be_bytes());
+            m.extend_from_slice(&[5, 0, 1, 0, 128]);
+            self.send(&m).await;
         }
     }
 

@@ -33,10 +33,10 @@
 //! of the file's and `ctl`'s routes follows what the RIB manager holds
 //! ([`Speaker::sync_local`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::bgp::fsm::{Negotiated, State};
 use crate::bgp::session::{PeerConfig, Table, ToSession};
@@ -76,8 +76,10 @@ pub struct Neighbor {
     /// While Established: what was negotiated and since when.
     pub up: Option<(Negotiated, Instant)>,
     pub last_down: Option<String>,
-    /// Adj-RIB-In: label and path of each route.
-    pub rib_in: BTreeMap<RibKey, (u32, VpnPath)>,
+    /// Adj-RIB-In: label and path of each route a service imports (the
+    /// others are counted in `not_imported`, not stored). Routes of one
+    /// path share it ([`Neighbor::paths`]).
+    pub rib_in: BTreeMap<RibKey, (u32, Arc<VpnPath>)>,
     pub updates_in: u64,
     pub malformed: u64,
     /// Routes dropped as loops: our AS in the path, or our own next hop.
@@ -86,6 +88,21 @@ pub struct Neighbor {
     pub unresolved: u64,
     pub notifications_sent: u64,
     pub notifications_received: u64,
+    /// `max_prefixes`, if set.
+    pub prefix_limit: Option<PrefixLimit>,
+    /// Routes it sent that no service imports: counted, not stored.
+    pub not_imported: u64,
+    /// Sessions stopped with Cease 6/1 for exceeding `max_prefixes`.
+    pub prefix_limit_hits: u64,
+    /// The `max_prefixes_warning` was logged in this establishment.
+    warned: bool,
+    /// Stopped for exceeding `max_prefixes`: what it still sends before
+    /// its session reports down is not taken.
+    ceased: bool,
+    /// The paths `rib_in`'s entries share, and how many were live at the
+    /// last sweep.
+    paths: HashSet<Arc<VpnPath>>,
+    paths_live: usize,
     /// Adj-RIB-Out: each of our routes as this neighbour is sent it, its
     /// label and the path attributes its policy gives (RFC 4271 section
     /// 9.2). Kept while it is down too: what it is sent when it comes up.
@@ -112,6 +129,64 @@ impl Neighbor {
         }
     }
 
+    /// One route over `limit`: Cease 6/1 with RFC 4486's data (AFI, SAFI,
+    /// the limit), its routes about to go. The line for the log.
+    fn cease_over_limit(&mut self, limit: PrefixLimit) -> String {
+        self.ceased = true;
+        self.prefix_limit_hits += 1;
+        let mut data = vec![0, 1, 128];
+        data.extend_from_slice(&u32::try_from(limit.max).unwrap_or(u32::MAX).to_be_bytes());
+        let why = format!(
+            "more than max_prefixes {} routes: Cease 6/1 sent (RFC 4486), {}",
+            limit.max,
+            match limit.restart {
+                Some(d) => format!("restarting in {} s", d.as_secs()),
+                None => "down until hdvrf restarts".into(),
+            }
+        );
+        let _ = self.tx.send(ToSession::Cease {
+            subcode: 1,
+            data,
+            why: why.clone(),
+            restart: limit.restart,
+        });
+        why
+    }
+
+    /// `path` as the one copy its routes in `rib_in` share. Copies no
+    /// entry holds any more are swept once they are as many as the live
+    /// ones were at the last sweep.
+    fn intern(&mut self, path: &VpnPath) -> Arc<VpnPath> {
+        if let Some(p) = self.paths.get(path) {
+            return Arc::clone(p);
+        }
+        if self.paths.len() >= 2 * self.paths_live.max(512) {
+            self.paths.retain(|p| Arc::strong_count(p) > 1);
+            self.paths_live = self.paths.len();
+        }
+        let p = Arc::new(path.clone());
+        self.paths.insert(Arc::clone(&p));
+        p
+    }
+
+    /// An estimate of the Adj-RIB-In's memory: its entries (the B-tree's
+    /// nodes are about two thirds full) and the paths they share.
+    pub fn rib_in_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(RibKey, (u32, Arc<VpnPath>))>();
+        let paths: usize = self
+            .paths
+            .iter()
+            .map(|p| {
+                std::mem::size_of::<VpnPath>()
+                    + 16
+                    + 8
+                    + p.route_targets.capacity() * std::mem::size_of::<VpnId>()
+                    + p.as_path.capacity() * 4
+            })
+            .sum();
+        self.rib_in.len() * entry * 3 / 2 + paths
+    }
+
     /// Its whole Adj-RIB-Out, routes grouped by path.
     fn table(&self) -> Table {
         let mut at: HashMap<*const VpnPath, usize> = HashMap::new();
@@ -125,6 +200,17 @@ impl Neighbor {
         }
         out
     }
+}
+
+/// A neighbour's `max_prefixes` (RFC 4486 section 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrefixLimit {
+    pub max: usize,
+    /// Stored routes at which the warning is logged.
+    pub warn_at: usize,
+    /// How long the session stays down after Cease 6/1; `None`: until
+    /// hdvrf restarts.
+    pub restart: Option<Duration>,
 }
 
 /// The route an Adj-RIB entry stands for.
@@ -201,6 +287,18 @@ impl Speaker {
                     .position(|h| h.name.get_ref() == v.get_ref())?;
                 Some((id as u32, v.get_ref().clone()))
             });
+            let prefix_limit = n.max_prefixes.as_ref().map(|m| {
+                let max = *m.get_ref() as usize;
+                let pct = n.max_prefixes_warning.as_ref().map_or(75, |w| *w.get_ref()) as usize;
+                PrefixLimit {
+                    max,
+                    warn_at: (max * pct).div_ceil(100),
+                    restart: n
+                        .max_prefixes_restart
+                        .as_ref()
+                        .map(|r| Duration::from_secs(*r.get_ref() as u64)),
+                }
+            });
             let (tx, rx) = unbounded_channel();
             pending.push((
                 PeerConfig {
@@ -234,6 +332,13 @@ impl Speaker {
                 unresolved: 0,
                 notifications_sent: 0,
                 notifications_received: 0,
+                prefix_limit,
+                not_imported: 0,
+                prefix_limit_hits: 0,
+                warned: false,
+                ceased: false,
+                paths: HashSet::new(),
+                paths_live: 0,
                 rib_out: BTreeMap::new(),
                 out_paths: HashMap::new(),
             });
@@ -410,6 +515,7 @@ impl Speaker {
         for &(svc, prefix, len) in &reannounce {
             keys.extend(self.unoriginate(svc, prefix, len));
         }
+        let before: HashSet<VpnId> = self.importers.keys().copied().collect();
         self.importers = importers_of(&services);
         self.services = services;
         for &(svc, prefix, len) in &reannounce {
@@ -417,9 +523,31 @@ impl Speaker {
         }
         self.update_out(&keys);
         if reimport {
+            let added = self.importers.keys().any(|t| !before.contains(t));
             let mut keys = BTreeSet::new();
-            for n in &self.neighbors {
+            for n in &mut self.neighbors {
                 keys.extend(n.rib_in.keys().map(|k| (k.0, k.1)));
+                // Routes no service imports any more are not kept.
+                let importers = &self.importers;
+                n.rib_in
+                    .retain(|_, (_, p)| p.route_targets.iter().any(|t| importers.contains_key(t)));
+                if added && n.up.is_some() {
+                    // The routes carrying the new targets were not kept:
+                    // ask for them again, or, from a peer that cannot be
+                    // asked, by restarting the session (Cease 6/6, Other
+                    // Configuration Change, RFC 4486).
+                    let refresh = n.up.as_ref().is_some_and(|(g, _)| g.route_refresh);
+                    let _ = n.tx.send(if refresh {
+                        ToSession::AskRefresh
+                    } else {
+                        ToSession::Cease {
+                            subcode: 6,
+                            data: vec![],
+                            why: "import targets changed and the peer cannot refresh (no route refresh capability): restarted".into(),
+                            restart: Some(Duration::from_secs(1)),
+                        }
+                    });
+                }
             }
             self.reselect(&keys, rib);
         }
@@ -478,6 +606,8 @@ impl Speaker {
         };
         nb.up = Some((n, now));
         nb.establishment = establishment;
+        nb.warned = false;
+        nb.ceased = false;
         let _ = nb.tx.send(ToSession::Table(establishment, nb.table()));
     }
 
@@ -502,39 +632,72 @@ impl Speaker {
             .keys()
             .map(|k| (k.0, k.1))
             .collect();
+        nb.paths.clear();
+        nb.paths_live = 0;
         self.reselect(&keys, rib);
     }
 
     /// An UPDATE from neighbour `i`: its RIB changes and the prefixes it
-    /// touched are selected anew.
-    pub fn learned(&mut self, i: usize, u: Vpnv4Update, rib: &mut Rib) {
+    /// touched are selected anew. A route no service imports is counted,
+    /// not stored (and replaces what the neighbour sent before for it). A
+    /// neighbour whose stored routes would pass its `max_prefixes` is
+    /// stopped with Cease 6/1 and its routes go at once. Returns a line
+    /// for the log, if this UPDATE calls for one.
+    pub fn learned(&mut self, i: usize, u: Vpnv4Update, rib: &mut Rib) -> Option<String> {
         let asn = self.asn;
         let own_next_hop = self.next_hop;
-        let Some(nb) = self.neighbors.get_mut(i) else {
-            return;
-        };
+        let importers = &self.importers;
+        let nb = self.neighbors.get_mut(i)?;
+        if nb.ceased {
+            return None;
+        }
         nb.updates_in += 1;
         let mut keys = BTreeSet::new();
         for r in &u.withdrawn {
             nb.rib_in.remove(&(r.prefix, r.len, r.rd));
             keys.insert((r.prefix, r.len));
         }
+        let mut log = None;
         if let Some(path) = &u.path {
             // RFC 4271 section 9.1.2: a path with our AS in it is a loop;
             // our own next hop coming back is one too.
             let looped = path.as_path.contains(&asn) || path.next_hop == own_next_hop;
+            let imported = path.route_targets.iter().any(|t| importers.contains_key(t));
+            let shared = (imported && !looped).then(|| nb.intern(path));
             for r in &u.reach {
                 keys.insert((r.prefix, r.len));
-                if looped {
-                    nb.loops_dropped += 1;
-                    nb.rib_in.remove(&(r.prefix, r.len, r.rd));
-                } else {
-                    nb.rib_in
-                        .insert((r.prefix, r.len, r.rd), (r.label, path.clone()));
+                let k = (r.prefix, r.len, r.rd);
+                let Some(path) = &shared else {
+                    if looped {
+                        nb.loops_dropped += 1;
+                    } else {
+                        nb.not_imported += 1;
+                    }
+                    nb.rib_in.remove(&k);
+                    continue;
+                };
+                let new = nb.rib_in.insert(k, (r.label, Arc::clone(path))).is_none();
+                let Some(limit) = nb.prefix_limit.filter(|_| new) else {
+                    continue;
+                };
+                let stored = nb.rib_in.len();
+                if stored > limit.max {
+                    log = Some(nb.cease_over_limit(limit));
+                    keys.extend(std::mem::take(&mut nb.rib_in).keys().map(|k| (k.0, k.1)));
+                    break;
+                }
+                if stored >= limit.warn_at && !nb.warned {
+                    nb.warned = true;
+                    log = Some(format!(
+                        "{stored} routes stored, {} % of max_prefixes {}",
+                        stored * 100 / limit.max,
+                        limit.max
+                    ));
                 }
             }
         }
         self.reselect(&keys, rib);
+        log
     }
 
     /// Best path for each service importing each prefix, handed to the
@@ -644,7 +807,7 @@ impl Speaker {
         let mut out = Vec::new();
         for (i, nb) in self.neighbors.iter().enumerate() {
             for ((_, _, rd), (label, path)) in nb.rib_in.range(lo..=hi) {
-                out.push((i, *rd, *label, path));
+                out.push((i, *rd, *label, &**path));
             }
         }
         out
@@ -678,6 +841,11 @@ impl Speaker {
                         "unresolved": n.unresolved,
                         "notifications_sent": n.notifications_sent,
                         "notifications_received": n.notifications_received,
+                        "max_prefixes": n.prefix_limit.map(|l| l.max),
+                        "not_imported": n.not_imported,
+                        "max_prefixes_hits": n.prefix_limit_hits,
+                        "rib_in_paths": n.paths.len(),
+                        "rib_in_bytes": n.rib_in_bytes(),
                     })
                 })
                 .collect(),
@@ -1226,10 +1394,19 @@ remote_asn = 65000
             "the RD back to the file's"
         );
 
-        // Back to the first file: the downstream route is withdrawn, and
-        // the upstream route is the file's again; BGP no longer tracks it,
-        // so its withdrawal removes nothing.
+        // Imported again: the route, dropped while no service imported it,
+        // is asked for again (ROUTE-REFRESH), and the peer's answer brings
+        // it back.
         let ops = reload(&mut t, &own);
+        assert!(routes(&ops).is_empty(), "{ops:?}");
+        assert_eq!(t.sp.neighbors[0].rib_in.len(), 0);
+        assert!(commands(&mut t, 0).contains(&ToSession::AskRefresh));
+        let mut ops = ops;
+        ops.extend(learned(
+            &mut t,
+            0,
+            update("192.0.2.0", 24, 3001, path(None, &[], None, "65000:1")),
+        ));
         assert!(
             matches!(
                 ops[..],
@@ -2217,5 +2394,159 @@ remote_asn = 65000
                 proptest::prop_assert_eq!(installed(&t, &k), installed(&f, &k), "{:?}", k);
             }
         }
+    }
+
+    fn routes(n: u32, rt: &str) -> Vpnv4Update {
+        Vpnv4Update {
+            reach: (0..n)
+                .map(|k| VpnRoute {
+                    rd: "65000:1".parse().unwrap(),
+                    prefix: Ipv4Addr::new(10, 9, k as u8, 0),
+                    len: 24,
+                    label: 3000 + k,
+                })
+                .collect(),
+            path: Some(path(Some(100), &[], None, rt)),
+            withdrawn: Vec::new(),
+            end_of_rib: false,
+        }
+    }
+
+    fn installed_upstream(t: &T) -> usize {
+        (0..3)
+            .filter(|k| upstream_next_hop(t, &format!("10.9.{k}.0"), 24).is_some())
+            .count()
+    }
+
+    #[test]
+    fn routes_no_service_imports_are_counted_and_not_stored() {
+        let mut t = setup();
+        up(&mut t, 0, 1);
+        // 65000:9 is imported by no service.
+        let ops = learned(&mut t, 0, routes(2, "65000:9"));
+        assert!(ops.is_empty(), "{ops:?}");
+        let nb = &t.sp.neighbors[0];
+        assert_eq!((nb.rib_in.len(), nb.not_imported), (0, 2));
+        // Imported: stored, one path shared by both routes.
+        let ops = learned(&mut t, 0, routes(2, "65000:1"));
+        apply(&mut t, &ops);
+        assert_eq!(installed_upstream(&t), 2);
+        let nb = &t.sp.neighbors[0];
+        assert_eq!((nb.rib_in.len(), nb.paths.len()), (2, 1));
+        assert!(Arc::ptr_eq(
+            &nb.rib_in.values().next().unwrap().1,
+            &nb.rib_in.values().last().unwrap().1
+        ));
+        // The same routes now with a target nobody imports replace them.
+        let ops = learned(&mut t, 0, routes(2, "65000:9"));
+        apply(&mut t, &ops);
+        assert_eq!(installed_upstream(&t), 0);
+        let nb = &t.sp.neighbors[0];
+        assert_eq!((nb.rib_in.len(), nb.not_imported), (0, 4));
+        assert!(t.sp.show_neighbors(Instant::now())[0]["rib_in_bytes"]
+            .as_u64()
+            .is_some());
+    }
+
+    #[test]
+    fn one_route_over_max_prefixes_stops_the_session_with_cease_6_1_and_its_routes_go() {
+        let limited = CONFIG.replacen(
+            "address = \"198.18.0.2\"\nremote_asn = 65000\n",
+            "address = \"198.18.0.2\"\nremote_asn = 65000\nmax_prefixes = 3\nmax_prefixes_warning = 50\nmax_prefixes_restart = 30\n",
+            1,
+        );
+        assert_ne!(limited, CONFIG);
+        let mut t = setup_with(&limited);
+        up(&mut t, 0, 1);
+        commands(&mut t, 0);
+        // 2 of 3: the warning (50 %), once.
+        let mut r = routes(3, "65000:1");
+        let third = r.reach.pop().unwrap();
+        let line = t.sp.learned(0, r.clone(), &mut t.rib);
+        assert!(line.unwrap().contains("66 % of max_prefixes 3"));
+        assert_eq!(t.sp.learned(0, r.clone(), &mut t.rib), None, "warned once");
+        // Unimported routes do not count.
+        assert_eq!(t.sp.learned(0, routes(3, "65000:9"), &mut t.rib), None);
+        // Re-learnt when the targets come back; the third fills the limit.
+        let mut fill = r.clone();
+        fill.reach.push(third);
+        assert_eq!(t.sp.learned(0, fill, &mut t.rib), None);
+        let ops = t.rib.take_ops();
+        apply(&mut t, &ops);
+        assert_eq!(installed_upstream(&t), 3);
+        assert!(commands(&mut t, 0).is_empty());
+        // One more: Cease 6/1 with AFI 1, SAFI 128 and the limit.
+        let mut over = update("10.9.7.0", 24, 3007, path(Some(100), &[], None, "65000:1"));
+        over.reach[0].rd = "65000:1".parse().unwrap();
+        let line = t.sp.learned(0, over.clone(), &mut t.rib).unwrap();
+        assert!(
+            line.contains("Cease 6/1") && line.contains("restarting in 30 s"),
+            "{line}"
+        );
+        assert_eq!(
+            commands(&mut t, 0),
+            [ToSession::Cease {
+                subcode: 1,
+                data: vec![0, 1, 128, 0, 0, 0, 3],
+                why: line,
+                restart: Some(Duration::from_secs(30)),
+            }]
+        );
+        let ops = t.rib.take_ops();
+        apply(&mut t, &ops);
+        assert_eq!(installed_upstream(&t), 0, "its routes left the tables");
+        assert_eq!(t.sp.neighbors[0].rib_in.len(), 0);
+        assert_eq!(t.sp.neighbors[0].prefix_limit_hits, 1);
+        // What it still sends before its session reports down is not taken.
+        assert_eq!(t.sp.learned(0, r.clone(), &mut t.rib), None);
+        assert_eq!(t.sp.neighbors[0].rib_in.len(), 0);
+        t.sp.down(0, "ceased".into(), &mut t.rib);
+        // Up again: taken again, the warning armed again.
+        up(&mut t, 0, 2);
+        assert!(t.sp.learned(0, r, &mut t.rib).is_some());
+        assert_eq!(t.sp.neighbors[0].rib_in.len(), 2);
+    }
+
+    #[test]
+    fn a_new_import_target_asks_for_the_routes_again_or_restarts_a_peer_that_cannot_refresh() {
+        let mut t = setup();
+        up(&mut t, 0, 1);
+        let n = Negotiated {
+            hold_time: 90,
+            peer_id: Ipv4Addr::new(192, 0, 2, 9),
+            peer_asn: 65000,
+            asn4: true,
+            route_refresh: false,
+        };
+        t.sp.established(1, n, 1, Instant::now());
+        learned(&mut t, 0, routes(2, "65000:1"));
+        commands(&mut t, 0);
+        commands(&mut t, 1);
+        let config = |text: &str| parse(Path::new("test.toml"), text).expect("config").config;
+        // A target added: the peers are asked for their routes again.
+        let both = CONFIG.replace(
+            "import_targets = [\"65000:1\"]",
+            "import_targets = [\"65000:1\", \"65000:8\"]",
+        );
+        t.sp.reload(&config(&both), &[0], &mut t.rib);
+        assert_eq!(t.sp.neighbors[0].rib_in.len(), 2);
+        let asked = (commands(&mut t, 0), commands(&mut t, 1));
+        assert!(matches!(&asked.0[..], [ToSession::AskRefresh]), "{asked:?}");
+        assert!(
+            matches!(&asked.1[..], [ToSession::Cease { subcode: 6, .. }]),
+            "{asked:?}"
+        );
+        // A target taken away: its routes are dropped, nobody is asked.
+        let none = CONFIG.replace(
+            "import_targets = [\"65000:1\"]",
+            "import_targets = [\"65000:8\"]",
+        );
+        t.sp.reload(&config(&none), &[0], &mut t.rib);
+        assert_eq!(t.sp.neighbors[0].rib_in.len(), 0);
+        assert!(commands(&mut t, 0).is_empty());
+        assert!(commands(&mut t, 1).is_empty());
+        // Unchanged imports: nothing asked.
+        t.sp.reload(&config(&none), &[0], &mut t.rib);
+        assert!(commands(&mut t, 0).is_empty());
     }
 }

@@ -109,7 +109,7 @@ impl Double {
                 ToSession::Table(_, t) | ToSession::Refresh(_, t) => {
                     ('+', t.into_iter().flat_map(|(_, r)| r).collect())
                 }
-                ToSession::Stop => continue,
+                ToSession::Stop | ToSession::AskRefresh | ToSession::Cease { .. } => continue,
             };
             for r in routes {
                 self.seen
