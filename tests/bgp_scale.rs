@@ -65,12 +65,23 @@ struct GoBgp {
 impl GoBgp {
     /// GoBGP connecting to an hdvrf on 127.0.0.(2 + k) at `hdvrf_ports[k]`.
     fn start(dir: &Path, hdvrf_ports: &[u16]) -> (GoBgp, u16) {
+        let peers: Vec<(String, u16)> = hdvrf_ports
+            .iter()
+            .enumerate()
+            .map(|(k, p)| (format!("127.0.0.{}", 2 + k), *p))
+            .collect();
+        GoBgp::start_as(dir, "192.0.2.9", &peers)
+    }
+
+    /// GoBGP with router id `id`, connecting from each (address, port)'s
+    /// address to an hdvrf at 127.0.0.1:port.
+    fn start_as(dir: &Path, id: &str, peers: &[(String, u16)]) -> (GoBgp, u16) {
         let (bgp_port, api_port) = (free_port(), free_port());
         let cfg = dir.join("gobgpd.toml");
         let mut text = format!(
             r#"[global.config]
   as = 65000
-  router-id = "192.0.2.9"
+  router-id = "{id}"
   port = {bgp_port}
   local-address-list = ["127.0.0.1"]
 [[neighbors]]
@@ -84,8 +95,7 @@ impl GoBgp {
       afi-safi-name = "l3vpn-ipv4-unicast"
 "#
         );
-        for (k, hdvrf_port) in hdvrf_ports.iter().enumerate() {
-            let a = format!("127.0.0.{}", 2 + k);
+        for (a, hdvrf_port) in peers {
             text += &format!(
                 r#"[[neighbors]]
   [neighbors.config]
@@ -373,6 +383,7 @@ fn feed_path(rt: &str) -> VpnPath {
         local_pref: None,
         med: None,
         as_path: vec![65001],
+        reflection: None,
     }
 }
 
@@ -786,5 +797,80 @@ fn bgp_import_filter() {
     );
     assert_eq!(b.neighbor()["routes_in"], imported);
     drop((a, b, g));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Route reflection (RFC 4456) between real peers: an hdvrf whose two
+/// iBGP neighbours are GoBGPs configured as its route reflector clients.
+/// The feeder's routes reach GoBGP A (eBGP), A sends them to hdvrf, and
+/// hdvrf reflects them to GoBGP B with ORIGINATOR_ID (A's router id) and
+/// CLUSTER_LIST (hdvrf's router id), next hop and label unchanged; when
+/// the feeder withdraws them, B loses them.
+#[test]
+fn a_route_reflector_passes_routes_between_its_clients() {
+    let dir = std::env::temp_dir().join(format!("hdvrf-bgp-rr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for d in ["a", "b"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let port = free_port();
+    let h = Hdvrf::start_with(
+        &dir,
+        port,
+        None,
+        "127.0.0.2",
+        &format!(
+            "route_reflector_client = true\n[[bgp.neighbor]]\naddress = \"127.0.0.3\"\nport = {port}\npassive = true\nremote_asn = 65000\nhold_time = 9\nroute_reflector_client = true\n"
+        ),
+    );
+    let (a, a_port) = GoBgp::start_as(&dir.join("a"), "192.0.2.9", &[("127.0.0.2".into(), port)]);
+    let (b, _) = GoBgp::start_as(&dir.join("b"), "192.0.2.10", &[("127.0.0.3".into(), port)]);
+    let n = 50;
+    let feed = feeder(a_port, n);
+    wait_for(
+        "B holds the reflected routes",
+        Duration::from_secs(60),
+        || b.paths() == u64::from(n),
+    );
+    let rib = b.cli(&["global", "rib", "-a", "vpnv4", "-j"]).unwrap();
+    let dests = rib.as_object().unwrap();
+    assert_eq!(dests.len(), n as usize);
+    for (prefix, paths) in dests {
+        let p = &paths[0];
+        let attr = |t: u64| {
+            p["attrs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["type"] == t)
+                .cloned()
+                .unwrap_or_else(|| panic!("{prefix}: no attribute {t}: {p}"))
+        };
+        assert_eq!(attr(9)["value"], "192.0.2.9", "ORIGINATOR_ID: {p}");
+        assert_eq!(
+            attr(10)["value"],
+            serde_json::json!(["198.18.0.1"]),
+            "CLUSTER_LIST: {p}"
+        );
+        assert_eq!(attr(14)["nexthop"], "192.0.2.1", "next hop unchanged: {p}");
+        let i = (0..n)
+            .find(|&i| {
+                let r = route(i);
+                prefix.ends_with(&format!(":{}/{}", r.prefix, r.len))
+            })
+            .unwrap_or_else(|| panic!("{prefix} is not one of the feeder's"));
+        let labels = p["nlri"]["labels"].clone();
+        assert_eq!(
+            labels,
+            serde_json::json!([route(i).label]),
+            "label unchanged: {p}"
+        );
+    }
+    let nb = h.ctl(&["show", "bgp", "neighbors"]).0;
+    assert_eq!(nb[1]["routes_out"], n, "{nb}");
+    assert_eq!(nb[0]["routes_out"], 0, "not back to A: {nb}");
+    drop(feed);
+    wait_for("B loses them", Duration::from_secs(60), || b.paths() == 0);
+    drop((a, b, h));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -31,8 +31,9 @@ use netgauze_bgp_pkt::nlri::{
 };
 use netgauze_bgp_pkt::open::{BgpOpenMessage, BgpOpenMessageParameter};
 use netgauze_bgp_pkt::path_attribute::{
-    As4PathSegment, AsPath, AsPathSegmentType, ExtendedCommunities, LocalPreference, MpReach,
-    MpUnreach, MultiExitDiscriminator, Origin, PathAttribute, PathAttributeValue,
+    As4PathSegment, AsPath, AsPathSegmentType, ClusterId, ClusterList, ExtendedCommunities,
+    LocalPreference, MpReach, MpUnreach, MultiExitDiscriminator, Origin, Originator, PathAttribute,
+    PathAttributeValue,
 };
 use netgauze_bgp_pkt::update::BgpUpdateMessage;
 use netgauze_bgp_pkt::wire::deserializer::BgpParsingContext;
@@ -75,6 +76,27 @@ pub struct VpnPath {
     pub med: Option<u32>,
     /// Empty within an AS; the speaker prepends its AS toward eBGP peers.
     pub as_path: Vec<u32>,
+    /// ORIGINATOR_ID and CLUSTER_LIST, once a route reflector passed it on
+    /// (RFC 4456 section 8).
+    pub reflection: Option<Reflection>,
+}
+
+/// What route reflectors add to a path (RFC 4456 section 8).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Reflection {
+    /// The router that put the route into the AS.
+    pub originator_id: Ipv4Addr,
+    /// The clusters it was reflected through, the last first.
+    pub cluster_list: Vec<Ipv4Addr>,
+}
+
+/// A [`Reflection`] before its attributes are read: a CLUSTER_LIST
+/// without ORIGINATOR_ID leaves the originator unspecified.
+fn no_reflection() -> Reflection {
+    Reflection {
+        originator_id: Ipv4Addr::UNSPECIFIED,
+        cluster_list: Vec::new(),
+    }
 }
 
 /// What one UPDATE says about VPNv4 routes.
@@ -245,6 +267,23 @@ pub fn vpnv4_reach(routes: &[VpnRoute], path: &VpnPath) -> Vec<BgpMessage> {
                 PathAttributeValue::LocalPreference(LocalPreference::new(lp)),
             ));
         }
+        if let Some(r) = &path.reflection {
+            a.push(attribute(
+                true,
+                false,
+                PathAttributeValue::Originator(Originator::new(r.originator_id)),
+            ));
+            a.push(attribute(
+                true,
+                false,
+                PathAttributeValue::ClusterList(ClusterList::new(
+                    r.cluster_list
+                        .iter()
+                        .map(|c| ClusterId::new(*c))
+                        .collect::<Vec<_>>(),
+                )),
+            ));
+        }
         if !path.route_targets.is_empty() {
             a.push(attribute(
                 true,
@@ -363,6 +402,7 @@ pub fn vpnv4_of(u: &BgpUpdateMessage) -> Vpnv4Update {
         local_pref: None,
         med: None,
         as_path: vec![],
+        reflection: None,
     };
     let route = |a: &Ipv4MplsVpnUnicastAddress, reach: bool| {
         let label = match (a.label_stack().first(), reach) {
@@ -394,6 +434,16 @@ pub fn vpnv4_of(u: &BgpUpdateMessage) -> Vpnv4Update {
                     .extend(c.communities().iter().filter_map(id_of_rt));
             }
             PathAttributeValue::LocalPreference(lp) => path.local_pref = Some(lp.metric()),
+            PathAttributeValue::Originator(o) => {
+                path.reflection
+                    .get_or_insert_with(no_reflection)
+                    .originator_id = o.id();
+            }
+            PathAttributeValue::ClusterList(c) => {
+                path.reflection
+                    .get_or_insert_with(no_reflection)
+                    .cluster_list = c.cluster_list().iter().map(|c| c.id()).collect();
+            }
             PathAttributeValue::MultiExitDiscriminator(m) => path.med = Some(m.metric()),
             PathAttributeValue::AsPath(AsPath::As4PathSegments(s)) => {
                 path.as_path = s

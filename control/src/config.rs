@@ -93,6 +93,11 @@ pub struct BgpNeighborCfg {
     /// Seconds after a Cease 6/1 before the session starts again.
     /// Default: it stays down until hdvrf restarts.
     pub max_prefixes_restart: Option<Spanned<i64>>,
+    /// A route reflector client (RFC 4456): iBGP routes are reflected to
+    /// it, and its routes to every iBGP neighbour; iBGP only. Our cluster
+    /// id is `bgp.router_id`.
+    #[serde(default)]
+    pub route_reflector_client: Option<Spanned<bool>>,
 }
 
 /// Where `hdvrf ctl` reaches a running hdvrf when no socket is configured.
@@ -1489,6 +1494,19 @@ fn validate_vpn(
                     h.span(),
                     format!("bgp.neighbor[{i}].hold_time"),
                     format!("{v} s: a hold time is 0 or 3 to 65535 seconds (RFC 4271 section 4.2)"),
+                );
+            }
+        }
+        if let Some(rr) = n.route_reflector_client.as_ref().filter(|r| *r.get_ref()) {
+            if n.remote_asn.get_ref() != b.asn.get_ref() {
+                err(
+                    rr.span(),
+                    format!("bgp.neighbor[{i}].route_reflector_client"),
+                    format!(
+                        "AS {} is not ours ({}): route reflection is between iBGP neighbours (RFC 4456)",
+                        n.remote_asn.get_ref(),
+                        b.asn.get_ref()
+                    ),
                 );
             }
         }

@@ -230,6 +230,7 @@ async fn gobgp_learns_our_routes_and_we_learn_its() {
         local_pref: None,
         med: None,
         as_path: vec![65001],
+        reflection: None,
     };
     let (to, cmds) = unbounded_channel();
     let (out, mut from) = unbounded_channel();
@@ -421,6 +422,7 @@ async fn gobgp_scale() {
         local_pref: None,
         med: None,
         as_path: vec![65001],
+        reflection: None,
     };
     let (to, cmds) = unbounded_channel();
     let (out, mut from) = unbounded_channel();

@@ -840,6 +840,7 @@ mod tests {
             local_pref: None,
             med: None,
             as_path: vec![],
+            reflection: None,
         };
         to_s.send(ToSession::Table(k, vec![(path, routes)]))
             .unwrap();
@@ -978,6 +979,7 @@ mod tests {
             local_pref: None,
             med: None,
             as_path: vec![65001],
+            reflection: None,
         };
         let (to_p, p_cmds) = unbounded_channel();
         let (p_out, mut from_p) = unbounded_channel();

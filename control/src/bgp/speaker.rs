@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use crate::bgp::fsm::{Negotiated, State};
 use crate::bgp::session::{PeerConfig, Table, ToSession};
-use crate::bgp::{VpnPath, VpnRoute, Vpnv4Update};
+use crate::bgp::{Reflection, VpnPath, VpnRoute, Vpnv4Update};
 use crate::config::Config;
 use crate::rib::{Rib, RouteKey, Source, Target};
 use crate::vpn::VpnId;
@@ -65,6 +65,8 @@ pub struct Neighbor {
     pub port: u16,
     pub remote_asn: u32,
     pub passive: bool,
+    /// A route reflector client of ours (RFC 4456).
+    pub rr_client: bool,
     /// The next hop (id, name) its routes go out through.
     pub via: Option<(u32, String)>,
     tx: UnboundedSender<ToSession>,
@@ -234,6 +236,12 @@ struct ServiceBgp {
 
 pub struct Speaker {
     pub asn: u32,
+    /// Our BGP identifier, and our cluster id as a route reflector.
+    pub router_id: Ipv4Addr,
+    /// Some neighbour is a route reflector client: routes from iBGP
+    /// neighbours are kept whether a service imports them or not, and
+    /// reflected ([`Speaker::reflected`]).
+    reflects: bool,
     pub next_hop: Ipv4Addr,
     pub neighbors: Vec<Neighbor>,
     services: Vec<ServiceBgp>,
@@ -319,6 +327,10 @@ impl Speaker {
                 port,
                 remote_asn,
                 passive: n.passive,
+                rr_client: n
+                    .route_reflector_client
+                    .as_ref()
+                    .is_some_and(|r| *r.get_ref()),
                 via,
                 tx,
                 establishment: 0,
@@ -356,6 +368,8 @@ impl Speaker {
         let services = services_of(c, &ids);
         let sp = Speaker {
             asn,
+            router_id,
+            reflects: neighbors.iter().any(|n: &Neighbor| n.rr_client),
             next_hop,
             neighbors,
             importers: importers_of(&services),
@@ -385,6 +399,7 @@ impl Speaker {
             local_pref: (!ebgp).then_some(DEFAULT_LOCAL_PREF),
             med: None,
             as_path: if ebgp { vec![self.asn] } else { Vec::new() },
+            reflection: None,
         }
     }
 
@@ -434,41 +449,54 @@ impl Speaker {
     }
 
     /// Brings every neighbour's Adj-RIB-Out entries for `keys` to what
-    /// [`Speaker::originated`] gives it through its policy, and tells the
-    /// session of each Established one what changed: the withdrawals, then
-    /// the advertisements grouped by path. An entry left as it was sends
-    /// nothing. True if a withdrawal went to an Established neighbour.
+    /// [`Speaker::originated`] gives it through its policy or, for a key
+    /// we do not originate, what route reflection gives it
+    /// ([`Speaker::reflected`]), and tells the session of each Established
+    /// one what changed: the withdrawals, then the advertisements grouped
+    /// by path. An entry left as it was sends nothing. True if a
+    /// withdrawal went to an Established neighbour.
     fn update_out(&mut self, keys: &[RibKey]) -> bool {
+        let reflected = self.reflected(keys);
         let mut withdrew = false;
         for i in 0..self.neighbors.len() {
             let mut gone = Vec::new();
             let mut changed: Vec<(Arc<VpnPath>, Vec<VpnRoute>)> = Vec::new();
             let mut at: HashMap<*const VpnPath, usize> = HashMap::new();
-            for k in keys {
-                let want = self
-                    .originated
-                    .get(k)
-                    .map(|&(route, svc)| (route, svc, self.path_for(&self.neighbors[i], svc)));
+            for (k, best) in keys.iter().zip(&reflected) {
+                let want = match self.originated.get(k) {
+                    Some(&(route, svc)) => {
+                        let path = self.path_for(&self.neighbors[i], svc);
+                        Some((route.label, Err((svc, path))))
+                    }
+                    None => best
+                        .as_ref()
+                        .filter(|(src, ..)| self.reflects_to(*src, i))
+                        .map(|(_, label, path)| (*label, Ok(Arc::clone(path)))),
+                };
                 let n = &mut self.neighbors[i];
-                let Some((route, svc, path)) = want else {
+                let Some((label, path)) = want else {
                     if let Some((label, _)) = n.rib_out.remove(k) {
                         gone.push(route_of(k, label));
                     }
                     continue;
                 };
-                if n.rib_out
-                    .get(k)
-                    .is_some_and(|(label, p)| *label == route.label && **p == path)
-                {
-                    continue;
-                }
-                let path = n.share(svc, path);
-                n.rib_out.insert(*k, (route.label, Arc::clone(&path)));
+                let same = |p: &VpnPath| {
+                    n.rib_out
+                        .get(k)
+                        .is_some_and(|(l, had)| *l == label && **had == *p)
+                };
+                let path = match path {
+                    Ok(p) if same(&p) => continue,
+                    Err((_, p)) if same(&p) => continue,
+                    Ok(p) => p,
+                    Err((svc, p)) => n.share(svc, p),
+                };
+                n.rib_out.insert(*k, (label, Arc::clone(&path)));
                 let j = *at.entry(Arc::as_ptr(&path)).or_insert_with(|| {
                     changed.push((path, Vec::new()));
                     changed.len() - 1
                 });
-                changed[j].1.push(route);
+                changed[j].1.push(route_of(k, label));
             }
             let n = &self.neighbors[i];
             if n.up.is_none() {
@@ -484,6 +512,61 @@ impl Speaker {
             }
         }
         withdrew
+    }
+
+    /// Route reflection (RFC 4456), when a neighbour is a client: for each
+    /// key we do not originate, the best path iBGP neighbours sent for it
+    /// (by [`prefer`]), as reflected: its neighbour, label, and the path
+    /// with ORIGINATOR_ID (kept, or the neighbour's router id) and our
+    /// cluster id prepended to CLUSTER_LIST. The next hop, label and
+    /// other attributes stay as they were (section 10). Routes of one
+    /// learnt path share one reflected path.
+    #[allow(clippy::type_complexity)]
+    fn reflected(&self, keys: &[RibKey]) -> Vec<Option<(usize, u32, Arc<VpnPath>)>> {
+        let mut shared: HashMap<*const VpnPath, Arc<VpnPath>> = HashMap::new();
+        keys.iter()
+            .map(|k| {
+                if !self.reflects || self.originated.contains_key(k) {
+                    return None;
+                }
+                let (src, label, learnt) = self
+                    .neighbors
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| !n.ebgp(self.asn))
+                    .filter_map(|(i, n)| n.rib_in.get(k).map(|(l, p)| (i, *l, p)))
+                    .min_by(|a, b| prefer(a.2, &self.neighbors[a.0], b.2, &self.neighbors[b.0]))?;
+                let path = shared.entry(Arc::as_ptr(learnt)).or_insert_with(|| {
+                    let n = &self.neighbors[src];
+                    let origin = n.up.as_ref().map_or(n.address, |(g, _)| g.peer_id);
+                    let (originator_id, mut cluster_list) = match &learnt.reflection {
+                        Some(r) if !r.originator_id.is_unspecified() => {
+                            (r.originator_id, r.cluster_list.clone())
+                        }
+                        Some(r) => (origin, r.cluster_list.clone()),
+                        None => (origin, Vec::new()),
+                    };
+                    cluster_list.insert(0, self.router_id);
+                    Arc::new(VpnPath {
+                        reflection: Some(Reflection {
+                            originator_id,
+                            cluster_list,
+                        }),
+                        ..VpnPath::clone(learnt)
+                    })
+                });
+                Some((src, label, Arc::clone(path)))
+            })
+            .collect()
+    }
+
+    /// Whether a route learnt from neighbour `src` is reflected to
+    /// neighbour `to` (RFC 4456 section 6): between iBGP neighbours, not
+    /// back to its own, and from a client to all, from a non-client to
+    /// clients only.
+    fn reflects_to(&self, src: usize, to: usize) -> bool {
+        let (s, t) = (&self.neighbors[src], &self.neighbors[to]);
+        src != to && !s.ebgp(self.asn) && !t.ebgp(self.asn) && (s.rr_client || t.rr_client)
     }
 
     /// A reloaded configuration (`ids`: the running service id of each of
@@ -628,13 +711,14 @@ impl Speaker {
         };
         nb.up = None;
         nb.last_down = Some(why);
-        let keys: BTreeSet<(Ipv4Addr, u8)> = std::mem::take(&mut nb.rib_in)
-            .keys()
-            .map(|k| (k.0, k.1))
-            .collect();
+        let gone = std::mem::take(&mut nb.rib_in);
+        let keys: BTreeSet<(Ipv4Addr, u8)> = gone.keys().map(|k| (k.0, k.1)).collect();
         nb.paths.clear();
         nb.paths_live = 0;
         self.reselect(&keys, rib);
+        if self.reflects {
+            self.update_out(&gone.into_keys().collect::<Vec<_>>());
+        }
     }
 
     /// An UPDATE from neighbour `i`: its RIB changes and the prefixes it
@@ -644,28 +728,39 @@ impl Speaker {
     /// stopped with Cease 6/1 and its routes go at once. Returns a line
     /// for the log, if this UPDATE calls for one.
     pub fn learned(&mut self, i: usize, u: Vpnv4Update, rib: &mut Rib) -> Option<String> {
-        let asn = self.asn;
+        let (asn, router_id) = (self.asn, self.router_id);
         let own_next_hop = self.next_hop;
         let importers = &self.importers;
         let nb = self.neighbors.get_mut(i)?;
         if nb.ceased {
             return None;
         }
+        // A route reflector keeps what iBGP neighbours send, to reflect it.
+        let keep_all = self.reflects && nb.remote_asn == asn;
         nb.updates_in += 1;
         let mut keys = BTreeSet::new();
+        let mut rd_keys = Vec::new();
         for r in &u.withdrawn {
             nb.rib_in.remove(&(r.prefix, r.len, r.rd));
             keys.insert((r.prefix, r.len));
+            rd_keys.push((r.prefix, r.len, r.rd));
         }
         let mut log = None;
         if let Some(path) = &u.path {
             // RFC 4271 section 9.1.2: a path with our AS in it is a loop;
-            // our own next hop coming back is one too.
-            let looped = path.as_path.contains(&asn) || path.next_hop == own_next_hop;
-            let imported = path.route_targets.iter().any(|t| importers.contains_key(t));
+            // our own next hop coming back is one too; and so is one with
+            // our router id as ORIGINATOR_ID or in CLUSTER_LIST (RFC 4456
+            // section 8).
+            let looped = path.as_path.contains(&asn)
+                || path.next_hop == own_next_hop
+                || path.reflection.as_ref().is_some_and(|r| {
+                    r.originator_id == router_id || r.cluster_list.contains(&router_id)
+                });
+            let imported = keep_all || path.route_targets.iter().any(|t| importers.contains_key(t));
             let shared = (imported && !looped).then(|| nb.intern(path));
             for r in &u.reach {
                 keys.insert((r.prefix, r.len));
+                rd_keys.push((r.prefix, r.len, r.rd));
                 let k = (r.prefix, r.len, r.rd);
                 let Some(path) = &shared else {
                     if looped {
@@ -683,7 +778,9 @@ impl Speaker {
                 let stored = nb.rib_in.len();
                 if stored > limit.max {
                     log = Some(nb.cease_over_limit(limit));
-                    keys.extend(std::mem::take(&mut nb.rib_in).keys().map(|k| (k.0, k.1)));
+                    let all = std::mem::take(&mut nb.rib_in);
+                    keys.extend(all.keys().map(|k| (k.0, k.1)));
+                    rd_keys.extend(all.into_keys());
                     break;
                 }
                 if stored >= limit.warn_at && !nb.warned {
@@ -697,6 +794,9 @@ impl Speaker {
             }
         }
         self.reselect(&keys, rib);
+        if self.reflects {
+            self.update_out(&rd_keys);
+        }
         log
     }
 
@@ -1185,6 +1285,7 @@ remote_asn = 65000
             local_pref: lp,
             med,
             as_path: as_path.to_vec(),
+            reflection: None,
         }
     }
 
@@ -1924,10 +2025,12 @@ remote_asn = 65000
             local_pref: Some(100),
             med: None,
             as_path: Vec::new(),
+            reflection: None,
         };
         let ebgp = VpnPath {
             local_pref: None,
             as_path: vec![65000],
+            reflection: None,
             ..ibgp.clone()
         };
         (ibgp, ebgp)
@@ -2548,5 +2651,139 @@ remote_asn = 65000
         // Unchanged imports: nothing asked.
         t.sp.reload(&config(&none), &[0], &mut t.rib);
         assert!(commands(&mut t, 0).is_empty());
+    }
+
+    /// Neighbours .2 and .3 are route reflector clients, .4 is not.
+    fn reflector() -> T {
+        let text = CONFIG
+            .replacen(
+                "via = \"hub1\"\n",
+                "via = \"hub1\"\nroute_reflector_client = true\n",
+                1,
+            )
+            .replacen(
+                "via = \"hub2\"\n",
+                "via = \"hub2\"\nroute_reflector_client = true\n",
+                1,
+            );
+        let mut t = setup_with(&text);
+        for i in 0..3 {
+            up(&mut t, i, 1);
+            commands(&mut t, i);
+        }
+        t
+    }
+
+    fn advertised(c: &[ToSession]) -> Vec<(VpnRoute, VpnPath)> {
+        c.iter()
+            .flat_map(|m| match m {
+                ToSession::Advertise(r, p) => r.iter().map(|r| (*r, p.clone())).collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_route_reflector_reflects_client_routes_to_all_and_others_to_clients() {
+        let mut t = reflector();
+        // From client .2, with a target no service imports: kept, and
+        // reflected to .3 and .4 with ORIGINATOR_ID and CLUSTER_LIST.
+        let u = routes(2, "65000:9");
+        learned(&mut t, 0, u.clone());
+        assert_eq!(t.sp.neighbors[0].rib_in.len(), 2);
+        let want = VpnPath {
+            reflection: Some(Reflection {
+                originator_id: Ipv4Addr::new(192, 0, 2, 1),
+                cluster_list: vec![Ipv4Addr::new(198, 18, 0, 1)],
+            }),
+            ..u.path.clone().unwrap()
+        };
+        let expect: Vec<(VpnRoute, VpnPath)> = u.reach.iter().map(|r| (*r, want.clone())).collect();
+        assert!(commands(&mut t, 0).is_empty(), "not back to its own");
+        for i in [1, 2] {
+            let c = commands(&mut t, i);
+            assert_eq!(c.len(), 1, "one UPDATE for both routes: {c:?}");
+            assert_eq!(advertised(&c), expect, "to neighbour {i}");
+        }
+        // From non-client .4: reflected to the clients only, an
+        // ORIGINATOR_ID it set kept and our cluster id prepended.
+        let mut from_4 = update("10.8.0.0", 16, 4000, path(Some(100), &[], None, "65000:9"));
+        from_4.path.as_mut().unwrap().reflection = Some(Reflection {
+            originator_id: Ipv4Addr::new(192, 0, 2, 77),
+            cluster_list: vec![Ipv4Addr::new(192, 0, 2, 99)],
+        });
+        learned(&mut t, 2, from_4.clone());
+        assert!(commands(&mut t, 2).is_empty());
+        for i in [0, 1] {
+            let got = advertised(&commands(&mut t, i));
+            assert_eq!(got.len(), 1);
+            assert_eq!(
+                got[0].1.reflection,
+                Some(Reflection {
+                    originator_id: Ipv4Addr::new(192, 0, 2, 77),
+                    cluster_list: vec![Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(192, 0, 2, 99)],
+                })
+            );
+        }
+        // Withdrawn by .2: withdrawn from .3 and .4.
+        let gone = Vpnv4Update {
+            withdrawn: u.reach[..1].to_vec(),
+            ..Default::default()
+        };
+        learned(&mut t, 0, gone);
+        for i in [1, 2] {
+            let c = commands(&mut t, i);
+            assert!(
+                matches!(&c[..], [ToSession::Withdraw(w)] if w.len() == 1 && w[0].prefix == u.reach[0].prefix),
+                "{c:?}"
+            );
+        }
+        // .2 goes down: the rest of its routes too.
+        t.sp.down(0, "test".into(), &mut t.rib);
+        for i in [1, 2] {
+            let c = commands(&mut t, i);
+            assert!(
+                matches!(&c[..], [ToSession::Withdraw(w)] if w.len() == 1 && w[0].prefix == u.reach[1].prefix),
+                "{c:?}"
+            );
+        }
+        // .4's route stays with the clients; .4's session ending takes it.
+        t.sp.down(2, "test".into(), &mut t.rib);
+        assert!(matches!(&commands(&mut t, 1)[..], [ToSession::Withdraw(_)]));
+    }
+
+    #[test]
+    fn a_route_that_passed_us_before_is_a_reflection_loop() {
+        let mut t = reflector();
+        for (originator, clusters) in [
+            (Ipv4Addr::new(198, 18, 0, 1), vec![]),
+            (
+                Ipv4Addr::new(192, 0, 2, 1),
+                vec![Ipv4Addr::new(198, 18, 0, 1)],
+            ),
+        ] {
+            let mut u = routes(1, "65000:1");
+            u.path.as_mut().unwrap().reflection = Some(Reflection {
+                originator_id: originator,
+                cluster_list: clusters,
+            });
+            assert!(learned(&mut t, 0, u).is_empty());
+        }
+        assert_eq!(t.sp.neighbors[0].rib_in.len(), 0);
+        assert_eq!(t.sp.neighbors[0].loops_dropped, 2);
+        assert!(commands(&mut t, 1).is_empty());
+    }
+
+    #[test]
+    fn without_clients_nothing_learnt_is_advertised() {
+        let mut t = setup();
+        for i in 0..3 {
+            up(&mut t, i, 1);
+            commands(&mut t, i);
+        }
+        learned(&mut t, 0, routes(2, "65000:1"));
+        for i in 0..3 {
+            assert!(commands(&mut t, i).is_empty());
+        }
     }
 }

@@ -37,6 +37,7 @@ fn path() -> VpnPath {
         local_pref: Some(100),
         med: None,
         as_path: vec![],
+        reflection: None,
     }
 }
 
@@ -307,4 +308,37 @@ fn rfc7606_verdicts() {
         hex(&bad_nlri),
         "the NOTIFICATION carries the attribute"
     );
+}
+
+/// A reflected path's ORIGINATOR_ID (type 9) and CLUSTER_LIST (type 10)
+/// go out optional and non-transitive (RFC 4456 section 8), and read
+/// back.
+#[test]
+fn reflection_attributes_go_out_and_read_back() {
+    let reflected = VpnPath {
+        reflection: Some(Reflection {
+            originator_id: Ipv4Addr::new(198, 18, 0, 1),
+            cluster_list: vec![Ipv4Addr::new(198, 18, 0, 9), Ipv4Addr::new(10, 0, 0, 9)],
+        }),
+        ..path()
+    };
+    let bytes = encode(&vpnv4_reach(&[route()], &reflected).remove(0));
+    let find = |kind: u8| {
+        bytes
+            .windows(4)
+            .find(|w| w[0] == 0x90 && w[1] == kind)
+            .map(|w| u16::from_be_bytes([w[2], w[3]]))
+    };
+    assert_eq!(find(9), Some(4), "ORIGINATOR_ID: flags 0x90, 4 bytes");
+    assert_eq!(find(10), Some(8), "CLUSTER_LIST: flags 0x90, 2 ids");
+    let at = bytes
+        .windows(4)
+        .position(|w| w == [0x90, 10, 0, 8])
+        .unwrap();
+    assert_eq!(&bytes[at + 4..at + 12], &[198, 18, 0, 9, 10, 0, 0, 9]);
+    assert_eq!(check_update(&bytes, true), Verdict::Fine);
+    let BgpMessage::Update(u) = decode(&bytes, true).unwrap() else {
+        panic!("not an UPDATE");
+    };
+    assert_eq!(vpnv4_of(&u).path, Some(reflected));
 }

@@ -555,6 +555,7 @@ fn a_learnt_route_is_installed_and_its_next_hop_freed_when_withdrawn() {
         local_pref: Some(100),
         med: None,
         as_path: Vec::new(),
+        reflection: None,
     };
     let now = Instant::now();
     e.bgp_event(
