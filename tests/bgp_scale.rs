@@ -410,6 +410,8 @@ fn feed(gobgp_port: u16, table: Table) -> tokio::sync::mpsc::UnboundedSender<ToS
         remote_asn: 65000,
         hold_time: 90,
         send_hold: None,
+        md5_password: None,
+        ttl_security: None,
     };
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -98,6 +98,46 @@ pub struct BgpNeighborCfg {
     /// id is `bgp.router_id`.
     #[serde(default)]
     pub route_reflector_client: Option<Spanned<bool>>,
+    /// TCP-MD5 (RFC 2385): every segment of the session signed with this
+    /// key, at most 80 bytes (Linux's limit). Given in the file, as FRR,
+    /// BIRD and GoBGP take it: the file already holds what a peer must
+    /// trust (addresses, AS numbers) and is the operator's to protect;
+    /// it never appears in the log, `show` or debug output.
+    pub md5_password: Option<Spanned<Password>>,
+    /// GTSM (RFC 5082): `true` for a directly connected peer (1 hop), or
+    /// the hops allowed (1 to 254). We send with TTL 255 and take only
+    /// packets that arrive with at least 256 less the hops.
+    pub ttl_security: Option<Spanned<TtlSecurity>>,
+}
+
+/// A TCP-MD5 key: its `Debug` hides it, so no log or dump shows it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Password(pub String);
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+/// `ttl_security`: on for directly connected peers, or a number of hops.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+pub enum TtlSecurity {
+    On(bool),
+    Hops(i64),
+}
+
+impl TtlSecurity {
+    /// The hops allowed, if on (validated: 1 to 254).
+    pub fn hops(self) -> Option<u8> {
+        match self {
+            TtlSecurity::On(false) => None,
+            TtlSecurity::On(true) => Some(1),
+            TtlSecurity::Hops(h) => u8::try_from(h).ok(),
+        }
+    }
 }
 
 /// Where `hdvrf ctl` reaches a running hdvrf when no socket is configured.
@@ -1510,6 +1550,31 @@ fn validate_vpn(
                 );
             }
         }
+        if let Some(p) = &n.md5_password {
+            // Not the key itself: errors are logged.
+            let len = p.get_ref().0.len();
+            if len == 0 || len > dataplane::sys::sock::MD5_MAX_KEY {
+                err(
+                    p.span(),
+                    format!("bgp.neighbor[{i}].md5_password"),
+                    format!(
+                        "{len} bytes: a TCP-MD5 key is 1 to {} bytes (RFC 2385, Linux's TCP_MD5SIG_MAXKEYLEN)",
+                        dataplane::sys::sock::MD5_MAX_KEY
+                    ),
+                );
+            }
+        }
+        if let Some(t) = &n.ttl_security {
+            if let TtlSecurity::Hops(h) = t.get_ref() {
+                if !(1..=254).contains(h) {
+                    err(
+                        t.span(),
+                        format!("bgp.neighbor[{i}].ttl_security"),
+                        format!("{h} hops: true, or 1 to 254 hops (RFC 5082 section 3)"),
+                    );
+                }
+            }
+        }
         let ranges = [
             (
                 &n.max_prefixes,
@@ -2502,6 +2567,33 @@ peer = "a"
         assert_eq!(l.config.services[0].export_targets.len(), 2);
     }
 
+    /// TCP-MD5 and GTSM per neighbour: `ttl_security` as `true` (one
+    /// hop) or a number of hops; the key never shows in debug output.
+    #[test]
+    fn md5_and_ttl_security_validate_and_the_key_stays_hidden() {
+        let src = format!(
+            "{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 65000\nmd5_password = \"hush-hush\"\nttl_security = true\n[[bgp.neighbor]]\naddress = \"192.0.2.10\"\nremote_asn = 65000\nttl_security = 3\n",
+            SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")
+        );
+        let l = p(&src).expect("valid");
+        let b = l.config.bgp.as_ref().expect("[bgp]").get_ref();
+        let n = &b.neighbors;
+        assert_eq!(
+            n[0].md5_password.as_ref().map(|p| p.get_ref().0.as_str()),
+            Some("hush-hush")
+        );
+        assert_eq!(
+            n[0].ttl_security.as_ref().and_then(|t| t.get_ref().hops()),
+            Some(1)
+        );
+        assert_eq!(
+            n[1].ttl_security.as_ref().and_then(|t| t.get_ref().hops()),
+            Some(3)
+        );
+        assert!(n[1].md5_password.is_none());
+        assert!(!format!("{:?}", l.config).contains("hush"));
+    }
+
     fn with_red(access: &str) -> String {
         format!(
             "{SPOKE_EXAMPLE}\n[[service]]\nname = \"red\"\ngateway = \"10.1.0.1\"\nvpn_label = 1003\naccess = [ {access} ]\n"
@@ -2586,6 +2678,8 @@ peer = "a"
             ("sub-interface MTU over the port's", SPOKE_EXAMPLE.replace("{ port = \"access0\", vlan = 100 }", "{ port = \"access0\", vlan = 100, mtu = 1600 }"), "", "service[0].access[1].mtu", 50, "MTU 1600 is out of range: 68 (RFC 791) up to port \"access0\"'s 1500"),
             ("bgp without route distinguishers", format!("{SPOKE_EXAMPLE}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n"), "", "service[0].route_distinguisher", 45, "missing: with [bgp], every service's routes need a route distinguisher"),
             ("bgp hold time of 2 s", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 65000\nhold_time = 2\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.neighbor[0].hold_time", 75, "a hold time is 0 or 3 to 65535 seconds (RFC 4271 section 4.2)"),
+            ("bgp md5 key too long", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 65000\nmd5_password = \"{}\"\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n"), "k".repeat(81)), "", "bgp.neighbor[0].md5_password", 75, "81 bytes: a TCP-MD5 key is 1 to 80 bytes"),
+            ("bgp ttl security of 255 hops", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 65000\nttl_security = 255\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.neighbor[0].ttl_security", 75, "255 hops: true, or 1 to 254 hops (RFC 5082 section 3)"),
             ("bgp router id 0.0.0.0", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"0.0.0.0\"\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.router_id", 71, "0.0.0.0 is not a router id (RFC 6286)"),
             ("bgp neighbour via no next hop", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 65000\nvia = \"nowhere\"\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.neighbor[0].via", 75, "no [[next_hop]] is named \"nowhere\""),
             ("bgp max_prefixes 0", format!("{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 65000\nmax_prefixes = 0\n", SPOKE_EXAMPLE.replace("vpn_label = 1001\n", "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n")), "", "bgp.neighbor[0].max_prefixes", 75, "0: 1 to 4294967295 routes"),

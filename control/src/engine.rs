@@ -356,6 +356,18 @@ impl<D: Dataplane> Engine<D> {
                 b.route_refresh(i);
                 return;
             }
+            FromSession::TtlRefused(ttl) => {
+                if let Some(n) = b.neighbors.get_mut(i) {
+                    n.ttl_refused += 1;
+                    // The first only: a flood of them is counted, not logged.
+                    if n.ttl_refused == 1 {
+                        eprintln!(
+                            "hdvrf: bgp: {peer}: connection refused by GTSM (RFC 5082): its SYN came with TTL {ttl}; further ones are counted in ttl_refused"
+                        );
+                    }
+                }
+                return;
+            }
             FromSession::Malformed(m) => {
                 if let Some(n) = b.neighbors.get_mut(i) {
                     n.malformed += 1;

@@ -242,6 +242,8 @@ async fn gobgp_learns_our_routes_and_we_learn_its() {
         remote_asn: 65000,
         hold_time: 30,
         send_hold: None,
+        md5_password: None,
+        ttl_security: None,
     };
     let task = tokio::spawn(run(cfg, cmds, out));
     let FromSession::Established(n, k) = next(&mut from, "Established", |m| {
@@ -434,6 +436,8 @@ async fn gobgp_scale() {
         remote_asn: 65000,
         hold_time: 90,
         send_hold: None,
+        md5_password: None,
+        ttl_security: None,
     };
     tokio::spawn(run(cfg, cmds, out));
     let FromSession::Established(_, k) = next(&mut from, "Established", |m| {

@@ -19,13 +19,18 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsFd;
 use std::time::Duration;
+
+use dataplane::sys::sock;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
+
+use crate::config::Password;
 
 use super::fsm::{check_open, Action, Event, Expect, Fsm, Negotiated, Notify, State, Timer};
 use super::{
@@ -48,7 +53,25 @@ pub struct PeerConfig {
     /// down (RFC 9687's SendHoldTime); `None`: its default, the larger of
     /// 8 minutes and twice the negotiated hold time.
     pub send_hold: Option<Duration>,
+    /// TCP-MD5 (RFC 2385): the key every segment is signed with.
+    pub md5_password: Option<Password>,
+    /// GTSM (RFC 5082): the hops the peer may be away; we send with TTL
+    /// 255 and take only what arrives with at least 255 less these.
+    pub ttl_security: Option<u8>,
 }
+
+impl PeerConfig {
+    /// The least TTL the peer's packets may arrive with (RFC 5082
+    /// section 3), if GTSM is on: 254 for a directly connected peer,
+    /// which allows the one decrement some platforms make on their own
+    /// sending path, as the issue and common practice have it.
+    fn min_ttl(&self) -> Option<u8> {
+        self.ttl_security.map(|h| 255u8.saturating_sub(h).max(1))
+    }
+}
+
+/// The TTL GTSM sends with (RFC 5082 section 3).
+const GTSM_TTL: u8 = 255;
 
 /// RFC 9687's least send hold time.
 const SEND_HOLD_MIN: Duration = Duration::from_secs(8 * 60);
@@ -114,6 +137,10 @@ pub enum FromSession {
     /// The peer asked for our routes again (ROUTE-REFRESH, RFC 2918):
     /// the speaker answers with [`ToSession::Refresh`].
     RouteRefresh,
+    /// A connection from the peer's address refused by GTSM (RFC 5082):
+    /// its SYN arrived with this TTL, below the least allowed (0: the
+    /// socket options could not be set).
+    TtlRefused(u8),
 }
 
 struct Conn {
@@ -186,6 +213,7 @@ pub fn listen(cfgs: &[PeerConfig]) -> Vec<Inbound> {
     for (addr, members) in by_addr {
         let bound = std::net::TcpListener::bind(addr)
             .and_then(|l| {
+                secure_listener(&l, members.iter().map(|&i| &cfgs[i]))?;
                 l.set_nonblocking(true)?;
                 TcpListener::from_std(l)
             })
@@ -215,6 +243,72 @@ pub fn listen(cfgs: &[PeerConfig]) -> Vec<Inbound> {
         tokio::spawn(accept(listener, peers));
     }
     out
+}
+
+/// A shared listener's transport security, for the neighbours `members`
+/// it serves: each one's TCP-MD5 key for its address (the kernel then
+/// answers only SYNs from it signed with that key, and the accepted
+/// connection keeps the key); if any uses GTSM, SYN-ACKs sent with TTL
+/// 255 and every SYN kept, so that the session can check the TTL its
+/// peer's SYN came with ([`gtsm_check`]). IP_MINTTL on the listener
+/// would have the kernel drop low SYNs itself, but one value serves
+/// every neighbour on the port, with GTSM or without, and the drops
+/// would be counted only netns-wide (`TcpExtTCPMinTTLDrop`), not per
+/// neighbour.
+fn secure_listener<'a>(
+    l: &std::net::TcpListener,
+    members: impl Iterator<Item = &'a PeerConfig>,
+) -> io::Result<()> {
+    let mut gtsm = false;
+    for c in members {
+        if let Some(p) = &c.md5_password {
+            sock::tcp_md5sig(l.as_fd(), c.peer.ip(), p.0.as_bytes())?;
+        }
+        gtsm |= c.ttl_security.is_some();
+    }
+    if gtsm {
+        sock::ip_ttl(l.as_fd(), GTSM_TTL)?;
+        sock::tcp_save_syn(l.as_fd())?;
+    }
+    Ok(())
+}
+
+/// GTSM on a connection a shared listener accepted for a neighbour with
+/// `min_ttl`: `Err(ttl)` if its SYN came with a lower TTL (the peer is
+/// further away than allowed, or spoofing it); otherwise the socket
+/// sends with TTL 255 and the kernel drops whatever arrives below
+/// `min_ttl` from now on (RFC 5082 section 3). Without a saved SYN (SYN
+/// cookies) the kernel's check of every later segment still holds.
+fn gtsm_check(stream: &TcpStream, min_ttl: u8) -> Result<(), u8> {
+    if let Ok(Some(ttl)) = sock::saved_syn_ttl(stream.as_fd()) {
+        if ttl < min_ttl {
+            return Err(ttl);
+        }
+    }
+    if sock::ip_minttl(stream.as_fd(), min_ttl).is_err()
+        || sock::ip_ttl(stream.as_fd(), GTSM_TTL).is_err()
+    {
+        return Err(0);
+    }
+    Ok(())
+}
+
+/// Connects to the neighbour with its TCP-MD5 key and GTSM set before
+/// the SYN leaves (so the SYN is signed and sent with TTL 255, and a
+/// SYN-ACK with a low TTL is dropped by the kernel).
+async fn connect(cfg: &PeerConfig) -> io::Result<TcpStream> {
+    let s = match cfg.peer {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let Some(p) = &cfg.md5_password {
+        sock::tcp_md5sig(s.as_fd(), cfg.peer.ip(), p.0.as_bytes())?;
+    }
+    if let Some(min) = cfg.min_ttl() {
+        sock::ip_ttl(s.as_fd(), GTSM_TTL)?;
+        sock::ip_minttl(s.as_fd(), min)?;
+    }
+    s.connect(cfg.peer).await
 }
 
 /// Hands each connection `listener` accepts to the neighbour it comes
@@ -324,8 +418,15 @@ pub async fn run_with(
                 match a {
                     // From the peer's address (the listener sorted them).
                     Some(stream) if matches!(s.fsm.state, State::Active | State::Connect) => {
-                        s.conn = Some(attach(stream));
-                        s.handle(Event::TcpConnectionConfirmed, &mut connecting).await;
+                        match s.cfg.min_ttl().map(|m| gtsm_check(&stream, m)) {
+                            Some(Err(ttl)) => {
+                                let _ = s.out.send(FromSession::TtlRefused(ttl));
+                            }
+                            _ => {
+                                s.conn = Some(attach(stream));
+                                s.handle(Event::TcpConnectionConfirmed, &mut connecting).await;
+                            }
+                        }
                     }
                     Some(_) => {}
                     None => inbound = None,
@@ -512,11 +613,9 @@ impl Session {
         for a in self.fsm.event(ev) {
             match a {
                 Action::OpenTcp => {
-                    let peer = self.cfg.peer;
+                    let cfg = self.cfg.clone();
                     *connecting = Some(tokio::spawn(async move {
-                        match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(peer))
-                            .await
-                        {
+                        match tokio::time::timeout(Duration::from_secs(5), connect(&cfg)).await {
                             Ok(r) => r,
                             Err(_) => Err(io::ErrorKind::TimedOut.into()),
                         }
@@ -750,6 +849,8 @@ mod tests {
             remote_asn,
             hold_time,
             send_hold: None,
+            md5_password: None,
+            ttl_security: None,
         }
     }
 
@@ -1081,6 +1182,121 @@ mod tests {
         })
         .await;
         to_p.send(ToSession::Stop).unwrap();
+    }
+
+    /// TCP-MD5 (RFC 2385): speakers with the same key come up; one with
+    /// another key never gets a connection (the kernel drops its SYNs,
+    /// and its connects fail), so the passive side stays down.
+    #[tokio::test]
+    async fn md5_keys_must_match() {
+        let key = |k: &str| Some(Password(k.into()));
+        let port = free_port();
+        let mut passive = config(port, true, 65000, 65001, 9);
+        passive.md5_password = key("right");
+        let mut wrong = config(port, false, 65001, 65000, 9);
+        wrong.md5_password = key("wrong");
+        let (_to_p, p_cmds) = unbounded_channel();
+        let (p_out, mut from_p) = unbounded_channel();
+        let (to_w, w_cmds) = unbounded_channel();
+        let (w_out, mut from_w) = unbounded_channel();
+        tokio::spawn(run(passive, p_cmds, p_out));
+        let w = tokio::spawn(run(wrong, w_cmds, w_out));
+        // The kernel refuses its SYNs (TcpExtTCPMD5Failure counts them):
+        // the passive side never hears of it.
+        let failures = md5_failures();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while md5_failures() < failures + 2 {
+            assert!(Instant::now() < deadline, "no badly signed SYN refused");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        to_w.send(ToSession::Stop).unwrap();
+        w.await.unwrap();
+        while let Ok(m) = from_w.try_recv() {
+            assert!(!matches!(m, FromSession::Established(..)), "{m:?}");
+        }
+        while let Ok(m) = from_p.try_recv() {
+            assert!(
+                !matches!(m, FromSession::State(State::OpenSent | State::Established)),
+                "{m:?}"
+            );
+        }
+
+        let mut right = config(port, false, 65001, 65000, 9);
+        right.md5_password = key("right");
+        let (_to_r, r_cmds) = unbounded_channel();
+        let (r_out, _from_r) = unbounded_channel();
+        tokio::spawn(run(right, r_cmds, r_out));
+        next(&mut from_p, "Established with the right key", |m| {
+            matches!(m, FromSession::Established(..))
+        })
+        .await;
+    }
+
+    /// The kernel's count of segments refused for a bad TCP-MD5
+    /// signature (this network namespace's).
+    fn md5_failures() -> u64 {
+        let t = std::fs::read_to_string("/proc/net/netstat").unwrap();
+        let rows: Vec<Vec<&str>> = t
+            .lines()
+            .filter(|l| l.starts_with("TcpExt:"))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        let i = rows[0].iter().position(|k| *k == "TCPMD5Failure").unwrap();
+        rows[1][i].parse().unwrap()
+    }
+
+    /// GTSM (RFC 5082): a passive neighbour one hop away refuses a
+    /// connection whose SYN came with TTL 64 (and says so), and comes up
+    /// with a speaker sending with TTL 255.
+    #[tokio::test]
+    async fn gtsm_refuses_a_connection_from_too_far() {
+        let port = free_port();
+        let mut passive = config(port, true, 65000, 65001, 9);
+        passive.ttl_security = Some(1);
+        let (_to_p, p_cmds) = unbounded_channel();
+        let (p_out, mut from_p) = unbounded_channel();
+        tokio::spawn(run(passive, p_cmds, p_out));
+
+        let far = async {
+            loop {
+                let s = TcpSocket::new_v4().unwrap();
+                sock::ip_ttl(s.as_fd(), 64).unwrap();
+                // Until the listener is bound.
+                if let Ok(c) = s
+                    .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+                    .await
+                {
+                    return c;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let mut far = tokio::time::timeout(Duration::from_secs(20), far)
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut from_p, "a refusal", |m| matches!(
+                m,
+                FromSession::TtlRefused(_)
+            ))
+            .await,
+            FromSession::TtlRefused(64)
+        );
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(20), far.read(&mut byte))
+            .await
+            .expect("closed within 20 s");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+
+        let mut near = config(port, false, 65001, 65000, 9);
+        near.ttl_security = Some(1);
+        let (_to_n, n_cmds) = unbounded_channel();
+        let (n_out, _from_n) = unbounded_channel();
+        tokio::spawn(run(near, n_cmds, n_out));
+        next(&mut from_p, "Established with TTL 255", |m| {
+            matches!(m, FromSession::Established(..))
+        })
+        .await;
     }
 
     /// A peer with the wrong AS gets OPEN Message Error, Bad Peer AS.

@@ -112,6 +112,14 @@ pub struct Neighbor {
     /// The path last made for each service's routes toward it, which its
     /// entries share.
     out_paths: HashMap<u16, Arc<VpnPath>>,
+    /// TCP-MD5 is on (RFC 2385); the key stays in the session's
+    /// configuration.
+    pub md5: bool,
+    /// GTSM's hops (RFC 5082), if on.
+    pub ttl_security: Option<u8>,
+    /// Connections from its address refused by GTSM: their SYN came with
+    /// too low a TTL.
+    pub ttl_refused: u64,
 }
 
 impl Neighbor {
@@ -319,6 +327,8 @@ impl Speaker {
                     remote_asn,
                     hold_time: n.hold_time.as_ref().map_or(90, |h| *h.get_ref() as u16),
                     send_hold: None,
+                    md5_password: n.md5_password.as_ref().map(|p| p.get_ref().clone()),
+                    ttl_security: n.ttl_security.as_ref().and_then(|t| t.get_ref().hops()),
                 },
                 rx,
             ));
@@ -353,6 +363,9 @@ impl Speaker {
                 paths_live: 0,
                 rib_out: BTreeMap::new(),
                 out_paths: HashMap::new(),
+                md5: n.md5_password.is_some(),
+                ttl_security: n.ttl_security.as_ref().and_then(|t| t.get_ref().hops()),
+                ttl_refused: 0,
             });
         }
         let table = if c
@@ -946,6 +959,9 @@ impl Speaker {
                         "max_prefixes_hits": n.prefix_limit_hits,
                         "rib_in_paths": n.paths.len(),
                         "rib_in_bytes": n.rib_in_bytes(),
+                        "md5": n.md5,
+                        "ttl_security_hops": n.ttl_security,
+                        "ttl_refused": n.ttl_refused,
                     })
                 })
                 .collect(),
