@@ -417,18 +417,18 @@ pub async fn run_with(
             a = async { inbound.as_mut().expect("guarded").recv().await }, if inbound.is_some() => {
                 match a {
                     // From the peer's address (the listener sorted them).
-                    Some(stream) if matches!(s.fsm.state, State::Active | State::Connect) => {
-                        match s.cfg.min_ttl().map(|m| gtsm_check(&stream, m)) {
-                            Some(Err(ttl)) => {
-                                let _ = s.out.send(FromSession::TtlRefused(ttl));
-                            }
-                            _ => {
-                                s.conn = Some(attach(stream));
-                                s.handle(Event::TcpConnectionConfirmed, &mut connecting).await;
-                            }
+                    // GTSM first, in any state, so that every refusal
+                    // is counted.
+                    Some(stream) => match s.cfg.min_ttl().map(|m| gtsm_check(&stream, m)) {
+                        Some(Err(ttl)) => {
+                            let _ = s.out.send(FromSession::TtlRefused(ttl));
                         }
-                    }
-                    Some(_) => {}
+                        _ if matches!(s.fsm.state, State::Active | State::Connect) => {
+                            s.conn = Some(attach(stream));
+                            s.handle(Event::TcpConnectionConfirmed, &mut connecting).await;
+                        }
+                        _ => {}
+                    },
                     None => inbound = None,
                 }
             }
