@@ -363,6 +363,9 @@ def test_a_wrong_password_keeps_the_session_down(env):
     assert not frr.established()
     frr.configure(f"neighbor {HUB_I} password {KEY_I}")
     wait_until(lambda: both_up(env), 40, "the iBGP session back with the right password")
+    # The keys appear in neither the hub's log nor what `show` says.
+    said = "\n".join(list(env.hub.proc.out) + list(env.hub.proc.err)) + json.dumps(env.hub.ctl("show", "bgp", "neighbors"))
+    assert KEY_I not in said and KEY_E not in said
 
 
 GTSM_PROBE = """
