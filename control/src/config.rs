@@ -106,7 +106,8 @@ pub struct BgpNeighborCfg {
     pub md5_password: Option<Spanned<Password>>,
     /// GTSM (RFC 5082): `true` for a directly connected peer (1 hop), or
     /// the hops allowed (1 to 254). We send with TTL 255 and take only
-    /// packets that arrive with at least 256 less the hops.
+    /// packets that arrive with at least 255 less the hops (254 for a
+    /// directly connected peer).
     pub ttl_security: Option<Spanned<TtlSecurity>>,
 }
 

@@ -62,9 +62,9 @@ pub struct PeerConfig {
 
 impl PeerConfig {
     /// The least TTL the peer's packets may arrive with (RFC 5082
-    /// section 3), if GTSM is on: 254 for a directly connected peer,
-    /// which allows the one decrement some platforms make on their own
-    /// sending path, as the issue and common practice have it.
+    /// section 3), if GTSM is on: 255 less the hops, as Cisco's
+    /// `ttl-security hops` counts them, so 254 for a directly connected
+    /// peer (FRR's `ttl-security hops 1` asks for 255).
     fn min_ttl(&self) -> Option<u8> {
         self.ttl_security.map(|h| 255u8.saturating_sub(h).max(1))
     }
