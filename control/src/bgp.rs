@@ -466,15 +466,30 @@ pub fn vpnv4_of(u: &BgpUpdateMessage) -> Vpnv4Update {
     out
 }
 
-/// How RFC 7606 says to handle an UPDATE.
+/// How RFC 7606 says to handle an UPDATE. Every verdict but `Reset`
+/// carries the bytes to decode: an UPDATE rebuilt from what
+/// [`check_update`] read and found well formed (attribute flags in their
+/// canonical form, no IPv4 unicast fields, VPNv4 routes only), so that the
+/// strict decoder always takes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Well formed: decode it as it is.
-    Fine,
-    /// Decode these bytes instead: the same UPDATE without attributes
-    /// RFC 7606 says to discard (type codes in `discarded`).
-    Discard { update: Vec<u8>, discarded: Vec<u8> },
-    /// Treat as withdraw (RFC 7606 section 2): every route the UPDATE
+    /// Well formed. `transitive`: the optional transitive attributes
+    /// hdvrf does not read, whole and with the Partial bit set, as RFC 4271
+    /// section 5 passes them on.
+    Fine {
+        update: Vec<u8>,
+        transitive: Vec<u8>,
+    },
+    /// Attribute discard (RFC 7606 section 2): `update` is the UPDATE
+    /// without the attributes of type `discarded`; `why` names them and
+    /// the rule.
+    Discard {
+        update: Vec<u8>,
+        transitive: Vec<u8>,
+        discarded: Vec<u8>,
+        why: String,
+    },
+    /// Treat-as-withdraw (RFC 7606 section 2): every route the UPDATE
     /// advertises is withdrawn. `update` holds only its MP_REACH_NLRI and
     /// MP_UNREACH_NLRI, to decode for the routes.
     TreatAsWithdraw { update: Vec<u8>, why: String },
@@ -487,6 +502,7 @@ pub enum Verdict {
     },
 }
 
+// Path attribute type codes (IANA "BGP Path Attributes").
 const ORIGIN: u8 = 1;
 const AS_PATH: u8 = 2;
 const NEXT_HOP: u8 = 3;
@@ -494,15 +510,88 @@ const MED: u8 = 4;
 const LOCAL_PREF: u8 = 5;
 const ATOMIC_AGGREGATE: u8 = 6;
 const AGGREGATOR: u8 = 7;
+const COMMUNITIES: u8 = 8;
+const ORIGINATOR_ID: u8 = 9;
+const CLUSTER_LIST: u8 = 10;
 const MP_REACH: u8 = 14;
 const MP_UNREACH: u8 = 15;
 const EXT_COMMUNITIES: u8 = 16;
-/// UPDATE Message Error (RFC 4271 section 4.5).
+const AS4_PATH: u8 = 17;
+const AS4_AGGREGATOR: u8 = 18;
+const LARGE_COMMUNITY: u8 = 32;
+// Attribute flags (RFC 4271 section 4.3).
+const OPTIONAL: u8 = 0x80;
+const TRANSITIVE: u8 = 0x40;
+const PARTIAL: u8 = 0x20;
+const EXTENDED: u8 = 0x10;
+/// AFI 1, SAFI 128: VPN-IPv4 (RFC 4364 section 4.3.4).
+const VPNV4: [u8; 3] = [0, 1, 128];
+/// UPDATE Message Error (RFC 4271 section 4.5) and its subcodes.
 const UPDATE_ERROR: u8 = 3;
 const MALFORMED_ATTRIBUTE_LIST: u8 = 1;
+const UNRECOGNIZED_WELL_KNOWN: u8 = 2;
 const OPTIONAL_ATTRIBUTE_ERROR: u8 = 9;
+const INVALID_NETWORK_FIELD: u8 = 10;
 
-/// One raw path attribute: flags, type, value, and where its header starts.
+/// The attributes whose values hdvrf checks, with the Optional and
+/// Transitive flags each must carry (RFC 4271 section 5; RFC 1997,
+/// RFC 4456, RFC 4760, RFC 4360, RFC 6793, RFC 8092). The others are
+/// not read: unknown to hdvrf, optional transitive ones are passed on.
+fn known(kind: u8) -> Option<(&'static str, u8)> {
+    Some(match kind {
+        ORIGIN => ("ORIGIN", TRANSITIVE),
+        AS_PATH => ("AS_PATH", TRANSITIVE),
+        NEXT_HOP => ("NEXT_HOP", TRANSITIVE),
+        MED => ("MULTI_EXIT_DISC", OPTIONAL),
+        LOCAL_PREF => ("LOCAL_PREF", TRANSITIVE),
+        ATOMIC_AGGREGATE => ("ATOMIC_AGGREGATE", TRANSITIVE),
+        AGGREGATOR => ("AGGREGATOR", OPTIONAL | TRANSITIVE),
+        COMMUNITIES => ("COMMUNITIES", OPTIONAL | TRANSITIVE),
+        ORIGINATOR_ID => ("ORIGINATOR_ID", OPTIONAL),
+        CLUSTER_LIST => ("CLUSTER_LIST", OPTIONAL),
+        MP_REACH => ("MP_REACH_NLRI", OPTIONAL),
+        MP_UNREACH => ("MP_UNREACH_NLRI", OPTIONAL),
+        EXT_COMMUNITIES => ("EXTENDED_COMMUNITIES", OPTIONAL | TRANSITIVE),
+        AS4_PATH => ("AS4_PATH", OPTIONAL | TRANSITIVE),
+        AS4_AGGREGATOR => ("AS4_AGGREGATOR", OPTIONAL | TRANSITIVE),
+        LARGE_COMMUNITY => ("LARGE_COMMUNITY", OPTIONAL | TRANSITIVE),
+        _ => return None,
+    })
+}
+
+/// An attribute's name for logs: its RFC name, or "attribute".
+pub fn attribute_name(kind: u8) -> &'static str {
+    known(kind).map_or("attribute", |(name, _)| name)
+}
+
+/// What RFC 7606 does about a malformed attribute, least severe first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Action {
+    Discard,
+    Withdraw,
+    /// Session reset with this UPDATE Message Error subcode.
+    Reset(u8),
+}
+
+/// A malformed attribute: what to do, and the log text naming it.
+struct Fault {
+    action: Action,
+    why: String,
+    /// The NOTIFICATION's data, for a reset.
+    data: Vec<u8>,
+}
+
+impl Fault {
+    fn new(action: Action, kind: u8, what: impl std::fmt::Display) -> Fault {
+        Fault {
+            action,
+            why: format!("{} (type {kind}): {what}", attribute_name(kind)),
+            data: Vec::new(),
+        }
+    }
+}
+
+/// One raw path attribute: flags, type, value, and its whole bytes.
 struct RawAttr<'a> {
     flags: u8,
     kind: u8,
@@ -510,12 +599,79 @@ struct RawAttr<'a> {
     whole: &'a [u8],
 }
 
+/// The attributes of an attribute section, and, if one's header or value
+/// runs past the section's end (RFC 7606 section 4), why.
+fn walk(section: &[u8]) -> (Vec<RawAttr<'_>>, Option<String>) {
+    let mut attrs = Vec::new();
+    let mut at = 0;
+    while at < section.len() {
+        let h = &section[at..];
+        let (flags, kind) = match h {
+            [f, k, ..] => (*f, *k),
+            _ => return (attrs, Some("an attribute header is cut short".into())),
+        };
+        let hl = if flags & EXTENDED != 0 { 4 } else { 3 };
+        let len = match h.get(2..hl) {
+            Some([l]) => usize::from(*l),
+            Some([a, b]) => usize::from(u16::from_be_bytes([*a, *b])),
+            _ => {
+                let why = format!(
+                    "{} (type {kind}): its length is cut short",
+                    attribute_name(kind)
+                );
+                return (attrs, Some(why));
+            }
+        };
+        let Some(whole) = h.get(..hl + len) else {
+            let why = format!(
+                "{} (type {kind}): length {len} runs past the attribute section",
+                attribute_name(kind)
+            );
+            return (attrs, Some(why));
+        };
+        attrs.push(RawAttr {
+            flags,
+            kind,
+            value: &whole[hl..],
+            whole,
+        });
+        at += hl + len;
+    }
+    (attrs, None)
+}
+
+/// What becomes of an attribute that is not malformed (or whose fault
+/// still leaves it usable).
+enum Keep {
+    /// Decoded: these canonical bytes.
+    Decode(Vec<u8>),
+    /// Not read by hdvrf, passed on: these bytes, Partial bit set.
+    PassOn(Vec<u8>),
+    /// Not read by hdvrf and not passed on.
+    Drop,
+}
+
+/// An attribute as the decoder is given it: the flags its type must
+/// carry, Partial and Extended Length only where needed.
+fn put_attribute(out: &mut Vec<u8>, flags: u8, kind: u8, v: &[u8]) {
+    match u8::try_from(v.len()) {
+        Ok(len) => out.extend_from_slice(&[flags & !EXTENDED, kind, len]),
+        Err(_) => {
+            out.extend_from_slice(&[flags | EXTENDED, kind]);
+            out.extend_from_slice(&(v.len() as u16).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(v);
+}
+
 /// Applies RFC 7606 to a whole UPDATE message (header included) before it
-/// is decoded: the attribute headers are walked here, the values of the
-/// attributes with fixed rules (sections 7.1 to 7.14 that apply to VPNv4)
-/// checked, and the message either passes, loses attributes, becomes a
-/// withdrawal of what it advertised, or resets the session.
-pub fn check_update(msg: &[u8], asn4: bool) -> Verdict {
+/// is decoded: the attribute headers are walked, the flags and values of
+/// every attribute with rules of its own checked (sections 3, 4, 5 and 7.1
+/// to 7.14; RFC 6793 section 6; RFC 8092 section 6), and the message either
+/// passes, loses attributes, becomes a withdrawal of what it advertised,
+/// or resets the session. `asn4`: the session negotiated 4-octet AS
+/// numbers; `ebgp`: the peer is in another AS.
+pub fn check_update(msg: &[u8], asn4: bool, ebgp: bool) -> Verdict {
     let reset = |subcode: u8, data: &[u8], why: String| Verdict::Reset {
         code: UPDATE_ERROR,
         subcode,
@@ -550,235 +706,357 @@ pub fn check_update(msg: &[u8], asn4: bool) -> Verdict {
             "total path attribute length runs past the message".into(),
         );
     };
-    let nlri_present = body.len() > start + alen;
-    // Walk the attribute headers.
-    let mut attrs: Vec<RawAttr> = Vec::new();
-    let mut at = 0;
-    let mut overrun = None;
-    while at < section.len() {
-        let h = &section[at..];
-        let (flags, kind) = match h {
-            [f, k, ..] => (*f, *k),
-            _ => {
-                overrun = Some("an attribute header is cut short".to_string());
-                break;
-            }
-        };
-        let (len, hl) = if flags & 0x10 != 0 {
-            match h.get(2..4) {
-                Some(l) => (usize::from(u16::from_be_bytes([l[0], l[1]])), 4),
-                None => {
-                    overrun = Some(format!("attribute {kind}'s length is cut short"));
-                    break;
-                }
-            }
-        } else {
-            match h.get(2) {
-                Some(l) => (usize::from(*l), 3),
-                None => {
-                    overrun = Some(format!("attribute {kind}'s length is cut short"));
-                    break;
-                }
-            }
-        };
-        let Some(whole) = h.get(..hl + len) else {
-            overrun = Some(format!(
-                "attribute {kind}'s length {len} runs past the attribute section"
-            ));
-            break;
-        };
-        attrs.push(RawAttr {
-            flags,
-            kind,
-            value: &whole[hl..],
-            whole,
-        });
-        at += hl + len;
+    let nlri = &body[start + alen..];
+    // Section 5.3: a syntax error in the IPv4 unicast fields leaves no
+    // route to withdraw. Their routes are not read further: IPv4 unicast
+    // is not negotiated, and RFC 4271 section 6.3 ignores what is not
+    // unicast.
+    for (field, f) in [("withdrawn routes", &body[2..2 + wlen]), ("NLRI", nlri)] {
+        if let Err(why) = ipv4_prefixes_ok(f) {
+            return reset(
+                INVALID_NETWORK_FIELD,
+                &[],
+                format!("{field} field: {why} (RFC 7606 section 5.3)"),
+            );
+        }
     }
-    let mp = |k: u8| attrs.iter().filter(|a| a.kind == k).count();
+    let (attrs, overrun) = walk(section);
+    let count = |k: u8| attrs.iter().filter(|a| a.kind == k).count();
     // Section 3 (g): MP_REACH_NLRI or MP_UNREACH_NLRI more than once.
-    if mp(MP_REACH) > 1 || mp(MP_UNREACH) > 1 {
+    if count(MP_REACH) > 1 || count(MP_UNREACH) > 1 {
         return reset(
             MALFORMED_ATTRIBUTE_LIST,
             &[],
-            "MP_REACH_NLRI or MP_UNREACH_NLRI appears twice".into(),
+            "MP_REACH_NLRI (type 14) or MP_UNREACH_NLRI (type 15) appears twice (RFC 7606 section 3 (g))".into(),
         );
     }
-    let only_mp = |attrs: &[RawAttr]| -> Vec<u8> {
-        let keep: Vec<&RawAttr> = attrs
-            .iter()
-            .filter(|a| a.kind == MP_REACH || a.kind == MP_UNREACH)
-            .collect();
-        rebuild(&keep)
-    };
-    if let Some(why) = overrun {
-        // Section 4: with the attributes unparseable, treat-as-withdraw
-        // only if the NLRI are all found (MP_REACH_NLRI already read and no
-        // plain NLRI); otherwise reset.
-        if mp(MP_REACH) == 1 && !nlri_present {
-            return Verdict::TreatAsWithdraw {
-                update: only_mp(&attrs),
-                why,
-            };
-        }
-        return reset(MALFORMED_ATTRIBUTE_LIST, &[], why);
-    }
-    let mut withdraw: Option<String> = None;
+    let mut worst: Option<Fault> = None;
     let mut discarded: Vec<u8> = Vec::new();
-    let mut seen: Vec<u8> = Vec::new();
-    // What is left after the discards.
-    let mut kept: Vec<&RawAttr> = Vec::new();
+    let mut discard_why: Vec<String> = Vec::new();
+    let mut seen = [false; 256];
+    // Canonical bytes of the attributes to decode, by type.
+    let mut decode: Vec<(u8, Vec<u8>)> = Vec::new();
+    let mut transitive = Vec::new();
     for a in &attrs {
-        if seen.contains(&a.kind) {
+        if std::mem::replace(&mut seen[usize::from(a.kind)], true) {
             // Section 3 (g): all but the first discarded.
             discarded.push(a.kind);
+            discard_why.push(format!(
+                "{} (type {}): repeated (RFC 7606 section 3 (g))",
+                attribute_name(a.kind),
+                a.kind
+            ));
             continue;
         }
-        seen.push(a.kind);
-        let well_known_flags = a.flags & 0x80 == 0 && a.flags & 0x40 != 0;
-        let bad = match a.kind {
-            ORIGIN => (a.value.len() != 1 || a.value[0] > 2 || !well_known_flags)
-                .then_some("ORIGIN malformed (section 7.1)"),
-            AS_PATH => (!as_path_ok(a.value, asn4) || !well_known_flags)
-                .then_some("AS_PATH malformed (section 7.2)"),
-            NEXT_HOP => (a.value.len() != 4).then_some("NEXT_HOP length is not 4 (section 7.3)"),
-            MED => (a.value.len() != 4).then_some("MULTI_EXIT_DISC length is not 4 (section 7.4)"),
-            LOCAL_PREF => {
-                (a.value.len() != 4).then_some("LOCAL_PREF length is not 4 (section 7.5)")
-            }
-            EXT_COMMUNITIES => (a.value.len() % 8 != 0)
-                .then_some("EXTENDED_COMMUNITIES length is not a multiple of 8 (section 7.14)"),
-            // Sections 7.6 and 7.7: attribute discard.
-            ATOMIC_AGGREGATE | AGGREGATOR => {
-                let want = match a.kind {
-                    ATOMIC_AGGREGATE => 0,
-                    _ if asn4 => 8,
-                    _ => 6,
-                };
-                if a.value.len() != want {
-                    discarded.push(a.kind);
-                    continue;
-                }
-                None
-            }
-            MP_REACH | MP_UNREACH => {
-                if !mp_ok(a.kind, a.value) {
-                    // Section 7.11: session reset (or AFI/SAFI disable).
-                    return reset(
-                        OPTIONAL_ATTRIBUTE_ERROR,
-                        a.whole,
-                        format!(
-                            "{} malformed (section 7.11)",
-                            if a.kind == MP_REACH {
-                                "MP_REACH_NLRI"
-                            } else {
-                                "MP_UNREACH_NLRI"
-                            }
-                        ),
-                    );
-                }
-                None
-            }
-            _ => None,
-        };
-        if let (Some(why), None) = (bad, &withdraw) {
-            withdraw = Some(why.to_string());
+        let (fault, keep) = check_attribute(a, asn4, ebgp);
+        match keep {
+            Keep::Decode(b) => decode.push((a.kind, b)),
+            Keep::PassOn(b) => transitive.extend_from_slice(&b),
+            Keep::Drop => {}
         }
-        kept.push(a);
+        match fault {
+            Some(f) if f.action == Action::Discard => {
+                discarded.push(a.kind);
+                discard_why.push(f.why);
+            }
+            Some(f) if worst.as_ref().is_none_or(|w| f.action > w.action) => worst = Some(f),
+            _ => {}
+        }
     }
-    // Section 3 (d): a missing well-known mandatory attribute when routes
-    // are advertised.
-    if withdraw.is_none() && (mp(MP_REACH) == 1 || nlri_present) {
-        for (k, name) in [(ORIGIN, "ORIGIN"), (AS_PATH, "AS_PATH")] {
-            if mp(k) == 0 {
-                withdraw = Some(format!("{name} is missing (section 3 (d))"));
+    let only_mp = |decode: &[(u8, Vec<u8>)]| {
+        rebuild(
+            decode
+                .iter()
+                .filter(|(k, _)| *k == MP_REACH || *k == MP_UNREACH)
+                .map(|(_, b)| b.as_slice()),
+        )
+    };
+    if let Some(Fault {
+        action: Action::Reset(subcode),
+        why,
+        data,
+    }) = worst
+    {
+        return reset(subcode, &data, why);
+    }
+    if let Some(why) = overrun {
+        // Section 4: treat-as-withdraw, if the routes can all be found:
+        // MP_REACH_NLRI read before the overrun and no IPv4 NLRI (which
+        // the attributes past it might have been about).
+        if count(MP_REACH) == 1 && nlri.is_empty() {
+            return Verdict::TreatAsWithdraw {
+                update: only_mp(&decode),
+                why: format!("{why} (RFC 7606 section 4)"),
+            };
+        }
+        return reset(
+            MALFORMED_ATTRIBUTE_LIST,
+            &[],
+            format!("{why} (RFC 7606 section 4)"),
+        );
+    }
+    // Section 3 (d): a well-known mandatory attribute missing from an
+    // UPDATE that advertises routes (NEXT_HOP is for IPv4 NLRI only).
+    if worst.is_none() && (seen[usize::from(MP_REACH)] || !nlri.is_empty()) {
+        for k in [ORIGIN, AS_PATH] {
+            if !seen[usize::from(k)] {
+                worst = Some(Fault::new(
+                    Action::Withdraw,
+                    k,
+                    "missing (RFC 7606 section 3 (d))",
+                ));
                 break;
             }
         }
     }
-    if let Some(why) = withdraw {
-        // Plain IPv4 NLRI, if any, are not ours and go unread.
+    if let Some(f) = worst {
         return Verdict::TreatAsWithdraw {
-            update: only_mp(&attrs),
-            why,
+            update: only_mp(&decode),
+            why: f.why,
         };
     }
-    if !discarded.is_empty() {
-        return Verdict::Discard {
-            update: rebuild_with(&body[..2 + wlen], &kept, &body[start + alen..]),
-            discarded,
-        };
+    let update = rebuild(decode.iter().map(|(_, b)| b.as_slice()));
+    if discarded.is_empty() {
+        return Verdict::Fine { update, transitive };
     }
-    Verdict::Fine
+    Verdict::Discard {
+        update,
+        transitive,
+        discarded,
+        why: discard_why.join("; "),
+    }
 }
 
-fn as_path_ok(v: &[u8], asn4: bool) -> bool {
-    let w = if asn4 { 4 } else { 2 };
+/// RFC 7606's verdict on one attribute (the first of its type), and what
+/// is left of it to decode or pass on.
+fn check_attribute(a: &RawAttr, asn4: bool, ebgp: bool) -> (Option<Fault>, Keep) {
+    let kind = a.kind;
+    let Some((_, flags)) = known(kind) else {
+        if a.flags & OPTIONAL == 0 {
+            // RFC 4271 section 6.3, which RFC 7606 leaves as it is.
+            let mut f = Fault::new(
+                Action::Reset(UNRECOGNIZED_WELL_KNOWN),
+                kind,
+                "an unrecognized well-known attribute (RFC 4271 section 6.3)",
+            );
+            f.data = a.whole.to_vec();
+            return (Some(f), Keep::Drop);
+        }
+        if a.flags & TRANSITIVE == 0 {
+            return (None, Keep::Drop);
+        }
+        let mut b = a.whole.to_vec();
+        b[0] |= PARTIAL;
+        return (None, Keep::PassOn(b));
+    };
+    let (v, n) = (a.value, a.value.len());
+    let length = |want: &str, rule: &str| format!("length {n}, want {want} ({rule})");
+    let mut value = std::borrow::Cow::Borrowed(v);
+    let fault = match kind {
+        ORIGIN if n != 1 => Some((Action::Withdraw, length("1", "RFC 7606 section 7.1"))),
+        ORIGIN if v[0] > 2 => Some((
+            Action::Withdraw,
+            format!("undefined value {} (RFC 7606 section 7.1)", v[0]),
+        )),
+        AS_PATH => as_path_fault(v, if asn4 { 4 } else { 2 })
+            .map(|w| (Action::Withdraw, format!("{w} (RFC 7606 section 7.2)"))),
+        NEXT_HOP if n != 4 => Some((Action::Withdraw, length("4", "RFC 7606 section 7.3"))),
+        MED if n != 4 => Some((Action::Withdraw, length("4", "RFC 7606 section 7.4"))),
+        LOCAL_PREF if ebgp => Some((
+            Action::Discard,
+            "from an external peer (RFC 7606 section 7.5)".into(),
+        )),
+        LOCAL_PREF if n != 4 => Some((Action::Withdraw, length("4", "RFC 7606 section 7.5"))),
+        ATOMIC_AGGREGATE if n != 0 => Some((Action::Discard, length("0", "RFC 7606 section 7.6"))),
+        AGGREGATOR if n != if asn4 { 8 } else { 6 } => Some((
+            Action::Discard,
+            length(if asn4 { "8" } else { "6" }, "RFC 7606 section 7.7"),
+        )),
+        COMMUNITIES if n == 0 || n % 4 != 0 => Some((
+            Action::Withdraw,
+            length("a non-zero multiple of 4", "RFC 7606 section 7.8"),
+        )),
+        ORIGINATOR_ID if n != 4 => Some((Action::Withdraw, length("4", "RFC 7606 section 7.9"))),
+        CLUSTER_LIST if n == 0 || n % 4 != 0 => Some((
+            Action::Withdraw,
+            length("a non-zero multiple of 4", "RFC 7606 section 7.10"),
+        )),
+        MP_REACH | MP_UNREACH => match mp_value(kind, v) {
+            Err(w) => {
+                // Section 7.11: the routes cannot be found; session reset
+                // (the other choice, AFI/SAFI disable, would leave a
+                // VPNv4-only session with nothing).
+                let mut f = Fault::new(
+                    Action::Reset(OPTIONAL_ATTRIBUTE_ERROR),
+                    kind,
+                    format!("{w} (RFC 7606 section 7.11)"),
+                );
+                f.data = a.whole.to_vec();
+                return (Some(f), Keep::Drop);
+            }
+            // Another family: never negotiated, not read.
+            Ok(None) => return (None, Keep::Drop),
+            Ok(Some(ours)) => {
+                value = std::borrow::Cow::Owned(ours);
+                None
+            }
+        },
+        EXT_COMMUNITIES if n == 0 || n % 8 != 0 => Some((
+            Action::Withdraw,
+            length("a non-zero multiple of 8", "RFC 7606 section 7.14"),
+        )),
+        AS4_PATH => (n < 6)
+            .then(|| "shorter than one AS number".to_string())
+            .or_else(|| as_path_fault(v, 4))
+            .map(|w| (Action::Discard, format!("{w} (RFC 6793 section 6)"))),
+        AS4_AGGREGATOR if n != 8 => Some((Action::Discard, length("8", "RFC 6793 section 6"))),
+        LARGE_COMMUNITY if n == 0 || n % 12 != 0 => Some((
+            Action::Withdraw,
+            length("a non-zero multiple of 12", "RFC 8092 section 6"),
+        )),
+        _ => None,
+    };
+    if let Some((action, what)) = fault {
+        // A bad value: the attribute is not decoded, whatever is done.
+        return (Some(Fault::new(action, kind, what)), Keep::Drop);
+    }
+    let mut b = Vec::with_capacity(4 + value.len());
+    put_attribute(&mut b, flags, kind, &value);
+    // Section 3 (c): Optional or Transitive flags other than the type's
+    // make the attribute malformed: treat-as-withdraw. The value is fine,
+    // so an MP_REACH_NLRI's routes are still found.
+    let fault = (a.flags & (OPTIONAL | TRANSITIVE) != flags).then(|| {
+        Fault::new(
+            Action::Withdraw,
+            kind,
+            format!(
+                "flags {:#04x} conflict with its Optional and Transitive bits (RFC 7606 section 3 (c))",
+                a.flags
+            ),
+        )
+    });
+    (fault, Keep::Decode(b))
+}
+
+/// Why an AS_PATH (or AS4_PATH, `w` 4) value of `w`-octet AS numbers is
+/// malformed (RFC 7606 section 7.2, RFC 6793 section 6), if it is.
+fn as_path_fault(v: &[u8], w: usize) -> Option<String> {
     let mut at = 0;
     while at < v.len() {
         let (Some(&t), Some(&n)) = (v.get(at), v.get(at + 1)) else {
-            return false;
+            return Some("a segment header is cut short".into());
         };
-        // AS_SET 1, AS_SEQUENCE 2, confederations 3 and 4; no empty segment.
-        if !(1..=4).contains(&t) || n == 0 {
-            return false;
+        // AS_SET 1, AS_SEQUENCE 2, confederations 3 and 4.
+        if !(1..=4).contains(&t) {
+            return Some(format!("undefined segment type {t}"));
+        }
+        if n == 0 {
+            return Some("an empty segment".into());
         }
         at += 2 + usize::from(n) * w;
     }
-    at == v.len()
+    (at != v.len()).then(|| "a segment runs past the attribute".into())
 }
 
-/// An MP_REACH_NLRI or MP_UNREACH_NLRI whose VPNv4 NLRI (if that is the
-/// family) tile its value exactly.
-fn mp_ok(kind: u8, v: &[u8]) -> bool {
-    let Some(afi_safi) = v.get(..3) else {
-        return false;
-    };
+/// Why an IPv4 prefix list (withdrawn routes, NLRI) is syntactically
+/// wrong, if it is (RFC 7606 section 5.3).
+fn ipv4_prefixes_ok(f: &[u8]) -> Result<(), String> {
+    let mut at = 0;
+    while let Some(&bits) = f.get(at) {
+        if bits > 32 {
+            return Err(format!("a prefix of {bits} bits"));
+        }
+        at += 1 + usize::from(bits).div_ceil(8);
+    }
+    if at > f.len() {
+        return Err("a prefix runs past the field".into());
+    }
+    Ok(())
+}
+
+/// The value of an MP_REACH_NLRI or MP_UNREACH_NLRI as hdvrf decodes it:
+/// `None` for a family other than VPNv4; VPNv4 routes hdvrf cannot hold
+/// left out (RD types other than 0 to 2, prefixes that are not unicast:
+/// RFC 4271 section 6.3 ignores them) and the next hop's RD zeroed (RFC
+/// 4364 section 4.3.2). An error names what makes the routes impossible to
+/// find (RFC 7606 section 7.11).
+fn mp_value(kind: u8, v: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let afi_safi = v.get(..3).ok_or("shorter than its AFI and SAFI")?;
+    let ours = afi_safi == VPNV4;
+    let mut out = afi_safi.to_vec();
     let mut at = 3;
     if kind == MP_REACH {
-        let Some(&nh) = v.get(3) else { return false };
-        at = 4 + usize::from(nh) + 1;
-        if afi_safi == [0, 1, 128] && nh != 12 && nh != 24 {
-            return false;
+        let nh = usize::from(*v.get(3).ok_or("no next hop length")?);
+        if v.len() < 5 + nh {
+            return Err(format!(
+                "next hop length {nh} leaves no room for the reserved octet"
+            ));
         }
+        if ours {
+            if nh != 12 && nh != 24 {
+                return Err(format!("VPNv4 next hop length {nh}, want 12 or 24"));
+            }
+            out.push(nh as u8);
+            out.extend_from_slice(&[0; 8]);
+            out.extend_from_slice(&v[12..4 + nh]);
+            out.push(0);
+        }
+        at = 5 + nh;
     }
-    if v.len() < at {
-        return false;
-    }
-    if afi_safi != [0, 1, 128] {
-        // Not ours: its NLRI are not read.
-        return true;
+    if !ours {
+        return Ok(None);
     }
     while at < v.len() {
         let bits = usize::from(v[at]);
-        // Label (24) and RD (64) bits, then at most 32 prefix bits.
+        // One label (24 bits) and an RD (64), then at most 32 prefix bits.
         if !(88..=120).contains(&bits) {
-            return false;
+            return Err(format!("a VPNv4 NLRI of {bits} bits, want 88 to 120"));
         }
-        at += 1 + bits.div_ceil(8);
+        let end = at + 1 + bits.div_ceil(8);
+        let Some(n) = v.get(at..end) else {
+            return Err("a VPNv4 NLRI runs past the attribute".into());
+        };
+        let mut addr = [0; 4];
+        addr[..n.len() - 12].copy_from_slice(&n[12..]);
+        let unicast = ipnet::Ipv4Net::new(Ipv4Addr::from(addr), (bits - 88) as u8)
+            .ok()
+            .is_some_and(|net| Ipv4Unicast::from_net(net).is_ok());
+        if unicast && n[4] == 0 && n[5] <= 2 {
+            out.extend_from_slice(n);
+        }
+        at = end;
     }
-    at == v.len()
+    Ok(Some(out))
 }
 
-fn rebuild(attrs: &[&RawAttr]) -> Vec<u8> {
-    rebuild_with(&[0, 0], attrs, &[])
-}
-
-/// An UPDATE of `withdrawn` (its length field included), `attrs` and
-/// `nlri`.
-fn rebuild_with(withdrawn: &[u8], attrs: &[&RawAttr], nlri: &[u8]) -> Vec<u8> {
-    let alen: usize = attrs.iter().map(|a| a.whole.len()).sum();
-    let len = 19 + withdrawn.len() + 2 + alen + nlri.len();
+/// An UPDATE with no IPv4 unicast fields and these attributes.
+fn rebuild<'a>(attrs: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
     let mut m = vec![0xff; 16];
-    m.extend_from_slice(&(len as u16).to_be_bytes());
-    m.push(2);
-    m.extend_from_slice(withdrawn);
-    m.extend_from_slice(&(alen as u16).to_be_bytes());
+    m.extend_from_slice(&[0, 0, 2, 0, 0, 0, 0]);
     for a in attrs {
-        m.extend_from_slice(a.whole);
+        m.extend_from_slice(a);
     }
-    m.extend_from_slice(nlri);
+    let alen = (m.len() - 23) as u16;
+    m[21..23].copy_from_slice(&alen.to_be_bytes());
+    let len = m.len() as u16;
+    m[16..18].copy_from_slice(&len.to_be_bytes());
     m
+}
+
+/// The withdrawal of what `update` (as [`check_update`] returned it)
+/// advertises: its MP_REACH_NLRI and MP_UNREACH_NLRI only. For when the
+/// decoder refuses what RFC 7606's checks passed, which is a gap in them:
+/// treat-as-withdraw is still what RFC 7606 wants while the routes can be
+/// found.
+pub fn withdrawal_of(update: &[u8]) -> Vec<u8> {
+    let section = update.get(23..).unwrap_or_default();
+    let (attrs, _) = walk(section);
+    rebuild(
+        attrs
+            .iter()
+            .filter(|a| a.kind == MP_REACH || a.kind == MP_UNREACH)
+            .map(|a| a.whole),
+    )
 }
 
 #[cfg(test)]

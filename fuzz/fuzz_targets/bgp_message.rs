@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     for asn4 in [true, false] {
-        let _ = control::bgp::check_update(data, asn4);
+        let _ = control::bgp::check_update(data, asn4, false);
         if let Ok(m) = control::bgp::decode(data, asn4) {
             let _ = control::bgp::encode(&m);
             if let netgauze_bgp_pkt::BgpMessage::Update(u) = &m {

@@ -35,7 +35,7 @@ use crate::config::Password;
 use super::fsm::{check_open, Action, Event, Expect, Fsm, Negotiated, Notify, State, Timer};
 use super::{
     check_update, decode, encode, notification, open, vpnv4_end_of_rib, vpnv4_of, vpnv4_reach,
-    vpnv4_unreach, BgpMessage, Verdict, VpnPath, VpnRoute, Vpnv4Update, MAX_MESSAGE,
+    vpnv4_unreach, withdrawal_of, BgpMessage, Verdict, VpnPath, VpnRoute, Vpnv4Update, MAX_MESSAGE,
 };
 
 /// How to reach one neighbour and what to expect of it.
@@ -737,29 +737,25 @@ impl Session {
         self.handle(ev, connecting).await;
     }
 
-    /// An UPDATE in Established: RFC 7606 first, then the routes.
+    /// An UPDATE in Established: RFC 7606 first, then the routes. Each
+    /// UPDATE RFC 7606 acts on is reported once, as one
+    /// [`FromSession::Malformed`] naming the attribute and the action.
     fn update(&mut self, m: &[u8], asn4: bool) -> Event {
         let learnt = |bytes: &[u8]| match decode(bytes, asn4) {
             Ok(BgpMessage::Update(u)) => Ok(vpnv4_of(&u)),
             Ok(_) => Err("not an UPDATE".to_string()),
             Err(e) => Err(e),
         };
-        let got = match check_update(m, asn4) {
-            Verdict::Fine => learnt(m),
-            Verdict::Discard { update, discarded } => {
-                let _ = self.out.send(FromSession::Malformed(format!(
-                    "attributes {discarded:?} discarded (RFC 7606)"
-                )));
-                learnt(&update)
+        let ebgp = self.cfg.local_asn != self.cfg.remote_asn;
+        let (update, mut withdraw, mut note) = match check_update(m, asn4, ebgp) {
+            // `transitive` is for re-advertisement, which VPN routes
+            // learnt here do not get yet.
+            Verdict::Fine { update, .. } => (update, false, None),
+            Verdict::Discard { update, why, .. } => {
+                (update, false, Some(format!("{why}: attribute discard")))
             }
             Verdict::TreatAsWithdraw { update, why } => {
-                let _ = self.out.send(FromSession::Malformed(format!(
-                    "{why}: treated as withdraw (RFC 7606)"
-                )));
-                learnt(&update).map(|v| Vpnv4Update {
-                    withdrawn: v.reach.into_iter().chain(v.withdrawn).collect(),
-                    ..Default::default()
-                })
+                (update, true, Some(format!("{why}: treat-as-withdraw")))
             }
             Verdict::Reset {
                 code,
@@ -767,7 +763,9 @@ impl Session {
                 data,
                 why,
             } => {
-                let _ = self.out.send(FromSession::Malformed(why));
+                let _ = self.out.send(FromSession::Malformed(format!(
+                    "{why}: session reset (NOTIFICATION {code}/{subcode})"
+                )));
                 return Event::UpdateMsgErr(Notify {
                     code,
                     subcode,
@@ -775,13 +773,35 @@ impl Session {
                 });
             }
         };
+        let got = learnt(&update).or_else(|e| {
+            // check_update passed what the decoder refuses: a gap in its
+            // checks. The routes can still be found, so RFC 7606's
+            // treat-as-withdraw rather than a reset.
+            let v = learnt(&withdrawal_of(&update)).map_err(|_| e.clone())?;
+            withdraw = true;
+            note = Some(format!("the decoder refused it ({e}): treat-as-withdraw"));
+            Ok::<_, String>(v)
+        });
         match got {
             Ok(v) => {
+                if let Some(n) = note {
+                    let _ = self.out.send(FromSession::Malformed(n));
+                }
+                let v = if withdraw {
+                    Vpnv4Update {
+                        withdrawn: v.reach.into_iter().chain(v.withdrawn).collect(),
+                        ..Default::default()
+                    }
+                } else {
+                    v
+                };
                 let _ = self.out.send(FromSession::Learned(v));
                 Event::UpdateMsg
             }
             Err(e) => {
-                let _ = self.out.send(FromSession::Malformed(e));
+                let _ = self.out.send(FromSession::Malformed(format!(
+                    "the decoder refused it ({e}): session reset (NOTIFICATION 3/1)"
+                )));
                 Event::UpdateMsgErr(Notify {
                     code: 3,
                     subcode: 1,

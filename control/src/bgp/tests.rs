@@ -198,116 +198,304 @@ fn reach_with(attrs: &str) -> Vec<u8> {
 const MP_REACH_ATTR: &str = "90 0e 0021 0001 80 0c 0000000000000000 c0000201 00
     78 03e811 0000fde800000064 0a00000a";
 
-/// The routes a treat-as-withdraw verdict withdraws.
-fn withdrawn_by(v: &Verdict) -> Vec<VpnRoute> {
-    let Verdict::TreatAsWithdraw { update, .. } = v else {
-        panic!("not treat-as-withdraw: {v:?}");
-    };
-    let BgpMessage::Update(u) = decode(update, true).expect("the kept attributes decode") else {
+/// The routes an UPDATE as [`check_update`] returned it advertises.
+fn reach_of(update: &[u8]) -> Vec<VpnRoute> {
+    let BgpMessage::Update(u) = decode(update, true).expect("check_update's bytes decode") else {
         panic!("not an UPDATE");
     };
     vpnv4_of(&u).reach
 }
 
+/// The attribute types of an UPDATE as [`check_update`] returned it.
+fn kinds_of(update: &[u8]) -> Vec<u8> {
+    walk(&update[23..]).0.iter().map(|a| a.kind).collect()
+}
+
+/// What RFC 7606 should do with an UPDATE.
+#[derive(Debug, PartialEq)]
+enum Want {
+    Withdraw,
+    Discard(u8),
+    Reset(u8),
+}
+
+/// Every attribute RFC 7606 (and RFC 6793, RFC 8092) gives rules for,
+/// with a malformed length and, where it has rules for one, a malformed
+/// value or flags, in an UPDATE that otherwise advertises [`route`].
 #[test]
-fn rfc7606_verdicts() {
-    assert_eq!(check_update(&hex(REACH), true), Verdict::Fine);
-    assert_eq!(check_update(&hex(UNREACH), true), Verdict::Fine);
-    // Treat-as-withdraw: the route advertised is withdrawn instead.
-    for (name, attrs) in [
-        (
-            "ORIGIN length 2 (7.1)",
-            format!("40 01 02 0000 40 02 00 {MP_REACH_ATTR}"),
-        ),
-        (
-            "ORIGIN 3 (7.1)",
-            format!("40 01 01 03 40 02 00 {MP_REACH_ATTR}"),
-        ),
-        (
-            "AS_PATH segment overruns (7.2)",
-            format!("40 01 01 00 40 02 06 02 02 0000fde9 {MP_REACH_ATTR}"),
-        ),
-        (
-            "LOCAL_PREF length 3 (7.5)",
-            format!("40 01 01 00 40 02 00 40 05 03 000064 {MP_REACH_ATTR}"),
-        ),
-        (
-            "MED length 2 (7.4)",
-            format!("40 01 01 00 40 02 00 80 04 02 0000 {MP_REACH_ATTR}"),
-        ),
-        (
-            "extended communities length 12 (7.14)",
-            format!("40 01 01 00 40 02 00 c0 10 0c 0002fde800000001 00000000 {MP_REACH_ATTR}"),
-        ),
-        ("ORIGIN missing (3 d)", format!("40 02 00 {MP_REACH_ATTR}")),
-        (
-            "last attribute overruns the section (4)",
-            format!("40 01 01 00 40 02 00 {MP_REACH_ATTR} 40 05 09 00000064"),
-        ),
-    ] {
-        let v = check_update(&reach_with(&attrs), true);
-        assert_eq!(withdrawn_by(&v), [route()], "{name}: {v:?}");
+fn rfc7606_verdicts_per_attribute() {
+    use Want::*;
+    const GOOD: &str = "40 01 01 00 40 02 00";
+    let cases: Vec<(&str, &str, Want)> = vec![
+        ("ORIGIN length 2 (7.1)", "40 01 02 0000 40 02 00", Withdraw),
+        ("ORIGIN value 3 (7.1)", "40 01 01 03 40 02 00", Withdraw),
+        ("ORIGIN flagged optional (3 c)", "c0 01 01 00 40 02 00", Withdraw),
+        ("ORIGIN missing (3 d)", "40 02 00", Withdraw),
+        ("AS_PATH missing (3 d)", "40 01 01 00", Withdraw),
+        ("AS_PATH segment overruns (7.2)", "40 01 01 00 40 02 06 02 02 0000fde9", Withdraw),
+        ("AS_PATH segment type 5 (7.2)", "40 01 01 00 40 02 06 05 01 0000fde9", Withdraw),
+        ("AS_PATH empty segment (7.2)", "40 01 01 00 40 02 02 02 00", Withdraw),
+        ("NEXT_HOP length 5 (7.3)", "GOOD 40 03 05 c000020100", Withdraw),
+        ("NEXT_HOP flagged optional (3 c)", "GOOD c0 03 04 c0000201", Withdraw),
+        ("MULTI_EXIT_DISC length 2 (7.4)", "GOOD 80 04 02 0000", Withdraw),
+        ("MULTI_EXIT_DISC flagged well-known (3 c)", "GOOD 40 04 04 00000000", Withdraw),
+        ("LOCAL_PREF length 3 (7.5)", "GOOD 40 05 03 000064", Withdraw),
+        ("ATOMIC_AGGREGATE length 1 (7.6)", "GOOD 40 06 01 00", Discard(6)),
+        ("AGGREGATOR length 6 with 4-octet ASNs (7.7)", "GOOD c0 07 06 fde9 c0000201", Discard(7)),
+        ("COMMUNITIES length 5 (7.8)", "GOOD c0 08 05 fde80001 00", Withdraw),
+        ("COMMUNITIES length 0 (7.8)", "GOOD c0 08 00", Withdraw),
+        ("COMMUNITIES flagged non-transitive (3 c)", "GOOD 80 08 04 fde80001", Withdraw),
+        ("ORIGINATOR_ID length 3 (7.9)", "GOOD 80 09 03 c00002", Withdraw),
+        ("ORIGINATOR_ID flagged transitive (3 c)", "GOOD c0 09 04 c0000201", Withdraw),
+        ("CLUSTER_LIST length 6 (7.10)", "GOOD 80 0a 06 c0000201 0000", Withdraw),
+        ("CLUSTER_LIST length 0 (7.10)", "GOOD 80 0a 00", Withdraw),
+        ("EXTENDED_COMMUNITIES length 12 (7.14)", "GOOD c0 10 0c 0002fde800000001 00000000", Withdraw),
+        ("EXTENDED_COMMUNITIES length 0 (7.14)", "GOOD c0 10 00", Withdraw),
+        ("AS4_PATH length 5 (RFC 6793 6)", "GOOD c0 11 05 02 01 0000fd", Discard(17)),
+        ("AS4_PATH segment type 9 (RFC 6793 6)", "GOOD c0 11 06 09 01 0000fde9", Discard(17)),
+        ("AS4_AGGREGATOR length 6 (RFC 6793 6)", "GOOD c0 12 06 fde9 c0000201", Discard(18)),
+        ("LARGE_COMMUNITY length 8 (RFC 8092 6)", "GOOD c0 20 08 0000fde8 00000001", Withdraw),
+        ("LARGE_COMMUNITY length 0 (RFC 8092 6)", "GOOD c0 20 00", Withdraw),
+        ("MP_REACH_NLRI flagged transitive (3 c)", "GOOD", Withdraw),
+        ("ORIGIN twice (3 g)", "40 01 01 00 40 01 01 01 40 02 00", Discard(1)),
+        ("an attribute overruns the section (4)", "GOOD MP 40 05 09 00000064", Withdraw),
+        ("unrecognized well-known attribute (RFC 4271 6.3)", "GOOD 40 63 00", Reset(2)),
+        ("MP_REACH_NLRI next hop length 4 (7.11)", "GOOD 90 0e 0019 0001 80 04 c0000201 00 78 03e811 0000fde800000064 0a00000a", Reset(9)),
+        ("MP_REACH_NLRI NLRI of 130 bits (7.11)", "GOOD 90 0e 0021 0001 80 0c 0000000000000000 c0000201 00 82 03e811 0000fde800000064 0a00000a", Reset(9)),
+        ("MP_REACH_NLRI NLRI of 80 bits (7.11)", "GOOD 90 0e 0021 0001 80 0c 0000000000000000 c0000201 00 50 03e811 0000fde800000064 0a00000a", Reset(9)),
+        ("MP_REACH_NLRI NLRI runs past it (7.11)", "GOOD 90 0e 0020 0001 80 0c 0000000000000000 c0000201 00 78 03e811 0000fde800000064 0a0000", Reset(9)),
+        ("MP_UNREACH_NLRI NLRI of 130 bits (7.11)", "GOOD MP 90 0f 0013 0001 80 82 800000 0000fde800000064 0a00000a", Reset(9)),
+        ("MP_REACH_NLRI twice (3 g)", "GOOD MP MP", Reset(1)),
+        ("an overrun with no MP_REACH_NLRI before it (4)", "GOOD 40 05 09 00000064 NOMP", Reset(1)),
+    ];
+    for (name, attrs, want) in cases {
+        let attrs = attrs.replace("GOOD", GOOD);
+        // The MP_REACH_NLRI goes last unless the case places it.
+        let attrs = if attrs.contains("NOMP") {
+            attrs.replace("NOMP", "")
+        } else if attrs.contains("MP") || attrs.contains(" 0e ") {
+            attrs.replace("MP", MP_REACH_ATTR)
+        } else if name.starts_with("MP_REACH_NLRI flagged") {
+            format!("{attrs} d0 {}", &MP_REACH_ATTR[3..])
+        } else {
+            format!("{attrs} {MP_REACH_ATTR}")
+        };
+        let v = check_update(&reach_with(&attrs), true, false);
+        match (&want, &v) {
+            (Withdraw, Verdict::TreatAsWithdraw { update, why }) => {
+                assert_eq!(
+                    reach_of(update),
+                    [route()],
+                    "{name}: the route advertised is withdrawn ({why})"
+                );
+                assert!(
+                    kinds_of(update)
+                        .iter()
+                        .all(|k| *k == MP_REACH || *k == MP_UNREACH),
+                    "{name}"
+                );
+            }
+            (
+                Discard(k),
+                Verdict::Discard {
+                    update,
+                    discarded,
+                    why,
+                    ..
+                },
+            ) => {
+                assert_eq!(discarded, &[*k], "{name}: {why}");
+                assert!(why.contains(&format!("(type {k})")), "{name}: {why}");
+                assert_eq!(reach_of(update), [route()], "{name}: the route stays");
+                // A repeated one keeps its first (3 g).
+                let left = kinds_of(update).iter().filter(|x| *x == k).count();
+                assert_eq!(
+                    left,
+                    usize::from(name.contains("twice")),
+                    "{name}: the attribute is gone"
+                );
+            }
+            (
+                Reset(sub),
+                Verdict::Reset {
+                    code: 3, subcode, ..
+                },
+            ) => assert_eq!(subcode, sub, "{name}: {v:?}"),
+            _ => panic!("{name}: want {want:?}, got {v:?}"),
+        }
+        let why = match &v {
+            Verdict::TreatAsWithdraw { why, .. }
+            | Verdict::Discard { why, .. }
+            | Verdict::Reset { why, .. } => why,
+            Verdict::Fine { .. } => unreachable!(),
+        };
+        assert!(
+            why.contains("(type "),
+            "{name}: the reason names the attribute: {why}"
+        );
     }
-    // Attribute discard: the rest is used.
-    let bad_atomic = reach_with(&format!("40 01 01 00 40 02 00 40 06 01 00 {MP_REACH_ATTR}"));
-    let Verdict::Discard { update, discarded } = check_update(&bad_atomic, true) else {
-        panic!("ATOMIC_AGGREGATE of length 1 (7.6) is discarded");
+}
+
+#[test]
+fn rfc7606_well_formed_updates_pass() {
+    for (name, m) in [
+        ("REACH", REACH),
+        ("UNREACH", UNREACH),
+        ("End-of-RIB", END_OF_RIB),
+    ] {
+        let Verdict::Fine { update, transitive } = check_update(&hex(m), true, false) else {
+            panic!("{name} is fine");
+        };
+        assert!(transitive.is_empty());
+        let (BgpMessage::Update(a), BgpMessage::Update(b)) = (
+            decode(&update, true).unwrap(),
+            decode(&hex(m), true).unwrap(),
+        ) else {
+            panic!("not UPDATEs");
+        };
+        assert_eq!(vpnv4_of(&a), vpnv4_of(&b), "{name}");
+    }
+    // Every attribute with rules, well formed (2-octet ASNs this time).
+    let all = "40 01 01 02 40 02 04 02 01 fde9 40 03 04 c0000201 80 04 04 00000005
+        40 05 04 00000064 40 06 00 c0 07 06 fde9 c0000201 c0 08 04 fde80001
+        80 09 04 c0000201 80 0a 04 c0000202 c0 10 08 0002fde800000001
+        c0 11 06 02 01 fa56ea01 c0 12 08 fa56ea01 c0000201
+        c0 20 0c 0000fde8 00000001 00000002";
+    let m = reach_with(&format!(
+        "{all} {}",
+        MP_REACH_ATTR.replace("90 0e 0021", "80 0e 21")
+    ));
+    let Verdict::Fine { update, .. } = check_update(&m, false, false) else {
+        panic!("all fine: {:?}", check_update(&m, false, false));
     };
-    assert_eq!(discarded, [ATOMIC_AGGREGATE]);
-    let BgpMessage::Update(u) = decode(&update, true).unwrap() else {
+    let BgpMessage::Update(u) = decode(&update, false).unwrap() else {
         panic!("not an UPDATE");
     };
+    assert_eq!(u.path_attributes().len(), 15);
     assert_eq!(vpnv4_of(&u).reach, [route()]);
-    assert!(!u
-        .path_attributes()
-        .iter()
-        .any(|a| matches!(a.value(), PathAttributeValue::AtomicAggregate(_))));
-    // Duplicates: the first one counts (3 g).
-    let dup = reach_with(&format!("40 01 01 00 40 01 01 01 40 02 00 {MP_REACH_ATTR}"));
-    assert!(
-        matches!(check_update(&dup, true), Verdict::Discard { discarded, .. } if discarded == [ORIGIN])
-    );
-    // Session reset, with the NOTIFICATION to send.
-    let reset = |m: &[u8]| match check_update(m, true) {
-        Verdict::Reset { code, subcode, .. } => (code, subcode),
-        v => panic!("not a reset: {v:?}"),
+    assert_eq!(vpnv4_of(&u).path.unwrap().med, Some(5));
+}
+
+#[test]
+fn rfc7606_rules_that_depend_on_the_session() {
+    let good = "40 01 01 00 40 02 00";
+    // LOCAL_PREF from an external peer: attribute discard (7.5).
+    let m = reach_with(&format!("{good} 40 05 04 00000064 {MP_REACH_ATTR}"));
+    assert!(matches!(
+        check_update(&m, true, false),
+        Verdict::Fine { .. }
+    ));
+    let Verdict::Discard {
+        update, discarded, ..
+    } = check_update(&m, true, true)
+    else {
+        panic!("LOCAL_PREF from an eBGP peer is discarded");
     };
+    assert_eq!(
+        (discarded, reach_of(&update)),
+        (vec![LOCAL_PREF], vec![route()])
+    );
+    // AGGREGATOR: 6 octets without 4-octet ASNs, 8 with (7.7).
+    let agg8 = reach_with(&format!(
+        "{good} c0 07 08 0000fde9 c0000201 {MP_REACH_ATTR}"
+    ));
+    assert!(matches!(
+        check_update(&agg8, true, false),
+        Verdict::Fine { .. }
+    ));
+    assert!(
+        matches!(check_update(&agg8, false, false), Verdict::Discard { discarded, .. } if discarded == [AGGREGATOR])
+    );
+    // AS_PATH of 2-octet ASNs read with 4 (7.2).
+    let two = reach_with(&format!("40 01 01 00 40 02 04 02 01 fde9 {MP_REACH_ATTR}"));
+    assert!(matches!(
+        check_update(&two, false, false),
+        Verdict::Fine { .. }
+    ));
+    assert!(matches!(
+        check_update(&two, true, false),
+        Verdict::TreatAsWithdraw { .. }
+    ));
+}
+
+#[test]
+fn rfc7606_what_hdvrf_does_not_read() {
+    let good = "40 01 01 00 40 02 00";
+    // An unknown optional transitive attribute is kept with the Partial
+    // bit set (RFC 4271 section 5); an unknown non-transitive one and
+    // another family's MP_REACH_NLRI are left out of what is decoded.
+    let m = reach_with(&format!(
+        "{good} c0 63 02 abcd 80 64 01 00 {MP_REACH_ATTR} 90 0f 0003 0002 01"
+    ));
+    let Verdict::Fine { update, transitive } = check_update(&m, true, false) else {
+        panic!("fine");
+    };
+    assert_eq!(transitive, hex("e0 63 02 abcd"));
+    assert_eq!(kinds_of(&update), [ORIGIN, AS_PATH, MP_REACH]);
+    assert_eq!(reach_of(&update), [route()]);
+    // A multicast prefix, or an RD of type 5, is ignored (RFC 4271
+    // section 6.3); the other routes stay.
+    let mcast = MP_REACH_ATTR
+        .replace("90 0e 0021", "90 0e 0031")
+        .replace("0a00000a", "0a00000a 78 03e821 0000fde800000064 e0000001");
+    let m = reach_with(&format!("{good} {mcast}"));
+    let Verdict::Fine { update, .. } = check_update(&m, true, false) else {
+        panic!("fine");
+    };
+    assert_eq!(reach_of(&update), [route()]);
+    let rd5 = MP_REACH_ATTR.replace("0000fde800000064", "0005fde800000064");
+    let Verdict::Fine { update, .. } =
+        check_update(&reach_with(&format!("{good} {rd5}")), true, false)
+    else {
+        panic!("fine");
+    };
+    assert!(reach_of(&update).is_empty());
+    // IPv4 unicast fields are not read, but a syntax error in them leaves
+    // nothing to withdraw: session reset (5.3).
+    let mut m = reach_with(&format!("{good} {MP_REACH_ATTR}"));
+    m.extend_from_slice(&hex("21 0a000001 00"));
+    let len = m.len() as u16;
+    m[16..18].copy_from_slice(&len.to_be_bytes());
+    assert!(matches!(
+        check_update(&m, true, false),
+        Verdict::Reset {
+            code: 3,
+            subcode: 10,
+            ..
+        }
+    ));
+    // The NOTIFICATION of an MP_REACH_NLRI error carries the attribute.
     let bad_nlri = MP_REACH_ATTR.replace("78 03e811", "82 03e811");
-    assert_eq!(
-        reset(&reach_with(&format!("40 01 01 00 40 02 00 {bad_nlri}"))),
-        (3, 9),
-        "an NLRI of 130 bits in MP_REACH_NLRI (7.11)"
-    );
-    assert_eq!(
-        reset(&reach_with(&format!(
-            "40 01 01 00 {MP_REACH_ATTR} {MP_REACH_ATTR}"
-        ))),
-        (3, 1),
-        "MP_REACH_NLRI twice (3 g)"
-    );
-    assert_eq!(
-        reset(&reach_with("40 01 01 00 40 02 00 40 05 09 00000064")),
-        (3, 1),
-        "an overrun with no MP_REACH_NLRI to withdraw (4)"
-    );
+    let Verdict::Reset { data, .. } =
+        check_update(&reach_with(&format!("{good} {bad_nlri}")), true, false)
+    else {
+        panic!("reset");
+    };
+    assert_eq!(data, hex(&bad_nlri));
     let mut long = hex(REACH);
     long[22] = 0xff;
-    assert_eq!(
-        reset(&long),
-        (3, 1),
+    assert!(
+        matches!(
+            check_update(&long, true, false),
+            Verdict::Reset {
+                code: 3,
+                subcode: 1,
+                ..
+            }
+        ),
         "total attribute length past the message"
     );
-    let Verdict::Reset { data, .. } = check_update(
-        &reach_with(&format!("40 01 01 00 40 02 00 {bad_nlri}")),
-        true,
-    ) else {
-        unreachable!()
-    };
-    assert_eq!(
-        data,
-        hex(&bad_nlri),
-        "the NOTIFICATION carries the attribute"
-    );
+}
+
+#[test]
+fn a_decoder_refusal_is_withdrawn_where_the_routes_are_found() {
+    // What check_update would never pass: a multicast prefix in the MP
+    // attribute. withdrawal_of keeps only the MP attributes.
+    let m = reach_with(&format!(
+        "40 01 01 00 40 02 00 c0 08 03 000000 {MP_REACH_ATTR}"
+    ));
+    assert_eq!(kinds_of(&withdrawal_of(&m)), [MP_REACH]);
+    assert_eq!(reach_of(&withdrawal_of(&m)), [route()]);
 }
 
 /// A reflected path's ORIGINATOR_ID (type 9) and CLUSTER_LIST (type 10)
