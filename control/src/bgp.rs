@@ -859,7 +859,18 @@ fn check_attribute(a: &RawAttr, asn4: bool, ebgp: bool) -> (Option<Fault>, Keep)
             format!("undefined value {} (RFC 7606 section 7.1)", v[0]),
         )),
         AS_PATH => as_path_fault(v, if asn4 { 4 } else { 2 })
-            .map(|w| (Action::Withdraw, format!("{w} (RFC 7606 section 7.2)"))),
+            .map(|w| format!("{w} (RFC 7606 section 7.2)"))
+            .or_else(|| {
+                // Confederation segments come only from a member of our
+                // confederation, and hdvrf is in none (RFC 5065 section
+                // 5.3); the codec has no type for them either.
+                confederation_segments(v, if asn4 { 4 } else { 2 }).then(|| {
+                    "a confederation segment from outside any confederation \
+                     (RFC 5065 section 5.3, RFC 7606 section 7.2)"
+                        .to_string()
+                })
+            })
+            .map(|w| (Action::Withdraw, w)),
         NEXT_HOP if n != 4 => Some((Action::Withdraw, length("4", "RFC 7606 section 7.3"))),
         MED if n != 4 => Some((Action::Withdraw, length("4", "RFC 7606 section 7.4"))),
         LOCAL_PREF if ebgp => Some((
@@ -905,10 +916,22 @@ fn check_attribute(a: &RawAttr, asn4: bool, ebgp: bool) -> (Option<Fault>, Keep)
             Action::Withdraw,
             length("a non-zero multiple of 8", "RFC 7606 section 7.14"),
         )),
-        AS4_PATH => (n < 6)
+        AS4_PATH => match (n < 6)
             .then(|| "shorter than one AS number".to_string())
             .or_else(|| as_path_fault(v, 4))
-            .map(|w| (Action::Discard, format!("{w} (RFC 6793 section 6)"))),
+        {
+            Some(w) => Some((Action::Discard, format!("{w} (RFC 6793 section 6)"))),
+            None => {
+                // RFC 6793 section 6: confederation segments in AS4_PATH
+                // are dropped, the rest used.
+                let rest = without_confederation_segments(v);
+                if rest.is_empty() {
+                    return (None, Keep::Drop);
+                }
+                value = std::borrow::Cow::Owned(rest);
+                None
+            }
+        },
         AS4_AGGREGATOR if n != 8 => Some((Action::Discard, length("8", "RFC 6793 section 6"))),
         LARGE_COMMUNITY if n == 0 || n % 12 != 0 => Some((
             Action::Withdraw,
@@ -956,6 +979,33 @@ fn as_path_fault(v: &[u8], w: usize) -> Option<String> {
         at += 2 + usize::from(n) * w;
     }
     (at != v.len()).then(|| "a segment runs past the attribute".into())
+}
+
+/// Whether a well-formed AS_PATH of `w`-octet AS numbers has
+/// AS_CONFED_SEQUENCE (3) or AS_CONFED_SET (4) segments.
+fn confederation_segments(v: &[u8], w: usize) -> bool {
+    let mut at = 0;
+    while let (Some(&t), Some(&n)) = (v.get(at), v.get(at + 1)) {
+        if t == 3 || t == 4 {
+            return true;
+        }
+        at += 2 + usize::from(n) * w;
+    }
+    false
+}
+
+/// A well-formed AS4_PATH without its confederation segments.
+fn without_confederation_segments(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut at = 0;
+    while let (Some(&t), Some(&n)) = (v.get(at), v.get(at + 1)) {
+        let end = at + 2 + usize::from(n) * 4;
+        if t != 3 && t != 4 {
+            out.extend_from_slice(&v[at..end]);
+        }
+        at = end;
+    }
+    out
 }
 
 /// Why an IPv4 prefix list (withdrawn routes, NLRI) is syntactically

@@ -235,6 +235,11 @@ fn rfc7606_verdicts_per_attribute() {
         ("AS_PATH segment overruns (7.2)", "40 01 01 00 40 02 06 02 02 0000fde9", Withdraw),
         ("AS_PATH segment type 5 (7.2)", "40 01 01 00 40 02 06 05 01 0000fde9", Withdraw),
         ("AS_PATH empty segment (7.2)", "40 01 01 00 40 02 02 02 00", Withdraw),
+        (
+            "AS_PATH confederation segment (RFC 5065 5.3, 7.2)",
+            "40 01 01 00 40 02 06 03 01 0000fde9",
+            Withdraw,
+        ),
         ("NEXT_HOP length 5 (7.3)", "GOOD 40 03 05 c000020100", Withdraw),
         ("NEXT_HOP flagged optional (3 c)", "GOOD c0 03 04 c0000201", Withdraw),
         ("MULTI_EXIT_DISC length 2 (7.4)", "GOOD 80 04 02 0000", Withdraw),
@@ -433,6 +438,15 @@ fn rfc7606_what_hdvrf_does_not_read() {
     assert_eq!(transitive, hex("e0 63 02 abcd"));
     assert_eq!(kinds_of(&update), [ORIGIN, AS_PATH, MP_REACH]);
     assert_eq!(reach_of(&update), [route()]);
+    // AS4_PATH's confederation segments are dropped, the rest kept
+    // (RFC 6793 section 6).
+    let m = reach_with(&format!(
+        "{good} c0 11 0c 03 01 0000fde9 02 01 fa56ea01 {MP_REACH_ATTR}"
+    ));
+    let Verdict::Fine { update, .. } = check_update(&m, false, false) else {
+        panic!("fine");
+    };
+    assert_eq!(&update[23 + 7..23 + 7 + 9], hex("c0 11 06 02 01 fa56ea01"));
     // A multicast prefix, or an RD of type 5, is ignored (RFC 4271
     // section 6.3); the other routes stay.
     let mcast = MP_REACH_ATTR
