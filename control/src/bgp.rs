@@ -8,9 +8,11 @@
 //! here:
 //! - RFC 7606: it has no treat-as-withdraw or attribute discard, and its
 //!   lenient mode skips the wrong bytes after a bad attribute. So
-//!   [`check_update`] walks the raw path attributes first (their headers
-//!   only, which is all RFC 7606 needs) and decides; a bad attribute never
-//!   reaches the decoder.
+//!   [`check_update`] walks the raw path attributes first, checks every
+//!   one RFC 7606 has rules for, decides, and hands the decoder an UPDATE
+//!   rebuilt from what passed; a bad attribute never reaches the decoder,
+//!   and the decoder never refuses what it is handed (the BGP fuzz target
+//!   checks that).
 //! - The MPLS label field is raw bytes in the crate: [`label_field`]
 //!   encodes RFC 8277's `label << 4 | S`.
 //! - It does not refuse an UPDATE over 4096 bytes: [`vpnv4_reach`] packs

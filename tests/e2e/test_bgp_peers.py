@@ -15,6 +15,8 @@ that the test controls every byte.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import socket
@@ -270,6 +272,211 @@ def hostile_peer() -> None:
             return
         if kind == 4:
             sk.sendall(message(4, b""))
+
+
+# RFC 7606 attribute by attribute, against one running hub. This test
+# process is the peer: its socket is made in the spoke's namespace (setns
+# on this thread, then back), so each case drives the session directly.
+# The peer proposes hold time 0 (RFC 4271 section 4.2): no KEEPALIVEs to
+# answer while the cases run.
+
+CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def in_netns(name: str):
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open("/proc/self/ns/net") as home, open(f"/var/run/netns/{name}") as there:
+        if libc.setns(there.fileno(), CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {name}")
+        try:
+            yield
+        finally:
+            if libc.setns(home.fileno(), CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back")
+
+
+def attr(flags: int, kind: int, value: bytes) -> bytes:
+    if flags & 0x10:
+        return bytes([flags, kind]) + struct.pack("!H", len(value)) + value
+    return bytes([flags, kind, len(value)]) + value
+
+
+RT_IMPORTED = b"\x00\x02" + struct.pack("!HI", 65000, 2)  # the hub imports 65000:2
+WELL_FORMED = {
+    1: attr(0x40, 1, b"\x00"),
+    2: attr(0x40, 2, b""),
+    5: attr(0x40, 5, struct.pack("!I", 100)),
+    16: attr(0xC0, 16, RT_IMPORTED),
+}
+
+
+def vpn_update(prefix: str, label: int, replace: dict[int, bytes] | None = None, extra: bytes = b"") -> bytes:
+    """An iBGP VPNv4 UPDATE for `prefix` (RD 65000:100, next hop the
+    spoke's address) with the well-formed attributes above, those of
+    `replace` in their place and `extra` added."""
+    net, plen = prefix.split("/")
+    plen = int(plen)
+    nlri = bytes([88 + plen]) + struct.pack("!I", label << 4 | 1)[1:] + struct.pack("!HHI", 0, 65000, 100) + socket.inet_aton(net)[: (plen + 7) // 8]
+    mp = struct.pack("!HBB", 1, 128, 12) + bytes(8) + socket.inet_aton(SPOKE) + b"\x00" + nlri
+    attrs = b"".join({**WELL_FORMED, **(replace or {})}.values()) + extra + attr(0x80, 14, mp)
+    return message(2, struct.pack("!HH", 0, len(attrs)) + attrs)
+
+
+# (attribute, type code, what is wrong, the attribute as sent, RFC 7606's
+# action). `replace` cases swap a well-formed attribute for the bad one.
+MALFORMED = [
+    ("ORIGIN", 1, "length 2", {1: attr(0x40, 1, b"\x00\x00")}, "treat-as-withdraw"),
+    ("ORIGIN", 1, "value 3", {1: attr(0x40, 1, b"\x03")}, "treat-as-withdraw"),
+    ("ORIGIN", 1, "flagged optional", {1: attr(0xC0, 1, b"\x00")}, "treat-as-withdraw"),
+    ("AS_PATH", 2, "segment overruns", {2: attr(0x40, 2, b"\x02\x02" + struct.pack("!I", 65001))}, "treat-as-withdraw"),
+    ("AS_PATH", 2, "segment type 5", {2: attr(0x40, 2, b"\x05\x01" + struct.pack("!I", 65001))}, "treat-as-withdraw"),
+    ("NEXT_HOP", 3, "length 5", attr(0x40, 3, bytes(5)), "treat-as-withdraw"),
+    ("MULTI_EXIT_DISC", 4, "length 2", attr(0x80, 4, bytes(2)), "treat-as-withdraw"),
+    ("LOCAL_PREF", 5, "length 3", {5: attr(0x40, 5, b"\x00\x00\x64")}, "treat-as-withdraw"),
+    ("ATOMIC_AGGREGATE", 6, "length 1", attr(0x40, 6, b"\x00"), "attribute discard"),
+    ("AGGREGATOR", 7, "length 6 with 4-octet ASNs", attr(0xC0, 7, bytes(6)), "attribute discard"),
+    ("COMMUNITIES", 8, "length 5", attr(0xC0, 8, bytes(5)), "treat-as-withdraw"),
+    ("ORIGINATOR_ID", 9, "length 3", attr(0x80, 9, bytes(3)), "treat-as-withdraw"),
+    ("CLUSTER_LIST", 10, "length 6", attr(0x80, 10, bytes(6)), "treat-as-withdraw"),
+    ("EXTENDED_COMMUNITIES", 16, "length 12", {16: attr(0xC0, 16, RT_IMPORTED + bytes(4))}, "treat-as-withdraw"),
+    ("AS4_PATH", 17, "length 5", attr(0xC0, 17, bytes(5)), "attribute discard"),
+    ("AS4_AGGREGATOR", 18, "length 6", attr(0xC0, 18, bytes(6)), "attribute discard"),
+    ("LARGE_COMMUNITY", 32, "length 8", attr(0xC0, 32, bytes(8)), "treat-as-withdraw"),
+]
+
+
+class RawPeer:
+    """The hub's neighbour 198.18.1.1 on a raw socket, Established."""
+
+    def __init__(self, netns: str):
+        with in_netns(netns):
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    self.sk = connect(SPOKE)
+                    self.sk.sendall(open_msg(65000, 0, SPOKE))
+                    kind, _ = read_message(self.sk)
+                    break
+                except (AssertionError, OSError):
+                    # hdvrf closes connections until its neighbour is
+                    # past its start back-off: poll.
+                    assert time.monotonic() < deadline, "hdvrf never took the connection"
+                    time.sleep(0.2)
+        assert kind == 1, kind
+        self.sk.sendall(message(4, b""))
+        kind, _ = read_message(self.sk)
+        assert kind == 4, kind
+        self.buf = b""
+
+    def notifications(self) -> list[tuple[int, int]]:
+        """The NOTIFICATIONs (code, subcode) among the messages the hub has
+        sent so far (its UPDATEs are read and passed over); closed: (0, 0)."""
+        got = []
+        self.sk.setblocking(False)
+        try:
+            while True:
+                try:
+                    chunk = self.sk.recv(65536)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    got.append((0, 0))
+                    break
+                self.buf += chunk
+        finally:
+            self.sk.settimeout(20)
+        while len(self.buf) >= 19 and len(self.buf) >= struct.unpack("!H", self.buf[16:18])[0]:
+            length, kind = struct.unpack("!HB", self.buf[16:19])
+            if kind == 3:
+                got.append((self.buf[19], self.buf[20]))
+            self.buf = self.buf[length:]
+        return got
+
+
+@pytest.fixture(scope="module")
+def raw_hub(tmp_path_factory):
+    """One hub for the module, its neighbour this test's raw socket."""
+    if os.geteuid() != 0:
+        pytest.skip("end-to-end tests need root (network namespaces, DPDK)")
+    delete_stale_netns()
+    tmp = tmp_path_factory.mktemp("rfc7606")
+    pid = os.getpid()
+    s, h = f"{NS_PREFIX}{pid}-7606s", f"{NS_PREFIX}{pid}-7606h"
+    made, procs = [], []
+    try:
+        for ns in (s, h):
+            made.append(ns)
+            make_netns(ns)
+        veth(("sh", s, f"{SPOKE}/24"), ("hs", h, f"{HUB}/24"))
+        hub = Router(procs, tmp, h, "hub", config("hub", HUB, SPOKE, passive=True))
+        wait_until(lambda: hub.neighbor()["state"] == "Active", 10, "the hub's neighbour in Active")
+        peer = RawPeer(s)
+        wait_until(lambda: hub.neighbor()["state"] == "Established", 10, "the hub's neighbour Established")
+        yield hub, peer
+    finally:
+        for p in procs:
+            p.kill()
+        for ns in made:
+            delete_netns(ns)
+
+
+def rib_in(hub: Router) -> dict[str, int]:
+    return {r["prefix"]: r["label"] for r in hub.ctl("show", "bgp", "rib", "in")}
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=[f"{c[0]}-{c[2].replace(' ', '-')}" for c in MALFORMED])
+def test_rfc7606_a_malformed_attribute_against_a_running_hub(raw_hub, case):
+    hub, peer = raw_hub
+    name, code, _, bad, action = case
+    i = MALFORMED.index(case)
+    prefix, label = f"10.76.{i}.0/24", 3100 + i
+    # Advertised well formed first: learnt, and in the hub table.
+    peer.sk.sendall(vpn_update(prefix, label))
+    wait_until(lambda: rib_in(hub).get(prefix) == label, 10, f"{prefix} learnt")
+    wait_until(lambda: hub.routes("hub").get(prefix) == f"~bgp/peer/{label}", 10, f"{prefix} in the hub table")
+    before = hub.neighbor()["malformed_updates"]
+    err_at = len(hub.proc.err)
+    # The same route again (with another label), one attribute malformed.
+    if isinstance(bad, dict):
+        peer.sk.sendall(vpn_update(prefix, label + 100, replace=bad))
+    else:
+        peer.sk.sendall(vpn_update(prefix, label + 100, extra=bad))
+    wait_until(lambda: hub.neighbor()["malformed_updates"] == before + 1, 10, "malformed_updates counts it")
+    if action == "treat-as-withdraw":
+        # RFC 7606 section 2: the route the UPDATE advertises is withdrawn,
+        # the one it replaced too.
+        wait_until(lambda: prefix not in rib_in(hub), 10, f"{prefix} withdrawn")
+        wait_until(lambda: prefix not in hub.routes("hub"), 10, f"{prefix} out of the hub table")
+    else:
+        # Attribute discard: the rest of the UPDATE is used.
+        wait_until(lambda: rib_in(hub).get(prefix) == label + 100, 10, f"{prefix} relearnt without the attribute")
+    marker = f"{name} (type {code})"
+    lines = lambda: [l for l in hub.proc.err[err_at:] if "malformed UPDATE" in l]  # noqa: E731
+    wait_until(lambda: lines(), 10, "a log line")
+    assert len(lines()) == 1 and marker in lines()[0] and lines()[0].endswith(action), lines()
+    # The session stayed up, and said nothing.
+    n = hub.neighbor()
+    assert (n["state"], n["malformed_updates"], n["notifications_sent"]) == ("Established", before + 1, 0), n
+    assert peer.notifications() == []
+
+
+def test_rfc7606_an_mp_reach_nlri_that_cannot_be_read_resets_the_session(raw_hub):
+    """Section 7.11: a VPNv4 next hop of length 4 leaves the NLRI
+    unlocatable: NOTIFICATION 3/9 (Optional Attribute Error), and the
+    peer's routes leave (runs last: it ends the module's session)."""
+    hub, peer = raw_hub
+    peer.sk.sendall(vpn_update("10.76.200.0/24", 3300))
+    wait_until(lambda: "10.76.200.0/24" in rib_in(hub), 10, "a route learnt")
+    before = hub.neighbor()["malformed_updates"]
+    mp = struct.pack("!HBB", 1, 128, 4) + socket.inet_aton(SPOKE) + b"\x00" + bytes([112]) + struct.pack("!I", 3301 << 4 | 1)[1:] + struct.pack("!HHI", 0, 65000, 100) + bytes([10, 76, 201])
+    attrs = WELL_FORMED[1] + WELL_FORMED[2] + attr(0x80, 14, mp)
+    peer.sk.sendall(message(2, struct.pack("!HH", 0, len(attrs)) + attrs))
+    kind, body = read_message(peer.sk)
+    assert (kind, body[0], body[1]) == (3, 3, 9), (kind, body)
+    wait_until(lambda: rib_in(hub) == {}, 10, "the peer's routes gone")
+    assert hub.neighbor()["malformed_updates"] == before + 1
+    assert any("MP_REACH_NLRI (type 14)" in l and "session reset" in l for l in hub.proc.err), hub.proc.describe()
 
 
 if __name__ == "__main__":
