@@ -538,7 +538,7 @@ fn reflection_attributes_go_out_and_read_back() {
         .position(|w| w == [0x90, 10, 0, 8])
         .unwrap();
     assert_eq!(&bytes[at + 4..at + 12], &[198, 18, 0, 9, 10, 0, 0, 9]);
-    assert_eq!(check_update(&bytes, true), Verdict::Fine);
+    assert!(matches!(check_update(&bytes, true, false), Verdict::Fine { .. }));
     let BgpMessage::Update(u) = decode(&bytes, true).unwrap() else {
         panic!("not an UPDATE");
     };
