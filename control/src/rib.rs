@@ -35,6 +35,7 @@ use dataplane::tables::{
     is_group, Group, NextHop, RouteTable, TableOp, Tables, DISCARD, GROUP_BIT, MAX_PATHS,
     UNRESOLVED_MAC,
 };
+use dataplane::wire::mpls::label::IMPLICIT_NULL;
 
 /// Where a route comes from, in order of precedence (see the module
 /// documentation): the smallest present wins.
@@ -157,9 +158,19 @@ pub fn retired_next_hop() -> NextHop {
 }
 
 /// `base` with `label` pushed under its transport label (its first one).
+///
+/// A VPN label of 3, Implicit NULL, is a request to push no label at
+/// all (RFC 3032 section 2.1: it is signalled, never sent; a peer that
+/// sets next-hop-self may advertise it for every route): the packet goes
+/// out under the transport label only. A label of 0, IPv4 Explicit NULL,
+/// is a real label and is pushed as it is (the peer pops it and routes
+/// the packet as IPv4).
 pub fn labelled(base: &NextHop, label: u32) -> NextHop {
     let mut nh = *base;
-    if base.n_labels >= 1 {
+    if label == IMPLICIT_NULL {
+        nh.labels = [base.labels[0], 0];
+        nh.n_labels = base.n_labels.min(1);
+    } else if base.n_labels >= 1 {
         nh.labels = [base.labels[0], label];
         nh.n_labels = 2;
     } else {
@@ -1006,6 +1017,21 @@ mod tests {
         let d = rib.get(Source::Bgp, &b).unwrap();
         assert!(!rib.set(Source::Bgp, a, &Target::Labelled(vec![(d, 1)])));
         assert!(!rib.set(Source::Bgp, a, &Target::NextHop(99_999)));
+    }
+
+    /// RFC 3032's reserved labels from a peer: Implicit NULL (3) adds no
+    /// label under the transport label, Explicit NULL (0) is pushed.
+    #[test]
+    fn implicit_null_pushes_no_vpn_label_and_explicit_null_is_pushed() {
+        let via = nh(1, 5, &[200]);
+        assert_eq!(labelled(&via, 3001).labels(), [200, 3001]);
+        assert_eq!(labelled(&via, 3).labels(), [200]);
+        assert_eq!(labelled(&via, 0).labels(), [200, 0]);
+        // A via of two labels keeps its transport label only, as always.
+        assert_eq!(labelled(&nh(1, 5, &[200, 300]), 3).labels(), [200]);
+        // A via without labels (a directly connected peer): nothing at all.
+        assert_eq!(labelled(&nh(1, 5, &[]), 3).labels(), [] as [u32; 0]);
+        assert_eq!(labelled(&nh(1, 5, &[]), 0).labels(), [0]);
     }
 
     #[test]

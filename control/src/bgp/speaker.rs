@@ -1632,6 +1632,70 @@ remote_asn = 65000
         assert!(t.sp.originated.is_empty());
     }
 
+    /// A VPN label of 3 (Implicit NULL) from a peer: the client's packet
+    /// leaves under the transport label only (RFC 3032 section 2.1); 0
+    /// (IPv4 Explicit NULL) is pushed as it is. Golden bytes end to end:
+    /// the UPDATE as the peer sends it, through RFC 7606's check, the
+    /// codec, the speaker, the RIB manager and the tables, and a client
+    /// frame through the data plane's pipeline.
+    #[test]
+    fn label_3_forwards_under_the_transport_label_only_and_0_is_pushed() {
+        use crate::bgp::{check_update, decode, vpnv4_of, BgpMessage, Verdict};
+        use dataplane::pipeline::{process, Frame, Outcome, VecFrame};
+        use dataplane::topology::{ethernet, ipv4_udp};
+        fn hex(s: &str) -> Vec<u8> {
+            let s: String = s.split_whitespace().collect();
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
+        }
+        // 0/0, RD 65000:1, label `LLLLL` (20 bits, then S), target
+        // 65000:1, next hop 198.18.0.9, LOCAL_PREF 100.
+        const UPDATE: &str = "ffffffffffffffffffffffffffffffff 0050 02 0000 0039
+            40 01 01 00  40 02 00  40 05 04 00000064
+            c0 10 08 0002fde800000001
+            80 0e 1d 0001 80 0c 0000000000000000 c6120009 00
+               58 LLLLL1 0000fde800000001";
+        let mut t = setup_with(&CONFIG.replace(
+            "vpn_label = 1001\n",
+            "vpn_label = 1001\nanti_spoofing = false\n",
+        ));
+        let client = ipv4_udp(0x0a00_000a, 0xc633_6407, 64, 0, 9, b"hello");
+        let frame = ethernet(
+            [2, 0, 0, 0, 0, 1],
+            [2, 0, 0x5e, 0, 0x0a, 0x0a],
+            0,
+            0x0800,
+            &client,
+        );
+        let forwarded = ipv4_udp(0x0a00_000a, 0xc633_6407, 63, 0, 9, b"hello");
+        for (label, lses) in [
+            // Transport 100 (hub1's), bottom of stack, TTL 63.
+            ("00003", "00064 1 3f"),
+            ("00000", "00064 0 3f  00000 1 3f"),
+            ("00bb9", "00064 0 3f  00bb9 1 3f"),
+        ] {
+            let bytes = hex(&UPDATE.replace("LLLLL", label));
+            assert_eq!(check_update(&bytes, true), Verdict::Fine);
+            let Ok(BgpMessage::Update(u)) = decode(&bytes, true) else {
+                panic!("not an UPDATE");
+            };
+            let ops = learned(&mut t, 0, vpnv4_of(&u));
+            apply(&mut t, &ops);
+            let mut f = VecFrame::new(&frame);
+            let next = process(&t.tables, 0, &mut f);
+            assert_eq!(next.outcome, Outcome::Upstream, "label {label}");
+            let want = [
+                hex("02005e000209 020000000002 8847"),
+                hex(&lses.replace(' ', "")),
+                forwarded.clone(),
+            ]
+            .concat();
+            assert_eq!(f.data(), &want[..], "label {label}");
+        }
+    }
+
     #[test]
     fn best_path_by_local_pref_then_as_path_then_med_and_withdrawal_falls_back() {
         let mut t = setup();
