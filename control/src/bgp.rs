@@ -895,7 +895,27 @@ fn check_attribute(a: &RawAttr, asn4: bool, ebgp: bool) -> (Option<Fault>, Keep)
             length("a non-zero multiple of 4", "RFC 7606 section 7.10"),
         )),
         MP_REACH | MP_UNREACH => match mp_value(kind, v) {
+            // RFC 8277 section 2.2: without the Multiple Labels capability
+            // (we do not send it) a prefix has one label. The
+            // bottom-of-stack bits still delimit what the peer sent, so
+            // its routes are known: withdrawn (RFC 7606 section 2) rather
+            // than the session reset an unreadable NLRI needs, which the
+            // peer would repeat on every reconnection.
             Err(w) => {
+                let collapsed = (kind == MP_REACH)
+                    .then(|| one_label_each(v))
+                    .flatten()
+                    .and_then(|c| mp_value(kind, &c[4..]).ok().flatten());
+                if let Some(ours) = collapsed {
+                    let mut b = Vec::with_capacity(4 + ours.len());
+                    put_attribute(&mut b, flags, kind, &ours);
+                    let f = Fault::new(
+                        Action::Withdraw,
+                        kind,
+                        "an NLRI carries more than one label, without the Multiple Labels capability (RFC 8277 section 2.2)",
+                    );
+                    return (Some(f), Keep::Decode(b));
+                }
                 // Section 7.11: the routes cannot be found; session reset
                 // (the other choice, AFI/SAFI disable, would leave a
                 // VPNv4-only session with nothing).
@@ -1079,6 +1099,53 @@ fn mp_value(kind: u8, v: &[u8]) -> Result<Option<Vec<u8>>, String> {
         at = end;
     }
     Ok(Some(out))
+}
+
+/// A VPNv4 MP_REACH_NLRI value whose NLRI tile it when each label stack
+/// runs to its bottom-of-stack bit (RFC 8277 section 2.3's encoding), one
+/// of them at least with more than one label: the whole attribute
+/// (extended length) with each NLRI cut down to its last label, which is
+/// all the decoder reads without the Multiple Labels capability and
+/// enough to name the routes (RD and prefix) to withdraw.
+fn one_label_each(v: &[u8]) -> Option<Vec<u8>> {
+    if v.get(..3)? != [0, 1, 128] {
+        return None;
+    }
+    let nh = usize::from(*v.get(3)?);
+    if nh != 12 && nh != 24 {
+        return None;
+    }
+    let mut at = 4 + nh + 1;
+    let mut out = v.get(..at)?.to_vec();
+    let mut more = false;
+    while at < v.len() {
+        let bits = usize::from(v[at]);
+        let nlri = v.get(at + 1..at + 1 + bits.div_ceil(8))?;
+        let mut labels = 0;
+        loop {
+            let label = nlri.get(3 * labels..3 * labels + 3)?;
+            labels += 1;
+            if label[2] & 1 == 1 {
+                break;
+            }
+        }
+        // RD (64 bits) and at most 32 prefix bits after the labels.
+        let rest = bits.checked_sub(24 * labels)?;
+        if !(64..=96).contains(&rest) {
+            return None;
+        }
+        more |= labels > 1;
+        out.push((24 + rest) as u8);
+        out.extend_from_slice(&nlri[3 * (labels - 1)..]);
+        at += 1 + nlri.len();
+    }
+    if !more {
+        return None;
+    }
+    let mut whole = vec![0x90, MP_REACH];
+    whole.extend_from_slice(&u16::try_from(out.len()).ok()?.to_be_bytes());
+    whole.extend_from_slice(&out);
+    Some(whole)
 }
 
 /// An UPDATE with no IPv4 unicast fields and these attributes.

@@ -1677,7 +1677,10 @@ remote_asn = 65000
             ("00bb9", "00064 0 3f  00bb9 1 3f"),
         ] {
             let bytes = hex(&UPDATE.replace("LLLLL", label));
-            assert_eq!(check_update(&bytes, true), Verdict::Fine);
+            assert!(matches!(
+                check_update(&bytes, true, false),
+                Verdict::Fine { .. }
+            ));
             let Ok(BgpMessage::Update(u)) = decode(&bytes, true) else {
                 panic!("not an UPDATE");
             };

@@ -538,9 +538,69 @@ fn reflection_attributes_go_out_and_read_back() {
         .position(|w| w == [0x90, 10, 0, 8])
         .unwrap();
     assert_eq!(&bytes[at + 4..at + 12], &[198, 18, 0, 9, 10, 0, 0, 9]);
-    assert!(matches!(check_update(&bytes, true, false), Verdict::Fine { .. }));
+    assert!(matches!(
+        check_update(&bytes, true, false),
+        Verdict::Fine { .. }
+    ));
     let BgpMessage::Update(u) = decode(&bytes, true).unwrap() else {
         panic!("not an UPDATE");
     };
     assert_eq!(vpnv4_of(&u).path, Some(reflected));
+}
+
+/// An NLRI with two labels, without the Multiple Labels capability (RFC
+/// 8277 section 2.2): the UPDATE is treated as a withdrawal of its routes,
+/// found by reading each stack to its bottom-of-stack bit, instead of a
+/// session reset that the peer would repeat on every reconnection. A
+/// stack that does not tile the attribute still resets.
+/// The routes a treat-as-withdraw verdict withdraws.
+fn withdrawn_by(v: &Verdict) -> Vec<VpnRoute> {
+    match v {
+        Verdict::TreatAsWithdraw { update, .. } => reach_of(update),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn a_multi_label_nlri_is_treated_as_withdraw() {
+    let two_labels = "90 0e 0024 0001 80 0c 0000000000000000 c0000201 00
+        90 03e810 03e811 0000fde800000064 0a00000a";
+    let v = check_update(
+        &reach_with(&format!("40 01 01 00 40 02 00 {two_labels}")),
+        true,
+        false,
+    );
+    assert_eq!(withdrawn_by(&v), [route()], "{v:?}");
+    let Verdict::TreatAsWithdraw { why, .. } = &v else {
+        unreachable!()
+    };
+    assert!(why.contains("more than one label"), "{why}");
+    // With a well-formed NLRI after it, both are withdrawn.
+    let and_one = "90 0e 0034 0001 80 0c 0000000000000000 c0000201 00
+        90 03e810 03e811 0000fde800000064 0a00000a
+        78 03e811 0000fde800000064 0a00000b";
+    let v = check_update(
+        &reach_with(&format!("40 01 01 00 40 02 00 {and_one}")),
+        true,
+        false,
+    );
+    let second = VpnRoute {
+        prefix: Ipv4Addr::new(10, 0, 0, 11),
+        ..route()
+    };
+    assert_eq!(withdrawn_by(&v), [route(), second], "{v:?}");
+    // No bottom of stack within the NLRI: unreadable, reset.
+    let unending = "90 0e 0018 0001 80 0c 0000000000000000 c0000201 00 30 03e810 03e810";
+    assert!(matches!(
+        check_update(
+            &reach_with(&format!("40 01 01 00 40 02 00 {unending}")),
+            true,
+            false
+        ),
+        Verdict::Reset {
+            code: 3,
+            subcode: 9,
+            ..
+        }
+    ));
 }
