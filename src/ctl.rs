@@ -501,6 +501,8 @@ fn human(req: &Request, v: &Value) {
                 "routes out",
                 "updates",
                 "malformed",
+                "failures",
+                "idle hold (ms)",
                 "last down",
             ],
             list(v)
@@ -520,6 +522,8 @@ fn human(req: &Request, v: &Value) {
                         s(&x["routes_out"]),
                         s(&x["updates_in"]),
                         s(&x["malformed_updates"]),
+                        s(&x["failures_in_a_row"]),
+                        s(&x["idle_hold_ms"]),
                         s(&x["last_down"]),
                     ]
                 })

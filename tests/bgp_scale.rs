@@ -30,6 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use control::bgp::fsm::Damping;
 use control::bgp::session::{run, FromSession, PeerConfig, Table, ToSession};
 use control::bgp::{VpnPath, VpnRoute};
 use serde_json::Value;
@@ -412,6 +413,7 @@ fn feed(gobgp_port: u16, table: Table) -> tokio::sync::mpsc::UnboundedSender<ToS
         send_hold: None,
         md5_password: None,
         ttl_security: None,
+        damping: Damping::DEFAULT,
     };
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -109,6 +109,13 @@ pub struct BgpNeighborCfg {
     /// packets that arrive with at least 255 less the hops (254 for a
     /// directly connected peer).
     pub ttl_security: Option<Spanned<TtlSecurity>>,
+    /// Peer oscillation damping (RFC 4271 section 8.1.1): after a failure
+    /// the session waits this long in Idle, twice as long after each
+    /// further failure in a row, up to `idle_hold_max_ms`; the count is
+    /// cleared once it has stayed Established for `idle_hold_max_ms`.
+    /// Milliseconds; defaults 1000 and 120000.
+    pub idle_hold_start_ms: Option<Spanned<i64>>,
+    pub idle_hold_max_ms: Option<Spanned<i64>>,
 }
 
 /// A TCP-MD5 key: its `Debug` hides it, so no log or dump shows it.
@@ -1574,6 +1581,38 @@ fn validate_vpn(
                         format!("{h} hops: true, or 1 to 254 hops (RFC 5082 section 3)"),
                     );
                 }
+            }
+        }
+        let start = n.idle_hold_start_ms.as_ref().map_or(1000, |v| *v.get_ref());
+        let max = n
+            .idle_hold_max_ms
+            .as_ref()
+            .map_or(120_000, |v| *v.get_ref());
+        for (field, v) in [
+            ("idle_hold_start_ms", &n.idle_hold_start_ms),
+            ("idle_hold_max_ms", &n.idle_hold_max_ms),
+        ] {
+            if let Some(v) = v {
+                if !(1..=3_600_000).contains(v.get_ref()) {
+                    err(
+                        v.span(),
+                        format!("bgp.neighbor[{i}].{field}"),
+                        format!("{} ms: 1 to 3600000 (an hour)", v.get_ref()),
+                    );
+                }
+            }
+        }
+        if start > max {
+            let v = n
+                .idle_hold_start_ms
+                .as_ref()
+                .or(n.idle_hold_max_ms.as_ref());
+            if let Some(v) = v {
+                err(
+                    v.span(),
+                    format!("bgp.neighbor[{i}].idle_hold_start_ms"),
+                    format!("{start} ms is more than idle_hold_max_ms ({max} ms)"),
+                );
             }
         }
         let ranges = [

@@ -368,6 +368,16 @@ impl<D: Dataplane> Engine<D> {
                 }
                 return;
             }
+            FromSession::Damping {
+                idle_hold,
+                failures,
+            } => {
+                if let Some(n) = b.neighbors.get_mut(i) {
+                    n.failures_in_a_row = failures;
+                    n.idle_hold = Some(idle_hold);
+                }
+                return;
+            }
             FromSession::Malformed(m) => {
                 if let Some(n) = b.neighbors.get_mut(i) {
                     n.malformed += 1;

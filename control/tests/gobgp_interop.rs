@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use control::bgp::fsm::Damping;
 use control::bgp::session::{run, FromSession, PeerConfig, ToSession};
 use control::bgp::{VpnPath, VpnRoute};
 use control::vpn::VpnId;
@@ -244,6 +245,7 @@ async fn gobgp_learns_our_routes_and_we_learn_its() {
         send_hold: None,
         md5_password: None,
         ttl_security: None,
+        damping: Damping::DEFAULT,
     };
     let task = tokio::spawn(run(cfg, cmds, out));
     let FromSession::Established(n, k) = next(&mut from, "Established", |m| {
@@ -438,6 +440,7 @@ async fn gobgp_scale() {
         send_hold: None,
         md5_password: None,
         ttl_security: None,
+        damping: Damping::DEFAULT,
     };
     tokio::spawn(run(cfg, cmds, out));
     let FromSession::Established(_, k) = next(&mut from, "Established", |m| {

@@ -7,8 +7,13 @@
 //! is the session's.
 //!
 //! Optional session attributes used: PassiveTcpEstablishment (per
-//! neighbour), and in place of DampPeerOscillations an automatic restart
-//! after a back-off that doubles with each failure ([`Fsm::restart_after`]).
+//! neighbour) and DampPeerOscillations ([`Damping`]): after a failure the
+//! session waits in Idle (the IdleHoldTimer, [`Fsm::restart_after`]) for
+//! a time that doubles with each consecutive failure up to a cap, and the
+//! count is cleared only once the session has stayed Established for a
+//! while, not as soon as it comes up: a peer that comes up and then sends
+//! what resets the session (an UPDATE we must refuse, say) every time
+//! would otherwise bring it down about once a second for ever.
 //! Not used: DelayOpen, collision detection (each peering is one
 //! configured neighbour whose connection is either active or passive).
 
@@ -113,6 +118,10 @@ pub enum Event {
     /// Event 29 (RFC 9687): what we had to send did not leave within the
     /// send hold time (the peer stopped reading).
     SendHoldTimerExpires,
+    /// The session has been Established for [`Damping::stable`]: it is no
+    /// longer oscillating (RFC 4271 section 8.1.1 leaves how damping
+    /// ends to the implementation).
+    StableTimerExpires,
 }
 
 /// The FSM's timers.
@@ -121,6 +130,8 @@ pub enum Timer {
     ConnectRetry,
     Hold,
     Keepalive,
+    /// Runs while Established, for [`Damping::stable`].
+    Stable,
 }
 
 /// What the session does, in order.
@@ -149,9 +160,42 @@ pub const CONNECT_RETRY: Duration = Duration::from_secs(5);
 /// The hold timer while waiting for the peer's OPEN (section 8.2.2: "a
 /// large value", suggested 4 minutes).
 pub const OPEN_HOLD: Duration = Duration::from_secs(240);
-/// Back-off before an automatic restart after an error: doubles per
-/// consecutive failure, from 1 s up to this.
-pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(60);
+/// Peer oscillation damping (RFC 4271 section 8.1.1,
+/// DampPeerOscillations): the IdleHoldTime after the `n`th consecutive
+/// failure is `start * 2^(n-1)`, at most `cap`; the count is cleared once
+/// the session has stayed Established for `stable`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Damping {
+    pub start: Duration,
+    pub cap: Duration,
+    pub stable: Duration,
+}
+
+impl Damping {
+    /// 1 s after a first failure, so that a single reset (a peer's
+    /// restart) costs next to nothing; doubling to 120 s, section 10's
+    /// suggested ConnectRetryTime, so that a peer that resets the session
+    /// whenever it comes up gets it about once every two minutes (seven
+    /// resets in the first two minutes, then one per 120 s) instead of
+    /// once a second; cleared after as long as the cap Established: a
+    /// session that outlived the longest wait is not oscillating.
+    pub const DEFAULT: Damping = Damping::new(Duration::from_secs(1), Duration::from_secs(120));
+
+    /// `start` doubling up to `cap`, cleared after `cap` Established.
+    pub const fn new(start: Duration, cap: Duration) -> Damping {
+        Damping {
+            start,
+            cap,
+            stable: cap,
+        }
+    }
+
+    /// The IdleHoldTime after `failures` consecutive failures.
+    pub fn idle_hold(&self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(30);
+        self.start.saturating_mul(1 << exp).min(self.cap)
+    }
+}
 
 /// Cease, Administrative Shutdown (RFC 4486).
 const CEASE_SHUTDOWN: (u8, u8) = (6, 2);
@@ -170,6 +214,7 @@ pub struct Fsm {
     pub negotiated: Option<Negotiated>,
     /// Established transitions so far, for `show`.
     pub established: u64,
+    pub damping: Damping,
 }
 
 impl Fsm {
@@ -180,6 +225,7 @@ impl Fsm {
             connect_retry_counter: 0,
             negotiated: None,
             established: 0,
+            damping: Damping::DEFAULT,
         }
     }
 
@@ -192,10 +238,10 @@ impl Fsm {
         }
     }
 
-    /// How long to wait in Idle before [`Fsm::start_event`] again.
+    /// How long to wait in Idle before [`Fsm::start_event`] again (the
+    /// IdleHoldTime, see [`Damping`]).
     pub fn restart_after(&self) -> Duration {
-        let exp = self.connect_retry_counter.saturating_sub(1).min(16);
-        Duration::from_secs(1 << exp).min(MAX_RESTART_BACKOFF)
+        self.damping.idle_hold(self.connect_retry_counter)
     }
 
     /// Takes one event; returns what to do.
@@ -210,6 +256,7 @@ impl Fsm {
                 Stop(Timer::ConnectRetry),
                 Stop(Timer::Hold),
                 Stop(Timer::Keepalive),
+                Stop(Timer::Stable),
             ]);
             acts.push(Drop);
             if counted {
@@ -232,6 +279,12 @@ impl Fsm {
             SendNotification(Notify::new(5, sub))
         };
         match (self.state, ev) {
+            (Established, Event::StableTimerExpires) => {
+                self.connect_retry_counter = 0;
+                vec![]
+            }
+            // Stopped on leaving Established; one already due is late.
+            (_, Event::StableTimerExpires) => vec![],
             (Idle, Event::ManualStart | Event::AutomaticStart) => {
                 self.state = Connect;
                 vec![Start(Timer::ConnectRetry, CONNECT_RETRY), OpenTcp]
@@ -316,8 +369,9 @@ impl Fsm {
             (OpenConfirm, Event::KeepAliveMsg) => {
                 self.state = Established;
                 self.established += 1;
-                self.connect_retry_counter = 0;
+                // The failure count stays until the session proves stable.
                 let mut acts = restart_hold(self.negotiated);
+                acts.push(Start(Timer::Stable, self.damping.stable));
                 acts.push(Up);
                 acts
             }
@@ -464,7 +518,11 @@ mod tests {
         assert_eq!(f.state, State::OpenConfirm);
         assert_eq!(
             f.event(Event::KeepAliveMsg),
-            [Start(Timer::Hold, Duration::from_secs(90)), Up]
+            [
+                Start(Timer::Hold, Duration::from_secs(90)),
+                Start(Timer::Stable, Duration::from_secs(120)),
+                Up
+            ]
         );
         assert_eq!((f.state, f.established), (State::Established, 1));
         assert_eq!(
@@ -504,6 +562,7 @@ mod tests {
             Stop(Timer::ConnectRetry),
             Stop(Timer::Hold),
             Stop(Timer::Keepalive),
+            Stop(Timer::Stable),
             Drop,
         ];
         let mut f = Fsm::new(false);
@@ -574,16 +633,59 @@ mod tests {
         assert_eq!(f.state, State::Active);
         f.event(Event::TcpConnectionFails);
         assert_eq!((f.state, f.connect_retry_counter), (State::Idle, 1));
-        let waits: Vec<u64> = (1..=8)
+        let waits: Vec<u64> = (1..=9)
             .map(|c| {
                 f.connect_retry_counter = c;
                 f.restart_after().as_secs()
             })
             .collect();
-        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
-        // A session that comes up clears it.
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 120, 120]);
+        // A session that comes up keeps the count (it may go down at
+        // once); one that stays up for the stable time clears it.
         up(&mut f, 90);
+        assert_eq!(f.connect_retry_counter, 9);
+        assert_eq!(f.event(Event::StableTimerExpires), []);
         assert_eq!(f.connect_retry_counter, 0);
+    }
+
+    /// Peer oscillation damping (RFC 4271 section 8.1.1): a peer that
+    /// resets the session each time it comes up (an UPDATE we must refuse)
+    /// waits twice as long in Idle each time, up to the cap, and the count
+    /// survives each establishment. Without it the session came back
+    /// after 1 s every time (37 resets in 40 s).
+    #[test]
+    fn a_session_reset_whenever_it_comes_up_is_damped() {
+        let mut f = Fsm::new(false);
+        let bad = Notify::new(3, 9);
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            up(&mut f, 90);
+            let acts = f.event(Event::UpdateMsgErr(bad.clone()));
+            assert!(acts.contains(&Stop(Timer::Stable)));
+            waits.push(f.restart_after().as_secs());
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 120, 120, 120]);
+        // Resets the schedule allows in the first 10 minutes, whatever
+        // the time to come up: the first, then one per wait elapsed.
+        let mut elapsed = 0;
+        let resets = 1 + waits
+            .iter()
+            .take_while(|w| {
+                elapsed += **w;
+                elapsed <= 600
+            })
+            .count();
+        assert_eq!(resets, 11, "{waits:?}");
+        // A shorter schedule (the configuration's knobs) has the same shape.
+        f.damping = Damping::new(Duration::from_millis(200), Duration::from_millis(1600));
+        let ms: Vec<u128> = (1..=6)
+            .map(|c| f.damping.idle_hold(c).as_millis())
+            .collect();
+        assert_eq!(ms, [200, 400, 800, 1600, 1600, 1600]);
+        // A stable timer that fires after the session left is ignored.
+        assert_eq!(f.state, State::Idle);
+        assert_eq!(f.event(Event::StableTimerExpires), []);
+        assert_ne!(f.connect_retry_counter, 0);
     }
 
     #[test]
@@ -593,7 +695,10 @@ mod tests {
         f.event(Event::TcpCrAcked);
         let acts = f.event(Event::BgpOpen(n(0)));
         assert!(acts.contains(&Stop(Timer::Hold)) && acts.contains(&Stop(Timer::Keepalive)));
-        assert_eq!(f.event(Event::KeepAliveMsg), [Up]);
+        assert_eq!(
+            f.event(Event::KeepAliveMsg),
+            [Start(Timer::Stable, Damping::DEFAULT.stable), Up]
+        );
     }
 
     fn open_of(m: BgpMessage) -> BgpOpenMessage {

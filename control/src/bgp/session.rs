@@ -32,7 +32,9 @@ use tokio::time::Instant;
 
 use crate::config::Password;
 
-use super::fsm::{check_open, Action, Event, Expect, Fsm, Negotiated, Notify, State, Timer};
+use super::fsm::{
+    check_open, Action, Damping, Event, Expect, Fsm, Negotiated, Notify, State, Timer,
+};
 use super::{
     check_update, decode, encode, notification, open, vpnv4_end_of_rib, vpnv4_of, vpnv4_reach,
     vpnv4_unreach, withdrawal_of, BgpMessage, Verdict, VpnPath, VpnRoute, Vpnv4Update, MAX_MESSAGE,
@@ -58,6 +60,8 @@ pub struct PeerConfig {
     /// GTSM (RFC 5082): the hops the peer may be away; we send with TTL
     /// 255 and take only what arrives with at least 255 less these.
     pub ttl_security: Option<u8>,
+    /// Peer oscillation damping (RFC 4271 section 8.1.1).
+    pub damping: Damping,
 }
 
 impl PeerConfig {
@@ -141,6 +145,10 @@ pub enum FromSession {
     /// its SYN arrived with this TTL, below the least allowed (0: the
     /// socket options could not be set).
     TtlRefused(u8),
+    /// Peer oscillation damping, for `show`: the session waits this long
+    /// in Idle after `failures` failures in a row (sent when it goes Idle,
+    /// and when the count is cleared).
+    Damping { idle_hold: Duration, failures: u32 },
 }
 
 struct Conn {
@@ -358,8 +366,10 @@ pub async fn run_with(
     out: UnboundedSender<FromSession>,
     inbound: Inbound,
 ) {
+    let mut fsm = Fsm::new(cfg.listen.is_some());
+    fsm.damping = cfg.damping;
     let mut s = Session {
-        fsm: Fsm::new(cfg.listen.is_some()),
+        fsm,
         expect: Expect {
             local_id: cfg.router_id,
             local_hold_time: cfg.hold_time,
@@ -369,7 +379,7 @@ pub async fn run_with(
         cfg,
         out,
         conn: None,
-        timers: [None; 3],
+        timers: [None; 4],
         gate: Gate::default(),
         send_stalled: false,
         down_reason: None,
@@ -400,8 +410,13 @@ pub async fn run_with(
                     Timer::ConnectRetry => Event::ConnectRetryTimerExpires,
                     Timer::Hold => Event::HoldTimerExpires,
                     Timer::Keepalive => Event::KeepaliveTimerExpires,
+                    Timer::Stable => Event::StableTimerExpires,
                 };
+                let failures = s.fsm.connect_retry_counter;
                 s.handle(ev, &mut connecting).await;
+                if failures != 0 && s.fsm.connect_retry_counter == 0 {
+                    s.report_damping();
+                }
             }
             r = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
                 connecting = None;
@@ -473,6 +488,7 @@ pub async fn run_with(
         }
         if s.fsm.state == State::Idle && restart_at.is_none() && !held {
             restart_at = Some(Instant::now() + s.fsm.restart_after());
+            s.report_damping();
         }
     }
 }
@@ -500,7 +516,7 @@ struct Session {
     expect: Expect,
     out: UnboundedSender<FromSession>,
     conn: Option<Conn>,
-    timers: [Option<Instant>; 3],
+    timers: [Option<Instant>; 4],
     gate: Gate,
     /// A write did not finish within the send hold time.
     send_stalled: bool,
@@ -543,11 +559,23 @@ impl Gate {
 }
 
 impl Session {
+    fn report_damping(&self) {
+        let _ = self.out.send(FromSession::Damping {
+            idle_hold: self.fsm.restart_after(),
+            failures: self.fsm.connect_retry_counter,
+        });
+    }
+
     fn next_timer(&self) -> Option<(Timer, Instant)> {
-        [Timer::ConnectRetry, Timer::Hold, Timer::Keepalive]
-            .into_iter()
-            .filter_map(|t| self.timers[t as usize].map(|at| (t, at)))
-            .min_by_key(|(_, at)| *at)
+        [
+            Timer::ConnectRetry,
+            Timer::Hold,
+            Timer::Keepalive,
+            Timer::Stable,
+        ]
+        .into_iter()
+        .filter_map(|t| self.timers[t as usize].map(|at| (t, at)))
+        .min_by_key(|(_, at)| *at)
     }
 
     /// Sends `bytes`, waiting at most the send hold time for them to
@@ -871,6 +899,7 @@ mod tests {
             send_hold: None,
             md5_password: None,
             ttl_security: None,
+            damping: Damping::DEFAULT,
         }
     }
 

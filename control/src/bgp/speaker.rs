@@ -38,10 +38,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bgp::fsm::{Negotiated, State};
+use crate::bgp::fsm::{Damping, Negotiated, State};
 use crate::bgp::session::{PeerConfig, Table, ToSession};
 use crate::bgp::{Reflection, VpnPath, VpnRoute, Vpnv4Update};
-use crate::config::Config;
+use crate::config::{BgpNeighborCfg, Config};
 use crate::rib::{Rib, RouteKey, Source, Target};
 use crate::vpn::VpnId;
 use dataplane::tables::RouteTable;
@@ -120,6 +120,10 @@ pub struct Neighbor {
     /// Connections from its address refused by GTSM: their SYN came with
     /// too low a TTL.
     pub ttl_refused: u64,
+    /// Peer oscillation damping, as the session last reported: failures
+    /// in a row and the time it waits in Idle after the last of them.
+    pub failures_in_a_row: u32,
+    pub idle_hold: Option<Duration>,
 }
 
 impl Neighbor {
@@ -275,6 +279,20 @@ pub struct Speaker {
     pub originated: BTreeMap<RibKey, (VpnRoute, u16)>,
 }
 
+/// A neighbour's damping: the defaults, or `idle_hold_start_ms` and
+/// `idle_hold_max_ms` (validated: 1 <= start <= max).
+fn damping_of(n: &BgpNeighborCfg) -> Damping {
+    let ms = |v: &Option<toml::Spanned<i64>>| {
+        v.as_ref()
+            .map(|v| Duration::from_millis(*v.get_ref() as u64))
+    };
+    let d = Damping::DEFAULT;
+    Damping::new(
+        ms(&n.idle_hold_start_ms).unwrap_or(d.start),
+        ms(&n.idle_hold_max_ms).unwrap_or(d.cap),
+    )
+}
+
 /// The session tasks to start: each neighbour's configuration and the
 /// receiving end of its command channel.
 pub type Pending = Vec<(PeerConfig, UnboundedReceiver<ToSession>)>;
@@ -329,6 +347,7 @@ impl Speaker {
                     send_hold: None,
                     md5_password: n.md5_password.as_ref().map(|p| p.get_ref().clone()),
                     ttl_security: n.ttl_security.as_ref().and_then(|t| t.get_ref().hops()),
+                    damping: damping_of(n),
                 },
                 rx,
             ));
@@ -366,6 +385,8 @@ impl Speaker {
                 md5: n.md5_password.is_some(),
                 ttl_security: n.ttl_security.as_ref().and_then(|t| t.get_ref().hops()),
                 ttl_refused: 0,
+                failures_in_a_row: 0,
+                idle_hold: None,
             });
         }
         let table = if c
@@ -962,6 +983,8 @@ impl Speaker {
                         "md5": n.md5,
                         "ttl_security_hops": n.ttl_security,
                         "ttl_refused": n.ttl_refused,
+                        "failures_in_a_row": n.failures_in_a_row,
+                        "idle_hold_ms": n.idle_hold.map(|d| d.as_millis() as u64),
                     })
                 })
                 .collect(),
