@@ -33,9 +33,9 @@ use netgauze_bgp_pkt::nlri::{
 };
 use netgauze_bgp_pkt::open::{BgpOpenMessage, BgpOpenMessageParameter};
 use netgauze_bgp_pkt::path_attribute::{
-    As4PathSegment, AsPath, AsPathSegmentType, ClusterId, ClusterList, ExtendedCommunities,
-    LocalPreference, MpReach, MpUnreach, MultiExitDiscriminator, Origin, Originator, PathAttribute,
-    PathAttributeValue,
+    Aggregator, As2PathSegment, As4Path, As4PathSegment, AsPath, AsPathSegmentType, ClusterId,
+    ClusterList, ExtendedCommunities, LocalPreference, MpReach, MpUnreach, MultiExitDiscriminator,
+    Origin, Originator, PathAttribute, PathAttributeValue,
 };
 use netgauze_bgp_pkt::update::BgpUpdateMessage;
 use netgauze_bgp_pkt::wire::deserializer::BgpParsingContext;
@@ -235,25 +235,41 @@ fn nlri_len(r: &VpnRoute) -> usize {
 /// Advertisements of `routes` with `path`, packed into UPDATEs of at most
 /// [`MAX_MESSAGE`] bytes. Routes the codec cannot carry (a multicast or
 /// broadcast prefix) are left out.
-pub fn vpnv4_reach(routes: &[VpnRoute], path: &VpnPath) -> Vec<BgpMessage> {
+///
+/// `asn4`: the session negotiated 4-octet AS numbers. Toward a peer that
+/// did not (RFC 6793 section 4.2.2), AS_PATH carries 2-octet numbers,
+/// AS_TRANS in place of each that needs 4, and then AS4_PATH carries the
+/// real path; when every number fits in 2 octets AS4_PATH is not sent.
+pub fn vpnv4_reach(routes: &[VpnRoute], path: &VpnPath, asn4: bool) -> Vec<BgpMessage> {
+    // One AS_SEQUENCE holds at most 255 numbers.
+    let seq4: Vec<As4PathSegment> = path
+        .as_path
+        .chunks(255)
+        .map(|c| As4PathSegment::new(AsPathSegmentType::AsSequence, c.to_vec()))
+        .collect();
+    let as_path = if asn4 {
+        AsPath::As4PathSegments(seq4.clone().into())
+    } else {
+        AsPath::As2PathSegments(
+            path.as_path
+                .chunks(255)
+                .map(|c| {
+                    let two: Vec<u16> = c
+                        .iter()
+                        .map(|a| u16::try_from(*a).unwrap_or(AS_TRANS))
+                        .collect();
+                    As2PathSegment::new(AsPathSegmentType::AsSequence, two)
+                })
+                .collect::<Vec<_>>()
+                .into(),
+        )
+    };
+    let as4_path = (!asn4 && path.as_path.iter().any(|a| *a > u32::from(u16::MAX)))
+        .then(|| As4Path::new(seq4));
     let attrs = |nlri: Vec<Ipv4MplsVpnUnicastAddress>| {
         let mut a = vec![
             attribute(false, true, PathAttributeValue::Origin(Origin::IGP)),
-            attribute(
-                false,
-                true,
-                PathAttributeValue::AsPath(AsPath::As4PathSegments(
-                    if path.as_path.is_empty() {
-                        vec![]
-                    } else {
-                        vec![As4PathSegment::new(
-                            AsPathSegmentType::AsSequence,
-                            path.as_path.clone(),
-                        )]
-                    }
-                    .into(),
-                )),
-            ),
+            attribute(false, true, PathAttributeValue::AsPath(as_path.clone())),
         ];
         if let Some(med) = path.med {
             a.push(attribute(
@@ -306,6 +322,14 @@ pub fn vpnv4_reach(routes: &[VpnRoute], path: &VpnPath) -> Vec<BgpMessage> {
                 nlri: nlri.into(),
             }),
         ));
+        if let Some(p) = &as4_path {
+            // Optional transitive (RFC 6793 section 3).
+            a.push(attribute(
+                true,
+                true,
+                PathAttributeValue::As4Path(p.clone()),
+            ));
+        }
         BgpMessage::Update(BgpUpdateMessage::new(vec![], a, vec![]))
     };
     let room = MAX_MESSAGE - attrs(vec![]).len();
@@ -395,6 +419,45 @@ pub fn decode(bytes: &[u8], asn4: bool) -> Result<BgpMessage, String> {
     BgpMessage::parse(&mut SliceReader::new(bytes), &mut ctx).map_err(|e| format!("{e}"))
 }
 
+/// An AS path segment: AS_SET or not, and its numbers.
+type Segment = (bool, Vec<u32>);
+
+/// RFC 6793 section 4.2.3: the AS path of an UPDATE from a peer without
+/// 4-octet AS numbers, from its AS_PATH (2-octet, AS_TRANS standing for
+/// each 4-octet number) and the AS4_PATH that some speaker on the way
+/// added with the real numbers. An AS_SET counts as one AS. When AS_PATH
+/// has fewer ASes than AS4_PATH, AS4_PATH is ignored; otherwise the
+/// leading ASes of AS_PATH that AS4_PATH lacks (added by speakers without
+/// 4-octet support since) come first, then AS4_PATH.
+fn merge_as4_path(as_path: &[Segment], as4_path: &[Segment]) -> Vec<Segment> {
+    let count = |p: &[Segment]| -> usize {
+        p.iter()
+            .map(|(set, n)| if *set { 1 } else { n.len() })
+            .sum()
+    };
+    let (n, m) = (count(as_path), count(as4_path));
+    if n < m {
+        return as_path.to_vec();
+    }
+    let mut need = n - m;
+    let mut out = Vec::new();
+    for (set, asns) in as_path {
+        if need == 0 {
+            break;
+        }
+        if *set {
+            out.push((true, asns.clone()));
+            need -= 1;
+        } else {
+            let take = need.min(asns.len());
+            out.push((false, asns[..take].to_vec()));
+            need -= take;
+        }
+    }
+    out.extend(as4_path.iter().cloned());
+    out
+}
+
 /// What an UPDATE says about VPNv4 routes (other families are ignored).
 pub fn vpnv4_of(u: &BgpUpdateMessage) -> Vpnv4Update {
     let mut out = Vpnv4Update::default();
@@ -406,6 +469,9 @@ pub fn vpnv4_of(u: &BgpUpdateMessage) -> Vpnv4Update {
         as_path: vec![],
         reflection: None,
     };
+    let mut as2_path: Option<Vec<Segment>> = None;
+    let mut as4_path: Option<Vec<Segment>> = None;
+    let mut aggregator_as2: Option<u16> = None;
     let route = |a: &Ipv4MplsVpnUnicastAddress, reach: bool| {
         let label = match (a.label_stack().first(), reach) {
             (Some(l), true) => label_of(l.value()),
@@ -454,13 +520,44 @@ pub fn vpnv4_of(u: &BgpUpdateMessage) -> Vpnv4Update {
                     .collect();
             }
             PathAttributeValue::AsPath(AsPath::As2PathSegments(s)) => {
-                path.as_path = s
-                    .iter()
-                    .flat_map(|s| s.as_numbers().iter().map(|a| u32::from(*a)))
-                    .collect();
+                as2_path = Some(
+                    s.iter()
+                        .map(|s| {
+                            let set = s.segment_type() == AsPathSegmentType::AsSet;
+                            (set, s.as_numbers().iter().map(|a| u32::from(*a)).collect())
+                        })
+                        .collect::<Vec<Segment>>(),
+                );
+            }
+            PathAttributeValue::As4Path(p) => {
+                as4_path = Some(
+                    p.segments()
+                        .iter()
+                        .map(|s| {
+                            let set = s.segment_type() == AsPathSegmentType::AsSet;
+                            (set, s.as_numbers().to_vec())
+                        })
+                        .collect::<Vec<Segment>>(),
+                );
+            }
+            PathAttributeValue::Aggregator(Aggregator::As2Aggregator(a)) => {
+                aggregator_as2 = Some(*a.asn());
             }
             _ => {}
         }
+    }
+    // AS4_PATH counts only beside a 2-octet AS_PATH (a peer without
+    // 4-octet support; from one with it, it is ignored: RFC 6793 section
+    // 4.2.1), and not when AGGREGATOR names an AS other than AS_TRANS
+    // (section 4.2.3: a speaker without 4-octet support aggregated since).
+    if let Some(two) = as2_path {
+        let merged = match as4_path {
+            Some(four) if aggregator_as2.is_none_or(|a| a == AS_TRANS) => {
+                merge_as4_path(&two, &four)
+            }
+            _ => two,
+        };
+        path.as_path = merged.into_iter().flat_map(|(_, n)| n).collect();
     }
     if !out.reach.is_empty() {
         out.path = Some(path);

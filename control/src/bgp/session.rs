@@ -847,8 +847,9 @@ impl Session {
         if !self.gate.table(established, n, refresh) {
             return;
         }
+        let asn4 = self.fsm.negotiated.is_some_and(|n| n.asn4);
         for (p, rs) in &table {
-            for m in vpnv4_reach(rs, p) {
+            for m in vpnv4_reach(rs, p, asn4) {
                 self.send(&encode(&m)).await;
             }
         }
@@ -859,7 +860,8 @@ impl Session {
 
     async fn advertise(&mut self, routes: Vec<VpnRoute>, path: VpnPath) {
         if self.gate.change(self.fsm.state == State::Established) {
-            for m in vpnv4_reach(&routes, &path) {
+            let asn4 = self.fsm.negotiated.is_some_and(|n| n.asn4);
+            for m in vpnv4_reach(&routes, &path, asn4) {
                 self.send(&encode(&m)).await;
             }
         }

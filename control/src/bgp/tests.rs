@@ -86,7 +86,7 @@ fn golden_messages_both_ways() {
         (
             "UPDATE reach",
             REACH,
-            vpnv4_reach(&[route()], &path()).remove(0),
+            vpnv4_reach(&[route()], &path(), true).remove(0),
         ),
         (
             "UPDATE unreach",
@@ -159,7 +159,7 @@ fn many_routes_pack_into_messages_within_4096_bytes() {
         })
         .collect();
     for (msgs, reach) in [
-        (vpnv4_reach(&routes, &path()), true),
+        (vpnv4_reach(&routes, &path(), true), true),
         (vpnv4_unreach(&routes), false),
     ] {
         assert!(msgs.len() > 1, "1000 routes need several UPDATEs");
@@ -524,7 +524,7 @@ fn reflection_attributes_go_out_and_read_back() {
         }),
         ..path()
     };
-    let bytes = encode(&vpnv4_reach(&[route()], &reflected).remove(0));
+    let bytes = encode(&vpnv4_reach(&[route()], &reflected, true).remove(0));
     let find = |kind: u8| {
         bytes
             .windows(4)
@@ -603,4 +603,138 @@ fn a_multi_label_nlri_is_treated_as_withdraw() {
             ..
         }
     ));
+}
+
+/// The route of REACH with AS_PATH 4200000001 65001 (eBGP, our AS needing
+/// 4 octets), toward a peer without 4-octet AS numbers (RFC 6793 section
+/// 4.2.2): AS_PATH with AS_TRANS (0x5ba0) in place of 4200000001, then,
+/// after MP_REACH_NLRI, AS4_PATH (type 17, optional transitive, extended
+/// length) with the real path.
+const REACH_AS2: &str = "M 0072 02 0000 005b
+    40 01 01 00
+    40 02 06 02 02 5ba0 fde9
+    40 05 04 00000064
+    d0 10 0010 0002fde800000001 0102c0000201 0001
+    90 0e 0021 0001 80 0c 0000000000000000 c0000201 00
+       78 03e811 0000fde800000064 0a00000a
+    d0 11 000a 02 02 fa56ea01 0000fde9";
+/// The same toward a 4-octet peer: the real path in AS_PATH, no AS4_PATH.
+const REACH_AS4: &str = "M 0068 02 0000 0051
+    40 01 01 00
+    40 02 0a 02 02 fa56ea01 0000fde9
+    40 05 04 00000064
+    d0 10 0010 0002fde800000001 0102c0000201 0001
+    90 0e 0021 0001 80 0c 0000000000000000 c0000201 00
+       78 03e811 0000fde800000064 0a00000a";
+/// A path of 2-octet numbers only toward a 2-octet peer: no AS4_PATH.
+const REACH_AS2_SHORT: &str = "M 0062 02 0000 004b
+    40 01 01 00
+    40 02 04 02 01 fde9
+    40 05 04 00000064
+    d0 10 0010 0002fde800000001 0102c0000201 0001
+    90 0e 0021 0001 80 0c 0000000000000000 c0000201 00
+       78 03e811 0000fde800000064 0a00000a";
+
+#[test]
+fn as_trans_and_as4_path_toward_a_two_octet_peer_and_merged_back() {
+    let long = VpnPath {
+        as_path: vec![4_200_000_001, 65001],
+        ..path()
+    };
+    let short = VpnPath {
+        as_path: vec![65001],
+        ..path()
+    };
+    for (name, bytes, p, asn4) in [
+        ("2-octet peer", REACH_AS2, &long, false),
+        ("4-octet peer", REACH_AS4, &long, true),
+        ("2-octet peer, 2-octet path", REACH_AS2_SHORT, &short, false),
+    ] {
+        let msg = vpnv4_reach(&[route()], p, asn4).remove(0);
+        let bytes = hex(bytes);
+        assert_eq!(encode(&msg), bytes, "{name}: message to bytes");
+        assert_eq!(
+            decode(&bytes, asn4).as_ref(),
+            Ok(&msg),
+            "{name}: bytes to message"
+        );
+        assert!(matches!(check_update(&bytes, asn4, false), Verdict::Fine { .. }), "{name}");
+        // Read back as the peer sent it: AS4_PATH merged (section 4.2.3).
+        let BgpMessage::Update(u) = msg else {
+            unreachable!()
+        };
+        let v = vpnv4_of(&u);
+        assert_eq!(v.path.as_ref(), Some(p), "{name}");
+        assert_eq!(v.reach, [route()], "{name}");
+    }
+    // Many routes toward a 2-octet peer still pack within 4096 bytes, the
+    // AS4_PATH in each UPDATE.
+    let routes: Vec<VpnRoute> = (0..1000u32)
+        .map(|i| VpnRoute {
+            prefix: Ipv4Addr::from(0x0a00_0000 + i),
+            ..route()
+        })
+        .collect();
+    let msgs = vpnv4_reach(&routes, &long, false);
+    assert!(msgs.len() > 1);
+    for m in &msgs {
+        let b = encode(m);
+        assert!(b.len() <= MAX_MESSAGE, "{} bytes", b.len());
+        let BgpMessage::Update(u) = decode(&b, false).unwrap() else {
+            panic!("not an UPDATE");
+        };
+        assert_eq!(vpnv4_of(&u).path.unwrap().as_path, long.as_path);
+    }
+}
+
+#[test]
+fn as4_path_is_merged_per_rfc_6793_section_4_2_3() {
+    let seq = |n: &[u32]| (false, n.to_vec());
+    let set = |n: &[u32]| (true, n.to_vec());
+    // Two speakers without 4-octet support prepended 65002 after the
+    // AS4_PATH was made: they come first.
+    assert_eq!(
+        merge_as4_path(
+            &[seq(&[65002, 23456, 65001])],
+            &[seq(&[4_200_000_001, 65001])]
+        ),
+        [seq(&[65002]), seq(&[4_200_000_001, 65001])]
+    );
+    // An AS_SET counts as one.
+    assert_eq!(
+        merge_as4_path(
+            &[seq(&[65003]), set(&[23456, 65005])],
+            &[set(&[4_200_000_001, 65005])]
+        ),
+        [seq(&[65003]), set(&[4_200_000_001, 65005])]
+    );
+    // AS4_PATH longer than AS_PATH: ignored.
+    assert_eq!(
+        merge_as4_path(&[seq(&[23456])], &[seq(&[4_200_000_001, 65001])]),
+        [seq(&[23456])]
+    );
+    // Through the decoder: AGGREGATOR with an AS other than AS_TRANS
+    // means AS4_PATH is ignored; with AS_TRANS it is used.
+    let with = |aggregator: &str| {
+        let b = reach_with(&format!(
+            "40 01 01 00 40 02 06 02 02 5ba0 fde9 {aggregator} {MP_REACH_ATTR}
+             d0 11 000a 02 02 fa56ea01 0000fde9"
+        ));
+        let BgpMessage::Update(u) = decode(&b, false).unwrap() else {
+            panic!("not an UPDATE");
+        };
+        vpnv4_of(&u).path.unwrap().as_path
+    };
+    assert_eq!(with(""), [4_200_000_001, 65001]);
+    assert_eq!(with("c0 07 06 5ba0 c0000201"), [4_200_000_001, 65001]);
+    assert_eq!(with("c0 07 06 fde8 c0000201"), [23456, 65001]);
+    // From a 4-octet peer an AS4_PATH is ignored (section 4.2.1).
+    let b = reach_with(&format!(
+        "40 01 01 00 40 02 0a 02 02 0000fde8 0000fde9 {MP_REACH_ATTR}
+         d0 11 000a 02 02 fa56ea01 0000fde9"
+    ));
+    let BgpMessage::Update(u) = decode(&b, true).unwrap() else {
+        panic!("not an UPDATE");
+    };
+    assert_eq!(vpnv4_of(&u).path.unwrap().as_path, [65000, 65001]);
 }
