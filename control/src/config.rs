@@ -2742,6 +2742,53 @@ peer = "a"
         assert!(cases.len() >= 12);
     }
 
+    /// Peer oscillation damping's knobs: each within 1 ms to an hour, the
+    /// start no more than the cap.
+    #[test]
+    fn idle_hold_knobs_are_checked() {
+        let with = |knobs: &str| {
+            format!(
+                "{}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n[[bgp.neighbor]]\naddress = \"192.0.2.9\"\nremote_asn = 65000\n{knobs}",
+                SPOKE_EXAMPLE.replace(
+                    "vpn_label = 1001\n",
+                    "vpn_label = 1001\nroute_distinguisher = \"65000:1\"\n"
+                )
+            )
+        };
+        assert!(p(&with("idle_hold_start_ms = 100\nidle_hold_max_ms = 3200\n")).is_ok());
+        let cases = vec![
+            (
+                "idle hold start 0",
+                with("idle_hold_start_ms = 0\n"),
+                "bgp.neighbor[0].idle_hold_start_ms",
+                75,
+                "0 ms: 1 to 3600000",
+            ),
+            (
+                "idle hold cap over an hour",
+                with("idle_hold_max_ms = 3600001\n"),
+                "bgp.neighbor[0].idle_hold_max_ms",
+                75,
+                "1 to 3600000",
+            ),
+            (
+                "idle hold start over the cap",
+                with("idle_hold_start_ms = 5000\nidle_hold_max_ms = 4000\n"),
+                "bgp.neighbor[0].idle_hold_start_ms",
+                75,
+                "5000 ms is more than idle_hold_max_ms (4000 ms)",
+            ),
+            (
+                "idle hold start over the default cap",
+                with("idle_hold_start_ms = 200000\n"),
+                "bgp.neighbor[0].idle_hold_start_ms",
+                75,
+                "200000 ms is more than idle_hold_max_ms (120000 ms)",
+            ),
+        ];
+        check_cases(SPOKE_EXAMPLE, &cases);
+    }
+
     #[test]
     fn every_router_error_is_reported_at_once_with_its_column() {
         let src = SPOKE_EXAMPLE
