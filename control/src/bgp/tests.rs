@@ -658,7 +658,10 @@ fn as_trans_and_as4_path_toward_a_two_octet_peer_and_merged_back() {
             Ok(&msg),
             "{name}: bytes to message"
         );
-        assert!(matches!(check_update(&bytes, asn4, false), Verdict::Fine { .. }), "{name}");
+        assert!(
+            matches!(check_update(&bytes, asn4, false), Verdict::Fine { .. }),
+            "{name}"
+        );
         // Read back as the peer sent it: AS4_PATH merged (section 4.2.3).
         let BgpMessage::Update(u) = msg else {
             unreachable!()
