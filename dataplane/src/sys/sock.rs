@@ -175,7 +175,7 @@ pub fn saved_syn_ttl(fd: BorrowedFd) -> io::Result<Option<u8>> {
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
