@@ -164,12 +164,13 @@ def open_msg(asn: int, hold: int, router_id: str) -> bytes:
 
 
 def update_default(label: int, origin_len: int = 1) -> bytes:
-    """An iBGP UPDATE for 0/0, RD 65000:1, target 65000:1, next hop
+    """An iBGP UPDATE for 0/0, RD 65000:1, target 65000:2 (which the hub
+    imports: routes no service imports are not stored), next hop
     198.18.1.1; ORIGIN `origin_len` bytes long (1 is right)."""
     origin = bytes([0x40, 1, origin_len]) + bytes(origin_len)
     as_path = bytes([0x40, 2, 0])
     local_pref = bytes([0x40, 5, 4]) + struct.pack("!I", 100)
-    rt = bytes([0xC0, 16, 8, 0x00, 0x02]) + struct.pack("!HI", 65000, 1)
+    rt = bytes([0xC0, 16, 8, 0x00, 0x02]) + struct.pack("!HI", 65000, 2)
     nlri = bytes([24 + 64]) + struct.pack("!I", label << 4 | 1)[1:] + struct.pack("!HHI", 0, 65000, 1)
     mp = struct.pack("!HBB", 1, 128, 12) + bytes(8) + socket.inet_aton(SPOKE) + b"\x00" + nlri
     mp_reach = bytes([0x80, 14, len(mp)]) + mp
