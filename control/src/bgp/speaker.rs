@@ -216,6 +216,10 @@ impl Neighbor {
     }
 }
 
+/// A route as reflected: the neighbour it came from, its label, and the
+/// path it goes out with ([`Speaker::reflected`]).
+type Reflected = (usize, u32, Arc<VpnPath>);
+
 /// A neighbour's `max_prefixes` (RFC 4486 section 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PrefixLimit {
@@ -555,8 +559,7 @@ impl Speaker {
     /// cluster id prepended to CLUSTER_LIST. The next hop, label and
     /// other attributes stay as they were (section 10). Routes of one
     /// learnt path share one reflected path.
-    #[allow(clippy::type_complexity)]
-    fn reflected(&self, keys: &[RibKey]) -> Vec<Option<(usize, u32, Arc<VpnPath>)>> {
+    fn reflected(&self, keys: &[RibKey]) -> Vec<Option<Reflected>> {
         let mut shared: HashMap<*const VpnPath, Arc<VpnPath>> = HashMap::new();
         keys.iter()
             .map(|k| {
@@ -645,10 +648,10 @@ impl Speaker {
             for n in &mut self.neighbors {
                 keys.extend(n.rib_in.keys().map(|k| (k.0, k.1)));
                 // Routes no service imports any more are not kept.
-                let importers = &self.importers;
+                let keep_all = self.reflects && n.remote_asn == self.asn;
                 n.rib_in
-                    .retain(|_, (_, p)| p.route_targets.iter().any(|t| importers.contains_key(t)));
-                if added && n.up.is_some() {
+                    .retain(|_, (_, p)| keeps(&self.importers, keep_all, p));
+                if added && n.up.is_some() && !keep_all {
                     // The routes carrying the new targets were not kept:
                     // ask for them again, or, from a peer that cannot be
                     // asked, by restarting the session (Cease 6/6, Other
@@ -790,8 +793,7 @@ impl Speaker {
                 || path.reflection.as_ref().is_some_and(|r| {
                     r.originator_id == router_id || r.cluster_list.contains(&router_id)
                 });
-            let imported = keep_all || path.route_targets.iter().any(|t| importers.contains_key(t));
-            let shared = (imported && !looped).then(|| nb.intern(path));
+            let shared = (keeps(importers, keep_all, path) && !looped).then(|| nb.intern(path));
             for r in &u.reach {
                 keys.insert((r.prefix, r.len));
                 rd_keys.push((r.prefix, r.len, r.rd));
@@ -1202,6 +1204,13 @@ fn importers_of(services: &[ServiceBgp]) -> HashMap<VpnId, Vec<u16>> {
 }
 
 /// Equal for ECMP: the same LOCAL_PREF, AS_PATH length and MED.
+/// Whether a neighbour's route with `path` is stored: a service imports
+/// one of its targets, or (`keep_all`) we reflect what the neighbour
+/// sends.
+fn keeps(importers: &HashMap<VpnId, Vec<u16>>, keep_all: bool, path: &VpnPath) -> bool {
+    keep_all || path.route_targets.iter().any(|t| importers.contains_key(t))
+}
+
 fn equal_cost(a: &VpnPath, b: &VpnPath) -> bool {
     a.local_pref.unwrap_or(DEFAULT_LOCAL_PREF) == b.local_pref.unwrap_or(DEFAULT_LOCAL_PREF)
         && a.as_path.len() == b.as_path.len()
@@ -2891,5 +2900,29 @@ remote_asn = 65000
         for i in 0..3 {
             assert!(commands(&mut t, i).is_empty());
         }
+    }
+
+    #[test]
+    fn a_route_reflector_keeps_what_it_reflects_across_an_import_change() {
+        let text = CONFIG.replacen(
+            "via = \"hub1\"\n",
+            "via = \"hub1\"\nroute_reflector_client = true\n",
+            1,
+        );
+        let mut t = setup_with(&text);
+        up(&mut t, 0, 1);
+        learned(&mut t, 0, routes(2, "65000:9"));
+        assert_eq!(t.sp.neighbors[0].rib_in.len(), 2);
+        commands(&mut t, 0);
+        let changed = text.replace(
+            "import_targets = [\"65000:1\"]",
+            "import_targets = [\"65000:1\", \"65000:8\"]",
+        );
+        let config = parse(Path::new("test.toml"), &changed)
+            .expect("config")
+            .config;
+        t.sp.reload(&config, &[0], &mut t.rib);
+        assert_eq!(t.sp.neighbors[0].rib_in.len(), 2, "kept for reflection");
+        assert!(commands(&mut t, 0).is_empty(), "nothing to ask for again");
     }
 }
