@@ -47,6 +47,17 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// An empty directory of this process for test `name`, with `subdirs`.
+fn scratch(name: &str, subdirs: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hdvrf-bgp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for d in subdirs {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    dir
+}
+
 fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
     let t0 = Instant::now();
     while !ok() {
@@ -443,13 +454,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// One run: hdvrf with `memory_mb` (default when `None`) learns `n`
 /// routes; returns (installed, refused).
 fn learn(n: u32, memory_mb: Option<u32>, probe_for: Duration) -> (u64, u64) {
-    let dir = std::env::temp_dir().join(format!(
-        "hdvrf-bgp-scale-{}-{}",
-        std::process::id(),
-        memory_mb.unwrap_or(0)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch(&format!("scale-{}", memory_mb.unwrap_or(0)), &[]);
     let port = free_port();
     let h = Hdvrf::start(&dir, port, memory_mb);
     let (g, gobgp_port) = GoBgp::start(&dir, &[port]);
@@ -654,9 +659,7 @@ fn mixed(n: u32, every: u32) -> Table {
 /// are not counted against the limit.
 #[test]
 fn max_prefixes_stops_a_peer_with_cease_6_1_and_its_routes_leave() {
-    let dir = std::env::temp_dir().join(format!("hdvrf-bgp-maxpfx-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("maxpfx", &[]);
     let port = free_port();
     let h = Hdvrf::start_with(
         &dir,
@@ -742,11 +745,7 @@ fn bgp_import_filter() {
         env("HDVRF_BGP_EVERY", 10),
     );
     let imported = u64::from(total.div_ceil(every));
-    let dir = std::env::temp_dir().join(format!("hdvrf-bgp-import-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    for d in ["a", "b"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
+    let dir = scratch("import", &["a", "b"]);
     let (port_a, port_b) = (free_port(), free_port());
     let limit = format!("max_prefixes = {}", imported + imported / 2);
     let a = Hdvrf::start_with(&dir.join("a"), port_a, None, "127.0.0.2", &limit);
@@ -812,11 +811,7 @@ fn bgp_import_filter() {
 /// the feeder withdraws them, B loses them.
 #[test]
 fn a_route_reflector_passes_routes_between_its_clients() {
-    let dir = std::env::temp_dir().join(format!("hdvrf-bgp-rr-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    for d in ["a", "b"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
+    let dir = scratch("rr", &["a", "b"]);
     let port = free_port();
     let h = Hdvrf::start_with(
         &dir,

@@ -18,6 +18,7 @@ condition against a deadline and fails with what it was waiting for.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -253,3 +254,46 @@ def tap_topology(tmp_path):
         hd.kill()
     for ns in namespaces:
         delete_netns(ns)
+
+
+@contextlib.contextmanager
+def netns_linked(names, *links):
+    """Namespaces `names`, joined by veth pairs `links` (as `veth` takes
+    them), for a test that needs root: yields the list of processes it
+    starts, which are killed, and the namespaces deleted, at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("end-to-end tests need root (network namespaces, DPDK)")
+    delete_stale_netns()
+    made, procs = [], []
+    try:
+        for ns in names:
+            made.append(ns)
+            make_netns(ns)
+        for a, b in links:
+            veth(a, b)
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+        for ns in made:
+            delete_netns(ns)
+
+
+class CtlRouter:
+    """A running hdvrf with configuration `text` (its SOCK the management
+    socket), asked through `hdvrf ctl -j`."""
+
+    def __init__(self, procs: list, tmp: Path, netns: str, name: str, text: str):
+        self.sock = tmp / f"{name}.sock"
+        cfg = tmp / f"{name}.toml"
+        cfg.write_text(text.replace("SOCK", str(self.sock)))
+        self.proc = start_router(procs, netns, cfg, name=name)
+
+    def ctl(self, *args: str):
+        return json.loads(run(HDVRF_BIN, "ctl", "-s", str(self.sock), "-j", *args).stdout)
+
+    def neighbor(self) -> dict:
+        return self.ctl("show", "bgp", "neighbors")[0]
+
+    def routes(self, table: str) -> dict[str, str]:
+        return {r["prefix"]: r["next_hop"] for r in self.ctl("show", "routes", "blue", table)}

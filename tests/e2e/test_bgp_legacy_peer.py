@@ -20,7 +20,6 @@ written out here so that the test controls and checks every byte.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import struct
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HDVRF_BIN, NS_PREFIX, PYTHON, LineProc, delete_netns, delete_stale_netns, make_netns, router_header, run, start_router, veth, wait_until
+from conftest import NS_PREFIX, PYTHON, CtlRouter, LineProc, netns_linked, router_header, wait_until
 
 PEER, HUB = "198.18.1.1", "198.18.1.2"
 OUR_AS, PEER_AS, AS_TRANS = 4200000001, 65010, 23456
@@ -41,7 +40,7 @@ WINDOW_S = 20.0
 
 def hub_config(passive: bool, extra: str = "") -> str:
     """hdvrf as a hub in AS 4200000001 with one eBGP neighbour (AS 65010),
-    the hub's 0/0 (label 2001) exported to it; `Router` fills in SOCK."""
+    the hub's 0/0 (label 2001) exported to it; `CtlRouter` fills in SOCK."""
     return router_header("SOCK", role="hub", label_base=2000) + f"""
 [[port]]
 name = "uplink0"
@@ -86,44 +85,19 @@ via = "peer"
 {extra}"""
 
 
-class Router:
-    def __init__(self, procs: list, tmp: Path, netns: str, name: str, text: str):
-        self.sock = tmp / f"{name}.sock"
-        cfg = tmp / f"{name}.toml"
-        cfg.write_text(text.replace("SOCK", str(self.sock)))
-        self.proc = start_router(procs, netns, cfg, name=name)
-
-    def ctl(self, *args: str):
-        return json.loads(run(HDVRF_BIN, "ctl", "-s", str(self.sock), "-j", *args).stdout)
-
-    def neighbor(self) -> dict:
-        return self.ctl("show", "bgp", "neighbors")[0]
 
 
 @pytest.fixture
 def namespaces(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("end-to-end tests need root (network namespaces, DPDK)")
-    delete_stale_netns()
     pid = os.getpid()
     s, h = f"{NS_PREFIX}{pid}-as4s", f"{NS_PREFIX}{pid}-as4h"
-    made, procs = [], []
-    try:
-        for ns in (s, h):
-            made.append(ns)
-            make_netns(ns)
-        veth(("a4s", s, f"{PEER}/24"), ("a4h", h, f"{HUB}/24"))
+    with netns_linked((s, h), (("a4s", s, f"{PEER}/24"), ("a4h", h, f"{HUB}/24"))) as procs:
         yield s, h, procs
-    finally:
-        for p in procs:
-            p.kill()
-        for ns in made:
-            delete_netns(ns)
 
 
 def test_a_two_octet_peer_gets_as_trans_and_as4_path_label_3_and_multi_label(namespaces, tmp_path):
     s, h, procs = namespaces
-    hub = Router(procs, tmp_path, h, "hub", hub_config(passive=True))
+    hub = CtlRouter(procs, tmp_path, h, "hub", hub_config(passive=True))
     wait_until(lambda: hub.neighbor()["state"] == "Active", 10, "the hub's neighbour in Active")
     peer = LineProc(["ip", "netns", "exec", s, PYTHON, __file__, "legacy"], "peer")
     procs.append(peer)
@@ -171,7 +145,7 @@ def test_a_peer_that_resets_each_session_is_damped(namespaces, tmp_path):
     procs.append(peer)
     peer.wait_line(lambda l: l == "listening", 20, "the peer listening")
     knobs = f"idle_hold_start_ms = {START_MS}\nidle_hold_max_ms = {MAX_MS}\n"
-    hub = Router(procs, tmp_path, h, "hub", hub_config(passive=False, extra=knobs))
+    hub = CtlRouter(procs, tmp_path, h, "hub", hub_config(passive=False, extra=knobs))
 
     def resets() -> list[float]:
         return [float(l.split()[1]) for l in peer.lines() if l.startswith("reset ")]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import socket
 import struct
@@ -26,13 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HDVRF_BIN, NS_PREFIX, PYTHON, LineProc, delete_netns, delete_stale_netns, make_netns, router_header, run, start_router, veth, wait_until
+from conftest import NS_PREFIX, PYTHON, CtlRouter, LineProc, netns_linked, router_header, run, wait_until
 
 SPOKE, HUB = "198.18.1.1", "198.18.1.2"
 
 
 def config(role: str, me: str, peer: str, passive: bool) -> str:
-    """A router's configuration; `Router` fills in its socket for SOCK."""
+    """A router's configuration; `CtlRouter` fills in its socket for SOCK."""
     ports = (
         '[[port]]\nname = "access0"\ndevice = "net_null0,no-rx=1"\nrole = "access"\n'
         if role == "spoke"
@@ -88,48 +87,20 @@ via = "peer"
 """
 
 
-class Router:
-    def __init__(self, procs: list, tmp: Path, netns: str, name: str, text: str):
-        self.sock = tmp / f"{name}.sock"
-        cfg = tmp / f"{name}.toml"
-        cfg.write_text(text.replace("SOCK", str(self.sock)))
-        self.proc = start_router(procs, netns, cfg, name=name)
-
-    def ctl(self, *args: str):
-        return json.loads(run(HDVRF_BIN, "ctl", "-s", str(self.sock), "-j", *args).stdout)
-
-    def neighbor(self) -> dict:
-        return self.ctl("show", "bgp", "neighbors")[0]
-
-    def routes(self, table: str) -> dict[str, str]:
-        return {r["prefix"]: r["next_hop"] for r in self.ctl("show", "routes", "blue", table)}
 
 
 @pytest.fixture
 def namespaces(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("end-to-end tests need root (network namespaces, DPDK)")
-    delete_stale_netns()
     pid = os.getpid()
     s, h = f"{NS_PREFIX}{pid}-ps", f"{NS_PREFIX}{pid}-ph"
-    made, procs = [], []
-    try:
-        for ns in (s, h):
-            made.append(ns)
-            make_netns(ns)
-        veth(("sh", s, f"{SPOKE}/24"), ("hs", h, f"{HUB}/24"))
+    with netns_linked((s, h), (("sh", s, f"{SPOKE}/24"), ("hs", h, f"{HUB}/24"))) as procs:
         yield s, h, procs
-    finally:
-        for p in procs:
-            p.kill()
-        for ns in made:
-            delete_netns(ns)
 
 
 def test_a_spoke_and_a_hub_exchange_routes(namespaces, tmp_path):
     s, h, procs = namespaces
-    hub = Router(procs, tmp_path, h, "hub", config("hub", HUB, SPOKE, passive=True))
-    spoke = Router(procs, tmp_path, s, "spoke", config("spoke", SPOKE, HUB, passive=False))
+    hub = CtlRouter(procs, tmp_path, h, "hub", config("hub", HUB, SPOKE, passive=True))
+    spoke = CtlRouter(procs, tmp_path, s, "spoke", config("spoke", SPOKE, HUB, passive=False))
     wait_until(lambda: spoke.neighbor()["state"] == "Established" and hub.neighbor()["state"] == "Established", 30, "spoke and hub Established")
     # The hub's uplink route is the spoke's upstream default, through the
     # hub's transport label and the hub's VPN label.
@@ -205,7 +176,7 @@ def test_a_bad_open_and_a_malformed_update_against_a_running_router(namespaces, 
     s, h, procs = namespaces
     # hdvrf is the hub (passive); this test, in the spoke's namespace, is
     # its neighbour 198.18.1.1.
-    hub = Router(procs, tmp_path, h, "hub", config("hub", HUB, SPOKE, passive=True))
+    hub = CtlRouter(procs, tmp_path, h, "hub", config("hub", HUB, SPOKE, passive=True))
     # Passive, nobody connected yet: the FSM waits in Active.
     wait_until(lambda: hub.neighbor()["state"] == "Active", 10, "the hub's neighbour in Active")
     peer = LineProc(["ip", "netns", "exec", s, PYTHON, __file__, "peer"], "peer")
@@ -398,31 +369,18 @@ class RawPeer:
 @pytest.fixture(scope="module")
 def raw_hub(tmp_path_factory):
     """One hub for the module, its neighbour this test's raw socket."""
-    if os.geteuid() != 0:
-        pytest.skip("end-to-end tests need root (network namespaces, DPDK)")
-    delete_stale_netns()
     tmp = tmp_path_factory.mktemp("rfc7606")
     pid = os.getpid()
     s, h = f"{NS_PREFIX}{pid}-7606s", f"{NS_PREFIX}{pid}-7606h"
-    made, procs = [], []
-    try:
-        for ns in (s, h):
-            made.append(ns)
-            make_netns(ns)
-        veth(("sh", s, f"{SPOKE}/24"), ("hs", h, f"{HUB}/24"))
-        hub = Router(procs, tmp, h, "hub", config("hub", HUB, SPOKE, passive=True))
+    with netns_linked((s, h), (("sh", s, f"{SPOKE}/24"), ("hs", h, f"{HUB}/24"))) as procs:
+        hub = CtlRouter(procs, tmp, h, "hub", config("hub", HUB, SPOKE, passive=True))
         wait_until(lambda: hub.neighbor()["state"] == "Active", 10, "the hub's neighbour in Active")
         peer = RawPeer(s)
         wait_until(lambda: hub.neighbor()["state"] == "Established", 10, "the hub's neighbour Established")
         yield hub, peer
-    finally:
-        for p in procs:
-            p.kill()
-        for ns in made:
-            delete_netns(ns)
 
 
-def rib_in(hub: Router) -> dict[str, int]:
+def rib_in(hub: CtlRouter) -> dict[str, int]:
     return {r["prefix"]: r["label"] for r in hub.ctl("show", "bgp", "rib", "in")}
 
 

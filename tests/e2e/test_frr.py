@@ -46,7 +46,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HDVRF_BIN, NS_PREFIX, LineProc, delete_netns, delete_stale_netns, make_netns, router_header, run, start_router, veth, wait_until
+from conftest import HDVRF_BIN, NS_PREFIX, LineProc, netns_linked, router_header, run, start_router, wait_until
 
 HUB_I, FRR_I = "198.18.21.1", "198.18.21.2"
 HUB_E, FRR_E = "198.18.22.1", "198.18.22.2"
@@ -241,21 +241,16 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("end-to-end tests need root (network namespaces, DPDK)")
     if not os.access(BGPD, os.X_OK):
         pytest.skip("FRR's bgpd is not installed (Debian package frr; scripts/setup)")
     tmp = tmp_path_factory.mktemp("frr")
-    delete_stale_netns()
     pid = os.getpid()
     h, i, e = (f"{NS_PREFIX}{pid}-fr{x}" for x in "hie")
-    made, procs = [], []
-    try:
-        for ns in (h, i, e):
-            made.append(ns)
-            make_netns(ns)
-        veth((f"hf{pid % 10000}i", h, f"{HUB_I}/24"), (f"fh{pid % 10000}i", i, f"{FRR_I}/24"))
-        veth((f"hf{pid % 10000}e", h, f"{HUB_E}/24"), (f"fh{pid % 10000}e", e, f"{FRR_E}/24"))
+    with netns_linked(
+        (h, i, e),
+        ((f"hf{pid % 10000}i", h, f"{HUB_I}/24"), (f"fh{pid % 10000}i", i, f"{FRR_I}/24")),
+        ((f"hf{pid % 10000}e", h, f"{HUB_E}/24"), (f"fh{pid % 10000}e", e, f"{FRR_E}/24")),
+    ) as procs:
         env = Env()
         env.h, env.i, env.e, env.procs = h, i, e, procs
         env.hub = Hub(procs, tmp, h)
@@ -264,11 +259,6 @@ def env(tmp_path_factory):
         env.frr_i.start(procs)
         env.frr_e.start(procs)
         yield env
-    finally:
-        for p in procs:
-            p.kill()
-        for ns in made:
-            delete_netns(ns)
 
 
 def both_up(env) -> bool:
